@@ -1,0 +1,91 @@
+"""Run the simulator in the foreground: ``python -m comfynb.simulator --port 8188 --root DIR``.
+
+Example::
+
+    $ python -m comfynb.simulator --port 8188 --root /tmp/sim --comfyui-version 0.8.0 \\
+          --fault http_500_rate=0.1 --seed 7
+    comfynb simulator (ComfyUI 0.8.0) on http://127.0.0.1:8188, root /tmp/sim
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser(prog: str = "python -m comfynb.simulator") -> argparse.ArgumentParser:
+    """The command line of the simulator (``comfynb simulator`` reuses it)."""
+    from .specs import DEFAULT_VERSION, SERVER_VERSIONS
+
+    parser = argparse.ArgumentParser(prog=prog, description="A simulated ComfyUI server.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8188, help="port (0: a free one)")
+    parser.add_argument("--root", default=None, help="folder for input/, output/, temp/")
+    parser.add_argument(
+        "--comfyui-version", choices=SERVER_VERSIONS, default=DEFAULT_VERSION, dest="version"
+    )
+    parser.add_argument("--node-seconds", type=float, default=0.0, help="time per node")
+    parser.add_argument("--step-seconds", type=float, default=0.0, help="time per sampler step")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random faults")
+    parser.add_argument(
+        "--faults", default=None, help='fault set as JSON, e.g. {"http_500_rate": 0.1}'
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one fault, e.g. http_500_rate=0.1 (repeatable; added to --faults)",
+    )
+    return parser
+
+
+def _faults(args: argparse.Namespace) -> dict[str, Any]:
+    from .faults import Faults, parse_fault_args
+
+    faults: dict[str, Any] = json.loads(args.faults) if args.faults else {}
+    faults.update(parse_fault_args(args.fault))
+    Faults().set(faults)  # raises ValueError on an unknown key
+    return faults
+
+
+def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = None) -> int:
+    """Serve until Ctrl-C (or until ``stop`` is set); return the exit status."""
+    from . import Simulator
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        faults = _faults(args)
+    except ValueError as exc:
+        parser.error(f"bad fault set: {exc}")
+    sim = Simulator(
+        root=args.root,
+        version=args.version,
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        node_seconds=args.node_seconds,
+        step_seconds=args.step_seconds,
+        faults=faults or None,
+    )
+    with sim:
+        print(
+            f"comfynb simulator (ComfyUI {args.version}) on {sim.url}, root {sim.root}", flush=True
+        )
+        waiter = stop or threading.Event()
+        try:
+            while not waiter.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

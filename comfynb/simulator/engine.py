@@ -1,0 +1,1045 @@
+"""The simulator's engine: the queue, one executor thread, the cache, history and the WS fan-out.
+
+Like ComfyUI's prompt worker, one thread takes the prompt with the smallest ``number`` from a
+heap, runs its nodes in dependency order and reports each step as a WebSocket message. The
+messages go to a ``Hub`` that lives on the aiohttp event loop: the executor appends them to a
+deque and wakes the loop once per batch (``call_soon_threadsafe``), so a burst of prompts costs
+few wake-ups.
+
+Example (what ``Simulator`` does)::
+
+    hub = Hub(loop)                       # on the event loop
+    engine = Engine(root, hub, faults=Faults())
+    engine.start()                        # the executor thread
+    engine.submit(task)                   # from a request handler
+    engine.stop()
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import heapq
+import json
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import nodes as _nodes
+from .faults import Faults
+
+__all__ = [
+    "HISTORY_LIMIT",
+    "Engine",
+    "Hub",
+    "JobQueryError",
+    "Task",
+    "find_job",
+    "list_jobs",
+    "now_ms",
+]
+
+# ComfyUI drops the oldest entry before adding one past 10 000, so 10 001 entries stay.
+HISTORY_LIMIT = 10_000
+
+Json = dict[str, Any]
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch, ComfyUI's ``timestamp``/``create_time`` unit."""
+    return int(time.time() * 1000)
+
+
+def _dumps(kind: str, data: Any) -> str:
+    return json.dumps({"type": kind, "data": data})
+
+
+@dataclass(eq=False)
+class Task:
+    """One queued prompt: ComfyUI's queue item ``[number, prompt_id, prompt, extra_data, outputs]``."""
+
+    number: float
+    prompt_id: str
+    prompt: Json
+    extra_data: Json
+    outputs: list[str]
+    seq: int = 0
+    epoch: int = 0
+
+    @property
+    def client_id(self) -> str | None:
+        cid = self.extra_data.get("client_id")
+        return None if cid is None else str(cid)
+
+    def item(self) -> list[Any]:
+        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
+
+
+# ---------------------------------------------------------------------------------------------
+# The WebSocket side: sockets by client id, one publisher task that keeps the order.
+
+
+@dataclass(eq=False)
+class _Socket:
+    ws: Any  # aiohttp.web.WebSocketResponse
+    metadata: bool = False  # the client sent feature_flags supports_preview_metadata
+    dropped: bool = False  # the server closed it (restart, ws_drop fault)
+
+
+# Frames the engine posts: ("text", target, text) | ("preview", target, progress_text|None,
+# image, fmt, metadata) | ("close_all",). target None means every socket.
+Frame = tuple[Any, ...]
+
+
+class Hub:
+    """The open sockets by client id, and one publisher that sends frames to them in order."""
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.sockets: dict[str, _Socket] = {}
+        self._pending: collections.deque[Frame] = collections.deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._wakeup: Any = None  # asyncio.Event, made on the loop
+        self._task: Any = None
+
+    def start(self) -> None:
+        """Start the publisher; call on the event loop."""
+        import asyncio
+
+        self._wakeup = asyncio.Event()
+        self._task = self.loop.create_task(self._publish())
+
+    async def stop(self) -> None:
+        """Stop the publisher and close every socket; call on the event loop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+        await self.close_all()
+
+    def post(self, frame: Frame) -> None:
+        """Queue a frame for sending; safe from any thread."""
+        self._pending.append(frame)
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.loop.call_soon_threadsafe(self._kick)
+
+    def send(self, kind: str, data: Any, target: str | None) -> None:
+        """Queue one JSON message for ``target`` (None: every socket)."""
+        self.post(("text", target, _dumps(kind, data)))
+
+    def _kick(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _publish(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            with self._lock:
+                self._scheduled = False
+            while self._pending:
+                await self._deliver(self._pending.popleft())
+
+    def _targets(self, target: str | None) -> list[_Socket]:
+        if target is None:
+            return list(self.sockets.values())
+        sock = self.sockets.get(target)
+        return [] if sock is None else [sock]
+
+    async def _deliver(self, frame: Frame) -> None:
+        if frame[0] == "close_all":
+            await self.close_all()
+            return
+        for sock in self._targets(frame[1]):
+            try:
+                if frame[0] == "text":
+                    await sock.ws.send_str(frame[2])
+                else:
+                    await self._send_preview(sock, frame)
+            except Exception:
+                pass
+
+    async def _send_preview(self, sock: _Socket, frame: Frame) -> None:
+        _, _, progress_text, image, fmt, metadata = frame
+        # Order as observed: metadata format sends the image before `progress`, legacy after.
+        if sock.metadata:
+            meta = json.dumps(metadata).encode()
+            header = (4).to_bytes(4, "big") + len(meta).to_bytes(4, "big")
+            await sock.ws.send_bytes(header + meta + image)
+            if progress_text is not None:
+                await sock.ws.send_str(progress_text)
+        else:
+            if progress_text is not None:
+                await sock.ws.send_str(progress_text)
+            code = 2 if fmt == "PNG" else 1
+            await sock.ws.send_bytes((1).to_bytes(4, "big") + code.to_bytes(4, "big") + image)
+
+    async def close_all(self) -> None:
+        """Close every socket (a restart, or the ws_drop fault)."""
+        socks = list(self.sockets.values())
+        self.sockets.clear()
+        for sock in socks:
+            sock.dropped = True
+        for sock in socks:
+            with contextlib.suppress(Exception):
+                await sock.ws.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Graph helpers (pure).
+
+
+def is_link(value: Any) -> bool:
+    """True for ``["node_id", output_index]``."""
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str | int)
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+    )
+
+
+def _inputs(node: Any) -> Json:
+    inputs = node.get("inputs") if isinstance(node, dict) else None
+    return inputs if isinstance(inputs, dict) else {}
+
+
+def signatures(prompt: Json, input_dir: Path) -> dict[str, str]:
+    """Each node's cache key: class + inputs, links replaced by their source's key, recursively."""
+    memo: dict[str, str] = {}
+
+    def sig(node_id: str, seen: frozenset[str]) -> str:
+        if node_id in memo:
+            return memo[node_id]
+        node = prompt.get(node_id)
+        if not isinstance(node, dict) or node_id in seen:
+            return f"missing:{node_id}"
+        parts: list[Any] = [node.get("class_type")]
+        for name, value in sorted(_inputs(node).items()):
+            if is_link(value):
+                parts.append((name, sig(str(value[0]), seen | {node_id}), value[1]))
+            else:
+                parts.append((name, json.dumps(value, sort_keys=True, default=str)))
+        if node.get("class_type") == "LoadImage":
+            parts.append(_file_stamp(input_dir, _inputs(node).get("image")))
+        digest = hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+        memo[node_id] = digest
+        return digest
+
+    for node_id in prompt:
+        sig(node_id, frozenset())
+    return memo
+
+
+def _file_stamp(input_dir: Path, name: Any) -> str:
+    # LoadImage's IS_CHANGED hashes the file; its size and mtime tell the same here.
+    if not isinstance(name, str):
+        return ""
+    try:
+        stat = (input_dir / name.split(" [")[0]).stat()
+    except (OSError, ValueError):
+        return ""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def execution_order(prompt: Json, outputs: list[str], cached: set[str]) -> list[str]:
+    """Nodes to visit: the output nodes and their uncached ancestors, dependencies first."""
+    order: list[str] = []
+    done: set[str] = set()
+
+    def visit(node_id: str, path: frozenset[str]) -> None:
+        if node_id in done or node_id in path or node_id not in prompt:
+            return
+        if node_id not in cached:
+            for value in _inputs(prompt[node_id]).values():
+                if is_link(value):
+                    visit(str(value[0]), path | {node_id})
+        done.add(node_id)
+        order.append(node_id)
+
+    for node_id in outputs:
+        visit(node_id, frozenset())
+    return order
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine.
+
+
+@dataclass
+class _Cached:
+    values: tuple[Any, ...]
+    ui: Json | None
+
+
+class _Stop(Exception):
+    """The prompt was abandoned by a restart: report nothing."""
+
+
+class _Failed(Exception):
+    def __init__(self, node_id: str, exception_type: str, message: str, tb: list[str]) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.exception_type = exception_type
+        self.message = message
+        self.tb = tb
+
+
+class _Interrupt(Exception):
+    def __init__(self, node_id: str) -> None:
+        super().__init__(node_id)
+        self.node_id = node_id
+
+
+@dataclass
+class _Run:
+    """The state of the prompt being executed."""
+
+    task: Task
+    cid: str | None
+    states: dict[str, Json] = field(default_factory=dict)
+    outputs: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    ui: Json = field(default_factory=dict)
+    meta: Json = field(default_factory=dict)
+    messages: list[list[Any]] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)
+    pending_progress: str | None = None
+    ws_drop: bool = False
+    hostile: str | None = None
+    node_id: str | None = None
+
+
+class Engine:
+    """Queue, executor thread, cache and history of one simulated ComfyUI server."""
+
+    def __init__(
+        self,
+        root: Path,
+        hub: Hub,
+        *,
+        faults: Faults,
+        version: str = "0.33.0",
+        node_seconds: float = 0.0,
+        step_seconds: float = 0.0,
+    ) -> None:
+        self.root = root
+        self.hub = hub
+        self.faults = faults
+        self.version = version
+        self.node_seconds = node_seconds
+        self.step_seconds = step_seconds
+        self.output_dir = root / "output"
+        self.input_dir = root / "input"
+        self.temp_dir = root / "temp"
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Task]] = []
+        self._running: Task | None = None
+        self._history: dict[str, Json] = {}
+        self._cache: dict[str, _Cached] = {}
+        self._seq = 0
+        self._epoch = 0
+        self._interrupted = False
+        self._wake = threading.Event()  # cuts a node_seconds wait short
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.last_node_id: str | None = None
+        self.flags: Json = {}
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for folder in (self.output_dir, self.input_dir, self.temp_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._work, name="comfynb-sim-executor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._epoch += 1
+            self._interrupted = True
+            self._wake.set()
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def forget(self, *, clear_cache: bool = True) -> None:
+        """Forget the queue, the history and the running prompt (a crash and restart)."""
+        with self._cond:
+            self._epoch += 1
+            self._heap.clear()
+            self._history.clear()
+            self._interrupted = True
+            self._wake.set()
+            if clear_cache:
+                self._cache.clear()
+            # Wait for an abandoned prompt to let go, so a reset sees an idle engine.
+            deadline = time.monotonic() + 10
+            while self._running is not None and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+            self.last_node_id = None
+
+    # -- queue --------------------------------------------------------------------------------
+
+    def submit(self, task: Task) -> None:
+        """Queue a validated prompt and broadcast the new queue size."""
+        with self._cond:
+            self._seq += 1
+            task.seq = self._seq
+            heapq.heappush(self._heap, (task.number, task.seq, task))
+            self._cond.notify()
+            remaining = self._remaining()
+        self._status(remaining)
+
+    def _remaining(self) -> int:
+        return len(self._heap) + (1 if self._running is not None else 0)
+
+    def queue_remaining(self) -> int:
+        with self._cond:
+            return self._remaining()
+
+    def _status(self, remaining: int) -> None:
+        self.hub.send("status", {"status": {"exec_info": {"queue_remaining": remaining}}}, None)
+
+    def queue(self) -> tuple[list[list[Any]], list[list[Any]]]:
+        """``(running items, pending items)``; pending in heap order, as ComfyUI lists them."""
+        with self._cond:
+            running = [self._running.item()] if self._running is not None else []
+            pending = [entry[2].item() for entry in self._heap]
+        return running, pending
+
+    def delete_pending(self, prompt_ids: list[Any]) -> None:
+        """Remove one pending item per listed id (quirk 3), then broadcast the queue size."""
+        with self._cond:
+            changed = False
+            for prompt_id in prompt_ids:
+                for index, entry in enumerate(self._heap):
+                    if entry[2].prompt_id == prompt_id:
+                        self._heap.pop(index)
+                        heapq.heapify(self._heap)
+                        changed = True
+                        break
+            remaining = self._remaining()
+        if changed:
+            self._status(remaining)
+
+    def clear_pending(self) -> None:
+        with self._cond:
+            self._heap.clear()
+            remaining = self._remaining()
+        self._status(remaining)
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        """Interrupt the running prompt (only if it is ``prompt_id`` when given)."""
+        with self._cond:
+            if self._running is None:
+                # ComfyUI sets the flag anyway; the next prompt resets it on start.
+                self._interrupted = prompt_id is None
+                return False
+            if prompt_id is not None and self._running.prompt_id != prompt_id:
+                return False
+            self._interrupted = True
+            self._wake.set()
+            return True
+
+    def running_prompt(self) -> tuple[str | None, str | None]:
+        """``(client_id, last_node_id)`` of the running prompt, for a socket that reconnects."""
+        with self._cond:
+            if self._running is None:
+                return None, None
+            return self._running.client_id, self.last_node_id
+
+    def is_known(self, prompt_id: str) -> bool:
+        with self._cond:
+            if prompt_id in self._history:
+                return True
+            if self._running is not None and self._running.prompt_id == prompt_id:
+                return True
+            return any(entry[2].prompt_id == prompt_id for entry in self._heap)
+
+    # -- history ------------------------------------------------------------------------------
+
+    def history(self, max_items: int | None = None, offset: int = -1) -> Json:
+        """All entries oldest first; ``max_items`` the newest N, or N from ``offset``."""
+        with self._cond:
+            items = list(self._history.items())
+        if max_items is not None or offset >= 0:
+            start = offset if offset >= 0 else max(len(items) - (max_items or 0), 0)
+            end = len(items) if max_items is None else start + max_items
+            items = items[start:end]
+        return dict(items)
+
+    def history_entry(self, prompt_id: str) -> Json:
+        with self._cond:
+            entry = self._history.get(prompt_id)
+        return {} if entry is None else {prompt_id: entry}
+
+    def delete_history(self, prompt_ids: list[Any]) -> None:
+        with self._cond:
+            for prompt_id in prompt_ids:
+                self._history.pop(prompt_id, None)
+
+    def clear_history(self) -> None:
+        with self._cond:
+            self._history.clear()
+
+    def snapshot(self) -> tuple[list[list[Any]], list[list[Any]], dict[str, Json]]:
+        """Running items, pending items and history, for the jobs view."""
+        with self._cond:
+            running = [self._running.item()] if self._running is not None else []
+            pending = [entry[2].item() for entry in self._heap]
+            return running, pending, dict(self._history)
+
+    # -- the executor thread ------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                task = heapq.heappop(self._heap)[2]
+                task.epoch = self._epoch
+                self._running = task
+                self._interrupted = False
+                self._wake.clear()
+                remaining = self._remaining()
+            self._status(remaining)
+            try:
+                self._execute(task)
+            except _Stop:
+                pass
+            finally:
+                with self._cond:
+                    self._running = None
+                    self.last_node_id = None
+                    self._cond.notify_all()
+
+    def _send(self, run: _Run, kind: str, data: Json, *, broadcast: bool = False) -> None:
+        """Send a prompt's message: to its client, or to everyone when ``broadcast`` and no client."""
+        if run.task.epoch != self._epoch:
+            raise _Stop
+        self._flush_progress(run)
+        target = run.cid
+        if target is None and not broadcast:
+            return
+        self.hub.post(("text", target, _dumps(kind, data)))
+
+    def _flush_progress(self, run: _Run) -> None:
+        if run.pending_progress is not None:
+            text, run.pending_progress = run.pending_progress, None
+            if run.cid is not None:
+                self.hub.post(("text", run.cid, text))
+
+    def _record(self, run: _Run, kind: str, data: Json) -> None:
+        """Send a message that also goes into history's ``status.messages``."""
+        run.messages.append([kind, data])
+        self._send(run, kind, data)
+
+    def _progress_state(self, run: _Run) -> None:
+        data = {"prompt_id": run.task.prompt_id, "nodes": dict(run.states)}
+        self._send(run, "progress_state", data, broadcast=True)
+
+    def _node_state(
+        self, run: _Run, node_id: str, value: float, maximum: float, state: str
+    ) -> Json:
+        return {
+            "value": value,
+            "max": maximum,
+            "state": state,
+            "node_id": node_id,
+            "prompt_id": run.task.prompt_id,
+            "display_node_id": node_id,
+            "parent_node_id": None,
+            "real_node_id": node_id,
+        }
+
+    def _execute(self, task: Task) -> None:
+        prompt = task.prompt
+        run = _Run(task=task, cid=task.client_id)
+        run.ws_drop = self.faults.take_ws_drop()
+        run.hostile = self.faults.take_hostile()
+        fail = self.faults.take_fail_node(set(prompt))
+        sigs = signatures(prompt, self.input_dir)
+        with self._cond:
+            wanted = set(sigs.values())
+            self._cache = {key: hit for key, hit in self._cache.items() if key in wanted}
+            cache = self._cache
+        cached = {node_id for node_id, key in sigs.items() if key in cache}
+        pid = task.prompt_id
+        self._record(run, "execution_start", {"prompt_id": pid, "timestamp": now_ms()})
+        cached_list = [node_id for node_id in prompt if node_id in cached]
+        self._record(
+            run, "execution_cached", {"nodes": cached_list, "prompt_id": pid, "timestamp": now_ms()}
+        )
+        outcome = "success"
+        try:
+            for node_id in execution_order(prompt, task.outputs, cached):
+                if node_id in cached:
+                    self._replay_cached(run, node_id, cache[sigs[node_id]])
+                else:
+                    self._run_node(run, node_id, sigs[node_id], fail)
+        except _Interrupt as stop:
+            outcome = "interrupted"
+            self._finish(run, outcome, stop)
+            return
+        except _Failed as failure:
+            outcome = "error"
+            self._finish(run, outcome, failure)
+            return
+        self._finish(run, outcome, None)
+
+    def _replay_cached(self, run: _Run, node_id: str, hit: _Cached) -> None:
+        run.outputs[node_id] = hit.values
+        if run.cid is not None or self.version != "0.8.0":
+            if hit.ui:
+                ui = self._reported_ui(run, hit.ui)
+                run.ui[node_id] = ui
+                run.meta[node_id] = self._meta(node_id)
+            if run.cid is not None:
+                output = self._reported_ui(run, hit.ui) if hit.ui else None
+                self._send(run, "executed", self._executed(run, node_id, output))
+        run.states[node_id] = self._node_state(run, node_id, 1, 1, "finished")
+        self._progress_state(run)
+
+    def _meta(self, node_id: str) -> Json:
+        return {
+            "node_id": node_id,
+            "display_node": node_id,
+            "parent_node": None,
+            "real_node_id": node_id,
+        }
+
+    def _executed(self, run: _Run, node_id: str, output: Any) -> Json:
+        return {
+            "node": node_id,
+            "display_node": node_id,
+            "output": output,
+            "prompt_id": run.task.prompt_id,
+        }
+
+    def _reported_ui(self, run: _Run, ui: Json) -> Json:
+        if run.hostile is None or "images" not in ui:
+            return ui
+        images = [{**image, "filename": run.hostile} for image in ui["images"]]
+        return {**ui, "images": images}
+
+    def _run_node(self, run: _Run, node_id: str, key: str, fail: Json | None) -> None:
+        task = run.task
+        node = task.prompt[node_id]
+        class_type = node["class_type"]
+        run.node_id = node_id
+        run.states[node_id] = self._node_state(run, node_id, 0.0, 1.0, "running")
+        self._progress_state(run)
+        with self._cond:
+            self.last_node_id = node_id
+        data = {"node": node_id, "display_node": node_id, "prompt_id": task.prompt_id}
+        self._send(run, "executing", data)
+        if run.ws_drop:
+            run.ws_drop = False
+            self.hub.post(("close_all",))
+        self._check_interrupt(run)
+        inputs = self._resolve(run, node)
+        if fail is not None and fail["node_id"] == node_id:
+            raise _Failed(node_id, fail["exception_type"], fail["message"], _fake_traceback())
+        if self.node_seconds > 0:
+            self._wake.wait(self.node_seconds)
+        try:
+            result = _nodes.execute(class_type, inputs, self._context(run, node_id))
+        except _nodes.Interrupted:
+            raise _Interrupt(node_id) from None
+        except _Stop:
+            raise
+        except _nodes.NodeExecutionError as exc:
+            raise _Failed(node_id, exc.exception_type, exc.message, _traceback(exc)) from None
+        except Exception as exc:
+            raise _Failed(node_id, type(exc).__name__, str(exc), _traceback(exc)) from None
+        self._flush_progress(run)
+        values = tuple(result.values)
+        run.outputs[node_id] = values
+        run.executed.append(node_id)
+        ui = result.ui or None
+        with self._cond:
+            if task.epoch == self._epoch:
+                self._cache[key] = _Cached(values, ui)
+        if ui:
+            reported = self._reported_ui(run, ui)
+            run.ui[node_id] = reported
+            run.meta[node_id] = self._meta(node_id)
+            self._send(run, "executed", self._executed(run, node_id, reported))
+        maximum = run.states[node_id]["max"]
+        run.states[node_id] = self._node_state(run, node_id, maximum, maximum, "finished")
+        self._progress_state(run)
+
+    def _resolve(self, run: _Run, node: Json) -> Json:
+        out: Json = {}
+        for name, value in _inputs(node).items():
+            if is_link(value):
+                source = run.outputs.get(str(value[0]))
+                if source is None or value[1] >= len(source):
+                    raise _Failed(run.node_id or "", "KeyError", str(value[0]), _fake_traceback())
+                out[name] = source[value[1]]
+            else:
+                out[name] = value
+        return out
+
+    def _check_interrupt(self, run: _Run) -> None:
+        with self._cond:
+            if run.task.epoch != self._epoch:
+                raise _Stop
+            if self._interrupted:
+                raise _Interrupt(run.node_id or "")
+
+    def _context(self, run: _Run, node_id: str) -> Any:
+        def progress(value: int, maximum: int) -> None:
+            try:
+                self._check_interrupt(run)
+            except _Interrupt:
+                raise _nodes.Interrupted() from None
+            self._flush_progress(run)
+            run.states[node_id] = self._node_state(run, node_id, value, maximum, "running")
+            self._progress_state(run)
+            data = {
+                "value": value,
+                "max": maximum,
+                "prompt_id": run.task.prompt_id,
+                "node": node_id,
+            }
+            run.pending_progress = _dumps("progress", data)
+
+        def send_preview(image: bytes, fmt: str) -> None:
+            text, run.pending_progress = run.pending_progress, None
+            if run.cid is None:
+                return
+            metadata = {
+                "node_id": node_id,
+                "prompt_id": run.task.prompt_id,
+                "display_node_id": node_id,
+                "parent_node_id": None,
+                "real_node_id": node_id,
+                "image_type": "image/png" if fmt == "PNG" else "image/jpeg",
+            }
+            self.hub.post(("preview", run.cid, text, image, fmt, metadata))
+
+        def check_interrupt() -> None:
+            try:
+                self._check_interrupt(run)
+            except _Interrupt:
+                raise _nodes.Interrupted() from None
+
+        return _nodes.NodeContext(
+            node_id=node_id,
+            prompt_id=run.task.prompt_id,
+            prompt=run.task.prompt,
+            extra_pnginfo=run.task.extra_data.get("extra_pnginfo"),
+            output_dir=self.output_dir,
+            input_dir=self.input_dir,
+            temp_dir=self.temp_dir,
+            progress=progress,
+            send_preview=send_preview,
+            check_interrupt=check_interrupt,
+            step_seconds=self.step_seconds,
+        )
+
+    def _finish(self, run: _Run, outcome: str, error: Exception | None) -> None:
+        task = run.task
+        pid = task.prompt_id
+        if isinstance(error, _Interrupt):
+            data = {
+                "prompt_id": pid,
+                "node_id": error.node_id,
+                "node_type": _class_of(task.prompt, error.node_id),
+                "executed": list(run.executed),
+                "timestamp": now_ms(),
+            }
+            run.messages.append(["execution_interrupted", data])
+            self._send(run, "execution_interrupted", data, broadcast=True)
+        elif isinstance(error, _Failed):
+            data = self._error_data(run, error)
+            run.messages.append(["execution_error", data])
+            self._send(run, "execution_error", data)
+        else:
+            self._flush_progress(run)
+            run.messages.append(["execution_success", {"prompt_id": pid, "timestamp": now_ms()}])
+        entry = {
+            "prompt": task.item(),
+            "outputs": run.ui,
+            "status": {
+                "status_str": "success" if outcome == "success" else "error",
+                "completed": outcome == "success",
+                "messages": run.messages,
+            },
+            "meta": run.meta,
+        }
+        with self._cond:
+            if task.epoch != self._epoch:
+                raise _Stop
+            if len(self._history) > HISTORY_LIMIT:
+                self._history.pop(next(iter(self._history)))
+            self._history[pid] = entry
+            self._running = None
+            self.last_node_id = None
+            remaining = self._remaining()
+            self._cond.notify_all()
+        if outcome == "success":
+            self._send(run, "execution_success", run.messages[-1][1])
+        self._status(remaining)
+        if run.cid is not None:
+            self.hub.send("executing", {"node": None, "prompt_id": pid}, run.cid)
+
+    def _error_data(self, run: _Run, error: _Failed) -> Json:
+        node = run.task.prompt.get(error.node_id, {})
+        current_inputs = {name: [_describe(value)] for name, value in _inputs(node).items()}
+        current_inputs.setdefault("prompt", [repr(run.task.prompt)])
+        return {
+            "prompt_id": run.task.prompt_id,
+            "node_id": error.node_id,
+            "node_type": _class_of(run.task.prompt, error.node_id),
+            "executed": list(run.executed),
+            "exception_message": error.message,
+            "exception_type": error.exception_type,
+            "traceback": error.tb,
+            "current_inputs": current_inputs,
+            "current_outputs": list(run.outputs),
+            "timestamp": now_ms(),
+        }
+
+    def iter_history(self) -> Iterator[tuple[str, Json]]:
+        with self._cond:
+            items = list(self._history.items())
+        yield from items
+
+
+def _class_of(prompt: Json, node_id: str) -> str:
+    node = prompt.get(node_id)
+    return str(node.get("class_type", "")) if isinstance(node, dict) else ""
+
+
+def _describe(value: Any) -> str:
+    if is_link(value):
+        return f"output {value[1]} of node {value[0]}"
+    return repr(value)
+
+
+def _traceback(exc: BaseException) -> list[str]:
+    return traceback.format_tb(exc.__traceback__) or _fake_traceback()
+
+
+def _fake_traceback() -> list[str]:
+    return ['  File "execution.py", line 1, in execute\n    raise\n']
+
+
+# ---------------------------------------------------------------------------------------------
+# The /api/jobs view: queue items and history entries as one list of job objects (pure).
+
+
+class JobQueryError(ValueError):
+    """A bad ``/api/jobs`` query parameter; the message is the 400 body's ``error``."""
+
+
+_JOB_STATUSES = ("pending", "in_progress", "completed", "failed")
+_PREVIEWABLE = frozenset({"images", "video", "audio"})
+
+
+def _workflow_id(extra_data: Json) -> Any:
+    pnginfo = extra_data.get("extra_pnginfo")
+    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
+    return workflow.get("id") if isinstance(workflow, dict) else None
+
+
+def _pruned(job: Json) -> Json:
+    return {key: value for key, value in job.items() if value is not None}
+
+
+def _queue_job(item: list[Any], status: str, newer: bool) -> Json:
+    number, prompt_id, _, extra_data, _ = item
+    job = {
+        "id": prompt_id,
+        "status": status,
+        "priority": number,
+        "create_time": extra_data.get("create_time"),
+        "outputs_count": 0,
+        "workflow_id": _workflow_id(extra_data),
+    }
+    if newer:
+        job["previewable_outputs_count"] = 0
+    return _pruned(job)
+
+
+def _outputs_summary(outputs: Json) -> tuple[int, int, Json | None]:
+    """(count, previewable count, preview): the first output-type image, else the first preview."""
+    count = previewable = 0
+    preview: Json | None = None
+    fallback: Json | None = None
+    for node_id, node_outputs in outputs.items():
+        if not isinstance(node_outputs, dict):
+            continue
+        for media, items in node_outputs.items():
+            if media == "animated" or not isinstance(items, list):
+                continue
+            for item in items:
+                if not isinstance(item, dict):
+                    continue
+                count += 1
+                if media not in _PREVIEWABLE:
+                    continue
+                previewable += 1
+                enriched = {**item, "nodeId": node_id, "mediaType": media}
+                if preview is None and item.get("type") == "output":
+                    preview = enriched
+                elif fallback is None:
+                    fallback = enriched
+    return count, previewable, preview or fallback
+
+
+def _history_job(prompt_id: str, entry: Json, newer: bool, details: bool) -> Json:
+    number, _, prompt, extra_data, _ = entry["prompt"]
+    status = entry.get("status") or {}
+    start = end = error = None
+    for kind, data in status.get("messages", []):
+        if kind == "execution_start":
+            start = data.get("timestamp")
+        elif kind in ("execution_success", "execution_error", "execution_interrupted"):
+            end = data.get("timestamp")
+            if kind == "execution_error":
+                error = data
+    outputs = entry.get("outputs", {})
+    count, previewable, preview = _outputs_summary(outputs)
+    job = {
+        "id": prompt_id,
+        "status": "failed" if status.get("status_str") == "error" else "completed",
+        "priority": number,
+        "create_time": extra_data.get("create_time"),
+        "execution_start_time": start,
+        "execution_end_time": end,
+        "execution_error": error,
+        "outputs_count": count,
+        "preview_output": preview,
+        "workflow_id": _workflow_id(extra_data),
+    }
+    if newer:
+        job["previewable_outputs_count"] = previewable
+    job = _pruned(job)
+    if details:
+        job["outputs"] = outputs
+        job["execution_status"] = status
+        job["workflow"] = {"prompt": prompt, "extra_data": extra_data}
+    return job
+
+
+def find_job(
+    prompt_id: str,
+    running: list[list[Any]],
+    pending: list[list[Any]],
+    history: dict[str, Json],
+    *,
+    newer: bool = True,
+) -> Json | None:
+    """``GET /api/jobs/{id}``: the finished job with its details, else the queued one, else None."""
+    if prompt_id in history:
+        return _history_job(prompt_id, history[prompt_id], newer, details=True)
+    for item in running:
+        if item[1] == prompt_id:
+            return _queue_job(item, "in_progress", newer)
+    for item in pending:
+        if item[1] == prompt_id:
+            return _queue_job(item, "pending", newer)
+    return None
+
+
+def _positive_int(query: Any, name: str, default: int | None, *, minimum: int) -> int | None:
+    if name not in query:
+        return default
+    try:
+        value = int(query[name])
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise JobQueryError(
+            f"{name} must be a positive integer" if minimum > 0 else f"{name} must be non-negative"
+        )
+    return value
+
+
+def _status_filter(query: Any) -> list[str]:
+    if "status" not in query:
+        return list(_JOB_STATUSES)
+    wanted = [part.strip() for part in query["status"].split(",") if part.strip()]
+    bad = [part for part in wanted if part not in _JOB_STATUSES]
+    if bad:
+        raise JobQueryError(
+            f"Invalid status value(s): {', '.join(bad)}. Valid values: {', '.join(_JOB_STATUSES)}"
+        )
+    return wanted
+
+
+def list_jobs(
+    query: Any,
+    running: list[list[Any]],
+    pending: list[list[Any]],
+    history: dict[str, Json],
+    *,
+    newer: bool = True,
+) -> Json:
+    """``GET /api/jobs``: filter, sort (newest first by default) and page every job.
+
+    Raises:
+        JobQueryError: a bad ``status``, ``sort_by``, ``sort_order``, ``limit`` or ``offset``.
+    """
+    statuses = _status_filter(query)
+    sort_by = query.get("sort_by", "created_at")
+    if sort_by not in ("created_at", "execution_duration"):
+        raise JobQueryError("sort_by must be 'created_at' or 'execution_duration'")
+    sort_order = query.get("sort_order", "desc")
+    if sort_order not in ("asc", "desc"):
+        raise JobQueryError("sort_order must be 'asc' or 'desc'")
+    limit = _positive_int(query, "limit", None, minimum=1)
+    offset = _positive_int(query, "offset", 0, minimum=0) or 0
+    jobs: list[Json] = []
+    if "in_progress" in statuses:
+        jobs += [_queue_job(item, "in_progress", newer) for item in running]
+    if "pending" in statuses:
+        jobs += [_queue_job(item, "pending", newer) for item in pending]
+    for prompt_id, entry in history.items():
+        failed = (entry.get("status") or {}).get("status_str") == "error"
+        if ("failed" if failed else "completed") in statuses:
+            jobs.append(_history_job(prompt_id, entry, newer, details=False))
+    workflow_id = query.get("workflow_id")
+    if workflow_id:
+        jobs = [job for job in jobs if job.get("workflow_id") == workflow_id]
+    jobs.sort(key=_sort_key(sort_by), reverse=sort_order == "desc")
+    total = len(jobs)
+    page = jobs[offset:] if limit is None else jobs[offset : offset + limit]
+    return {
+        "jobs": page,
+        "pagination": {
+            "offset": offset,
+            "limit": limit,
+            "total": total,
+            "has_more": offset + len(page) < total,
+        },
+    }
+
+
+def _sort_key(sort_by: str) -> Any:
+    if sort_by == "execution_duration":
+
+        def duration(job: Json) -> float:
+            start, end = job.get("execution_start_time", 0), job.get("execution_end_time", 0)
+            return float(end - start) if start and end else 0.0
+
+        return duration
+    return lambda job: job.get("create_time", 0)

@@ -1,0 +1,180 @@
+"""Helpers for the simulator tests: capture reduction, a recording WebSocket, body shapes.
+
+Raw httpx and the ``websockets`` library only (not the comfynb client), so these tests check
+the server on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from conftest import load_capture
+from websockets.sync.client import ClientConnection, connect
+
+from comfynb.simulator import Simulator
+
+_ID = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d+)$")
+
+
+def frame_type(frame: dict[str, Any]) -> str:
+    """``"status"``, ``"executing"``… for a text frame, ``"binary:1"``/``"binary:4"`` for images."""
+    if frame.get("frame") == "binary":
+        return f"binary:{frame['binary']['event_type']}"
+    return str(frame["msg"]["type"])
+
+
+def capture_types(
+    name: str, *, start: str | None = None, stop: str | None = None, skip_first: int = 0
+) -> list[str]:
+    """The server's message types in a WS capture, between client notes containing ``start``/``stop``."""
+    types: list[str] = []
+    recording = start is None
+    for frame in load_capture(name):
+        if frame["dir"] == "client":
+            note = frame.get("note", "")
+            if start is not None and start in note:
+                recording = True
+            elif stop is not None and stop in note and recording:
+                break
+            continue
+        if recording:
+            types.append(frame_type(frame))
+    return types[skip_first:]
+
+
+def capture_prompt(name: str, key: str | None = None) -> dict[str, Any]:
+    """The API prompt of a captured history entry (``history_*.json``)."""
+    data = load_capture(name)
+    if key is not None:
+        data = data[key]
+    entry = next(iter(data["body"].values()))
+    prompt: dict[str, Any] = entry["prompt"][2]
+    return prompt
+
+
+@dataclass
+class Message:
+    """One frame received by a ``Recorder``: text frames decoded, binary kept as bytes."""
+
+    kind: str  # the text message type, or "binary:<event type>"
+    data: Any
+
+    @property
+    def node(self) -> Any:
+        return self.data.get("node") if isinstance(self.data, dict) else None
+
+
+@dataclass
+class Recorder:
+    """A WebSocket client that keeps every frame it reads."""
+
+    conn: ClientConnection
+    messages: list[Message] = field(default_factory=list)
+
+    def read(self, timeout: float = 5.0) -> Message:
+        raw = self.conn.recv(timeout=timeout)
+        if isinstance(raw, bytes):
+            message = Message(f"binary:{int.from_bytes(raw[:4], 'big')}", raw)
+        else:
+            decoded = json.loads(raw)
+            message = Message(decoded["type"], decoded["data"])
+        self.messages.append(message)
+        return message
+
+    def until(self, done: Callable[[Message], bool], timeout: float = 5.0) -> list[Message]:
+        """Read until ``done(message)``; return the messages read by this call."""
+        deadline = time.monotonic() + timeout
+        start = len(self.messages)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no matching message; got {self.types(self.messages[start:])}")
+            if done(self.read(timeout=left)):
+                return self.messages[start:]
+
+    def until_idle(self, prompt_id: str | None = None, timeout: float = 5.0) -> list[Message]:
+        """Read until ``executing {node: null}`` (of ``prompt_id`` when given)."""
+        return self.until(
+            lambda m: (
+                m.kind == "executing"
+                and m.data.get("node") is None
+                and (prompt_id is None or m.data.get("prompt_id") == prompt_id)
+            ),
+            timeout,
+        )
+
+    def until_type(self, kind: str, timeout: float = 5.0) -> list[Message]:
+        return self.until(lambda m: m.kind == kind, timeout)
+
+    @staticmethod
+    def types(messages: list[Message]) -> list[str]:
+        return [m.kind for m in messages]
+
+
+@contextmanager
+def recorder(
+    sim: Simulator, client_id: str | None = None, *, metadata: bool = False
+) -> Iterator[Recorder]:
+    """Open ``/ws`` (with ``clientId`` when given), read the greeting ``status``, yield a Recorder."""
+    url = sim.ws_url + (f"?clientId={client_id}" if client_id else "")
+    with connect(url, max_size=None) as conn:
+        rec = Recorder(conn)
+        if metadata:
+            payload = {"supports_preview_metadata": True}
+            conn.send(json.dumps({"type": "feature_flags", "data": payload}))
+        rec.until_type("status")
+        if metadata:
+            rec.until_type("feature_flags")
+        yield rec
+
+
+def post_prompt(sim: Simulator, prompt: dict[str, Any], **body: Any) -> httpx.Response:
+    return httpx.post(f"{sim.url}/prompt", json={"prompt": prompt, **body}, timeout=10)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
+
+
+def history_of(sim: Simulator, prompt_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Wait for the history entry of ``prompt_id`` and return it."""
+
+    def entry() -> Any:
+        return httpx.get(f"{sim.url}/history/{prompt_id}").json().get(prompt_id)
+
+    result: dict[str, Any] = wait_for(entry, timeout)
+    return result
+
+
+def shape(value: Any) -> Any:
+    """Keys and value types, recursively; id-like keys (UUIDs, node ids) fold into one ``<id>``."""
+    if isinstance(value, dict):
+        if value and all(_ID.match(str(key)) for key in value):
+            return {"<id>": _merge([shape(v) for v in value.values()])}
+        return {key: shape(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return sorted({json.dumps(shape(v), sort_keys=True) for v in value})
+    if isinstance(value, bool) or value is None:
+        return repr(value) if value is None else "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def _merge(shapes: list[Any]) -> Any:
+    return shapes[0] if shapes else {}
