@@ -1,0 +1,154 @@
+"""Output files: safe paths for server-named files, atomic writes, image checks.
+
+A server names its output files; comfynb never lets such a name put a file outside the folder the
+user chose, and never leaves a half-written or undecodable image behind.
+
+Example::
+
+    >>> path = safe_output_path("out", "sub", "trivial_00001_.png")
+    >>> with atomic_image_file(path) as f:
+    ...     f.write(png_bytes)
+    >>> path
+    PosixPath('out/sub/trivial_00001_.png')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import CorruptImage, UnsafePath
+
+__all__ = ["atomic_image_file", "check_image", "safe_output_path", "write_image_atomic"]
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _check_part(part: str, what: str, raw: str) -> None:
+    if part in ("", ".", ".."):
+        raise UnsafePath(
+            f"the server named an output {what} {raw!r}, which would leave the output folder; "
+            "refusing to write it (is the server compromised or misconfigured?)"
+        )
+
+
+def _check_name(value: str, what: str, *, allow_slash: bool) -> list[str]:
+    """The path parts of ``value``, or ``UnsafePath`` if any could escape the output folder."""
+    unsafe = (
+        "\x00" in value
+        or value.startswith(("/", "\\"))
+        or bool(_DRIVE.match(value))
+        or (not allow_slash and ("/" in value or "\\" in value))
+    )
+    if unsafe:
+        raise UnsafePath(
+            f"the server named an output {what} {value!r} (absolute, a drive, a NUL byte or a "
+            "separator); refusing to write it outside the output folder"
+        )
+    parts = re.split(r"[/\\]", value) if value else []
+    for part in parts:
+        _check_part(part, what, value)
+    return parts
+
+
+def safe_output_path(dest_dir: str | os.PathLike[str], subfolder: str, filename: str) -> Path:
+    """Where a server-named file goes under ``dest_dir``, or ``UnsafePath``.
+
+    ``subfolder`` may hold several folders (``"a/b"``); neither it nor ``filename`` may be absolute,
+    carry a drive letter or a NUL byte, or contain a ``..`` part; ``filename`` is one name. The
+    result is checked to stay inside ``dest_dir`` after resolving symlinks.
+
+    Example::
+
+        >>> safe_output_path("out", "", "../../x.png")
+        Traceback (most recent call last):
+        comfynb.errors.UnsafePath: the server named an output file '../../x.png' ...
+
+    Raises:
+        UnsafePath: the name would land outside ``dest_dir``.
+    """
+    folders = _check_name(subfolder, "subfolder", allow_slash=True)
+    (name,) = _check_name(filename, "file", allow_slash=False) or [""]
+    if not name:
+        raise UnsafePath("the server named an output file with an empty name; refusing to write it")
+    root = Path(dest_dir)
+    target = root.joinpath(*folders, name)
+    resolved_root = root.resolve()
+    if not target.resolve().is_relative_to(resolved_root):
+        raise UnsafePath(
+            f"{target} resolves outside {resolved_root} (a symlink?); refusing to write it"
+        )
+    return target
+
+
+def check_image(path: str | os.PathLike[str]) -> str:
+    """Decode the whole image at ``path``; its format (``"PNG"``...) or ``CorruptImage``.
+
+    Raises:
+        CorruptImage: the file is not a whole image that pillow can decode.
+    """
+    from PIL import Image  # pillow is imported only when an image is checked
+
+    try:
+        with Image.open(path) as image:
+            image.verify()  # checksums and structure; leaves the image unusable
+        with Image.open(path) as image:
+            image.load()  # the pixels: a truncated body fails here
+            return str(image.format)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise CorruptImage(
+            f"{os.fspath(path)!r} is not a whole image ({exc}); download it again"
+        ) from exc
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_image_file(target: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Write an image to ``target`` all or nothing.
+
+    Yields a file in ``target``'s folder; when the block ends, the bytes are checked to decode
+    as an image, synced to disk and renamed onto ``target`` in one step. If the block raises or
+    the image does not decode, nothing is left behind.
+
+    Raises:
+        CorruptImage: the written bytes are not a whole image.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        check_image(tmp)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_image_atomic(target: str | os.PathLike[str], content: bytes) -> Path:
+    """Write ``content`` to ``target`` with ``atomic_image_file``; the path written.
+
+    Raises:
+        CorruptImage: ``content`` is not a whole image (nothing is written).
+    """
+    with atomic_image_file(target) as f:
+        f.write(content)
+    return Path(target)

@@ -1,0 +1,91 @@
+"""files.py: safe paths for server-named files and all-or-nothing image writes, on real files."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from comfynb import files
+from comfynb.errors import CorruptImage, UnsafePath
+
+
+def png_bytes(size: int = 8) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), (10, 200, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+HOSTILE = [
+    ("", "../../x.png"),
+    ("", "/tmp/comfynb-evil.png"),
+    ("", "x\x00.png"),
+    ("", "C:evil.png"),
+    ("", "sub/x.png"),
+    ("", "..\\x.png"),
+    ("", ""),
+    ("", ".."),
+    ("..", "x.png"),
+    ("a/../..", "x.png"),
+    ("/etc", "x.png"),
+    ("C:\\Windows", "x.png"),
+    ("a\x00", "x.png"),
+]
+
+
+@pytest.mark.parametrize(("subfolder", "filename"), HOSTILE)
+def test_hostile_names_are_refused(tmp_path: Path, subfolder: str, filename: str) -> None:
+    with pytest.raises(UnsafePath):
+        files.safe_output_path(tmp_path, subfolder, filename)
+
+
+def test_plain_names_stay_inside(tmp_path: Path) -> None:
+    assert files.safe_output_path(tmp_path, "", "a_00001_.png") == tmp_path / "a_00001_.png"
+    assert files.safe_output_path(tmp_path, "x/y", "a.png") == tmp_path / "x" / "y" / "a.png"
+    assert files.safe_output_path(tmp_path, "", "a..b.png") == tmp_path / "a..b.png"
+
+
+def test_a_symlinked_subfolder_pointing_out_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "link").symlink_to(outside)
+    with pytest.raises(UnsafePath):
+        files.safe_output_path(dest, "link", "x.png")
+
+
+def test_atomic_write_leaves_a_whole_image(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "a.png"
+    assert files.write_image_atomic(target, png_bytes()) == target
+    assert files.check_image(target) == "PNG"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.png"]
+
+
+def test_a_truncated_image_leaves_nothing(tmp_path: Path) -> None:
+    data = png_bytes(64)
+    target = tmp_path / "a.png"
+    with pytest.raises(CorruptImage):
+        files.write_image_atomic(target, data[: len(data) // 2])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_inside_the_block_leaves_nothing_and_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "a.png"
+    files.write_image_atomic(target, png_bytes(4))
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError), files.atomic_image_file(target) as f:
+        f.write(b"\x89PNG")
+        raise RuntimeError("connection lost")
+    assert target.read_bytes() == before
+    assert os.listdir(tmp_path) == ["a.png"]
+
+
+def test_not_an_image_is_corrupt(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"hello")
+    with pytest.raises(CorruptImage, match="not a whole image"):
+        files.check_image(junk)
