@@ -181,8 +181,10 @@ def test_preview_image_saves_to_temp_under_a_temp_name(tmp_path: Path) -> None:
     assert ref["filename"].startswith("ComfyUI_temp_") and ref["filename"].endswith("_00001_.png")
     assert len(ref["filename"]) == len("ComfyUI_temp_abcde_00001_.png")
     assert result.saved("2").is_file()
-    again = run(prompt, tmp_path / "again")
-    assert (again.outputs["2"].ui or {})["images"][0] == ref  # same prompt and node: same name
+    again = run(prompt, tmp_path, prompt_id="p2")
+    assert (again.outputs["2"].ui or {})["images"][0]["filename"] == ref["filename"].replace(
+        "00001", "00002"
+    )
 
 
 def test_save_image_websocket_sends_previews_and_progress_without_files(tmp_path: Path) -> None:

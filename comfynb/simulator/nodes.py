@@ -403,7 +403,9 @@ _TEMP_LETTERS = "abcdefghijklmnopqrstupvxyz"  # sic: ComfyUI's PreviewImage alph
 
 def _preview_image(inputs: dict[str, Any], ctx: NodeContext) -> NodeOutput:
     images = _images(inputs["images"])
-    rng = random.Random(f"{ctx.prompt_id}:{ctx.node_id}")
+    # ComfyUI draws the letters once per node object, which lives on across prompts while the
+    # node id stays in them: so the letters follow the node id, and its counter goes on.
+    rng = random.Random(f"PreviewImage:{ctx.node_id}")
     prefix = "ComfyUI_temp_" + "".join(rng.choice(_TEMP_LETTERS) for _ in range(5))
     results = _save(images, prefix, ctx, folder=ctx.temp_dir, kind="temp", compress_level=1)
     return NodeOutput((images,), {"images": results})
