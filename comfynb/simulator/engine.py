@@ -664,7 +664,9 @@ class Engine:
         except _Stop:
             raise
         except _nodes.NodeExecutionError as exc:
-            raise _Failed(node_id, exc.exception_type, exc.message, _traceback(exc)) from None
+            # The real server's exception_message ends with a newline (captures).
+            tb = list(getattr(exc, "traceback", None) or _traceback(exc))
+            raise _Failed(node_id, exc.exception_type, exc.message + "\n", tb) from None
         except Exception as exc:
             raise _Failed(node_id, type(exc).__name__, str(exc), _traceback(exc)) from None
         self._flush_progress(run)
