@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,7 +122,7 @@ def _run(client: Any, prompt: dict[str, Any], out: Path, *, label: str) -> list[
     queued = client.queue_prompt(prompt)
     for event in client.events(prompt_ids=[queued.prompt_id]):
         kind = type(event).__name__
-        if kind == "Progress":
+        if kind == "Progress" and sys.stdout.isatty():
             print(f"\r{label:20} step {event.value:3}/{event.max}", end="", flush=True)
         elif kind in ("ExecutionSuccess", "ExecutionError", "ExecutionInterrupted"):
             break
