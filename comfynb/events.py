@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import struct
 import time
 from collections import deque
@@ -480,12 +481,16 @@ class EventStream:
             time.sleep(next(delays, MIN_RECONNECT_DELAY) + MIN_RECONNECT_DELAY)
         while True:
             try:
-                self._ws = connect(
+                ws = connect(
                     self._client.ws_url,
                     additional_headers=self._client._headers,
                     open_timeout=self._client.timeout,
                     max_size=None,
+                    logger=_RedactingLogger(self._client._headers),
                 )
+                # websockets >= 17.1 wants `with connect()`; entering by hand works on every
+                # version (our close() is its __exit__) and keeps the socket for the stream
+                self._ws = ws.__enter__()
                 break
             except (OSError, TimeoutError, _handshake_errors()) as exc:
                 delay = next(delays, None)
@@ -603,6 +608,7 @@ class AsyncEventStream:
                     additional_headers=self._client._headers,
                     open_timeout=self._client.timeout,
                     max_size=None,
+                    logger=_RedactingLogger(self._client._headers),
                 )
                 break
             except (OSError, TimeoutError, _handshake_errors()) as exc:
@@ -625,6 +631,19 @@ class AsyncEventStream:
                 continue
             if event is not None and self._tracker.take(event):
                 self._pending.append(event)
+
+
+class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
+    """websockets' logger, minus the values of our auth headers (it logs the handshake)."""
+
+    def __init__(self, secret_headers: Iterable[str]) -> None:
+        super().__init__(logging.getLogger("websockets.client"), {})
+        self._secret = {name.lower() for name in secret_headers}
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if msg == "> %s: %s" and len(args) == 2 and str(args[0]).lower() in self._secret:
+            args = (args[0], "<hidden>")
+        super().log(level, msg, *args, **kwargs)
 
 
 def _handshake_errors() -> type[Exception]:

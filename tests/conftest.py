@@ -7,13 +7,17 @@ One simulator per test session per server version (starting one costs a thread a
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from comfynb.client import AsyncClient, Client, RetryPolicy
 
 if TYPE_CHECKING:
     from comfynb.simulator import Simulator
@@ -64,3 +68,83 @@ def trivial_prompt(prefix: str = "trivial", size: int = 64) -> dict[str, Any]:
         },
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
     }
+
+
+# -- clients (helper-3): every client test runs through Client and through AsyncClient ----------
+
+FAST_RETRY = RetryPolicy(attempts=4, base=0.01, max_delay=0.05, seed=0)
+
+
+class AsyncDriven:
+    """An ``AsyncClient`` driven from a plain test on one event loop kept for the whole test.
+
+    Coroutine methods run to completion; ``events()`` gives a blocking view of the async stream.
+    Only the driving differs: the client, its sockets and its stream are the real async ones.
+    """
+
+    def __init__(self, client: AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
+        self._client, self._loop = client, loop
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if inspect.iscoroutinefunction(attr):
+            return lambda *args, **kwargs: self._loop.run_until_complete(attr(*args, **kwargs))
+        return attr
+
+    def events(self, prompt_ids: Any = None) -> AsyncDrivenEvents:
+        return AsyncDrivenEvents(self._client.events(prompt_ids), self._loop)
+
+
+class AsyncDrivenEvents:
+    """A blocking view of an ``AsyncEventStream`` (see ``AsyncDriven``)."""
+
+    def __init__(self, stream: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._stream, self._loop = stream, loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def __enter__(self) -> AsyncDrivenEvents:
+        self._loop.run_until_complete(self._stream.__aenter__())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.run_until_complete(self._stream.aclose())
+
+    def __iter__(self) -> AsyncDrivenEvents:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return self._loop.run_until_complete(self._stream.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._stream.aclose())
+
+
+@pytest.fixture(params=["sync", "async"])
+def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """``make_client(url, **options)``: a ``Client``, or an ``AsyncDriven`` ``AsyncClient``.
+
+    Clients use a fast retry policy unless ``retry=`` is given; all are closed after the test.
+    """
+    loop = asyncio.new_event_loop()
+    made: list[Any] = []
+
+    def make(url: str, **options: Any) -> Any:
+        options.setdefault("retry", FAST_RETRY)
+        if request.param == "sync":
+            made.append(Client(url, **options))
+            return made[-1]
+        made.append(AsyncClient(url, **options))
+        return AsyncDriven(made[-1], loop)
+
+    yield make
+    for client in made:
+        if isinstance(client, Client):
+            client.close()
+        else:
+            loop.run_until_complete(client.aclose())
+    loop.close()
