@@ -1,22 +1,55 @@
-"""The simulator's WebSocket stream replays the captured message orders of a real ComfyUI."""
+"""The simulator's WebSocket stream replays the captured message orders of a real ComfyUI.
+
+Each test runs the captured workflow (shrunk where the real one was slow on purpose) and
+compares the sequence of message types with the capture's.
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import httpx
+import pytest
 from conftest import trivial_prompt
-from sim_helpers import capture_prompt, capture_types, history_of, post_prompt, recorder
+from sim_helpers import (
+    Recorder,
+    capture_prompt,
+    capture_types,
+    history_of,
+    post_prompt,
+    recorder,
+)
 
 from comfynb.simulator import Simulator
 
 
+def small_slow_blur() -> dict[str, Any]:
+    """The captured ``slow_blur`` graph at 64x64: EmptyImage -> AddNoise -> Blur -> SaveImage."""
+    prompt = capture_prompt("history_after_interrupt.json")
+    prompt["1"]["inputs"].update(width=64, height=64)
+    prompt["3"]["inputs"].update(blur_radius=3, sigma=1.0)
+    return prompt
+
+
+def ws_save_prompt(batch: int = 4) -> dict[str, Any]:
+    """The captured ``progress_ws_save`` graph: EmptyImage(batch) -> AddNoise -> SaveImageWebsocket."""
+    prompt = capture_prompt("history_saveimagewebsocket.json")
+    prompt["1"]["inputs"].update(width=32, height=32, batch_size=batch)
+    return prompt
+
+
+def run(sim: Simulator, ws: Recorder, prompt: dict[str, Any], client_id: str) -> list[str]:
+    """Post ``prompt`` for ``client_id`` and return the message types up to its end."""
+    response = post_prompt(sim, prompt, client_id=client_id)
+    assert response.status_code == 200, response.text
+    return ws.types(ws.until_idle(response.json()["prompt_id"]))
+
+
 def test_success_order_matches_capture(legacy_sim: Simulator) -> None:
-    prompt = capture_prompt("history_after_success.json")
     with recorder(legacy_sim, "cap-success") as ws:
-        response = post_prompt(legacy_sim, prompt, client_id="cap-success")
-        assert response.status_code == 200
-        got = ws.until_idle(response.json()["prompt_id"])
-    expected = capture_types("ws_success.jsonl", start="POST /prompt returned")
-    assert ws.types(got) == expected
+        got = run(legacy_sim, ws, capture_prompt("history_after_success.json"), "cap-success")
+    assert got == capture_types("ws_success.jsonl", start="POST /prompt returned")
 
 
 def test_trivial_prompt_round_trip(sim: Simulator) -> None:
@@ -31,5 +64,304 @@ def test_trivial_prompt_round_trip(sim: Simulator) -> None:
     assert entry["status"]["status_str"] == "success"
     view = httpx.get(f"{sim.url}/view", params={"filename": "trivial_00001_.png"})
     assert view.status_code == 200
-    assert view.content.startswith(b"\x89PNG")
     assert (sim.root / "output" / "trivial_00001_.png").read_bytes() == view.content
+
+
+def test_cached_rerun_with_and_without_client_id(legacy_sim: Simulator) -> None:
+    prompt = capture_prompt("history_cached_rerun_with_client_id.json")
+    with recorder(legacy_sim, "cap-cached") as ws:
+        first = post_prompt(legacy_sim, prompt, client_id="cap-cached").json()["prompt_id"]
+        ws.until_idle(first)
+        files = sorted((legacy_sim.root / "output").iterdir())
+        again = post_prompt(legacy_sim, prompt, client_id="cap-cached").json()["prompt_id"]
+        with_client = ws.until_idle(again)
+        post_prompt(legacy_sim, prompt)  # no client_id: this socket only sees broadcasts
+        without_client = ws.until(
+            lambda m: m.kind == "status" and m.data["status"]["exec_info"]["queue_remaining"] == 0
+        )
+    assert ws.types(with_client) == capture_types(
+        "ws_cached_rerun.jsonl", start="client_id set", stop="NO client_id"
+    )
+    assert ws.types(without_client) == capture_types("ws_cached_rerun.jsonl", start="NO client_id")
+    cached = next(m for m in with_client if m.kind == "execution_cached")
+    assert cached.data["nodes"] == ["1", "2", "3", "4", "5"]
+    executed = next(m for m in with_client if m.kind == "executed")
+    assert executed.data["output"]["images"][0]["filename"] == "invert_blur_scale_00001_.png"
+    assert sorted((legacy_sim.root / "output").iterdir()) == files  # no new file
+
+
+def test_execution_error_order_and_message(legacy_sim: Simulator) -> None:
+    prompt = capture_prompt("history_after_execution_error.json")
+    with recorder(legacy_sim, "cap-error") as ws:
+        got = run(legacy_sim, ws, prompt, "cap-error")
+        error = next(m for m in ws.messages if m.kind == "execution_error").data
+    assert got == capture_types("ws_execution_error.jsonl", start="POST /prompt returned")
+    captured = next(
+        f["msg"]["data"]
+        for f in _frames("ws_execution_error.jsonl")
+        if f.get("msg", {}).get("type") == "execution_error"
+    )
+    assert set(error) == set(captured)
+    assert error["node_id"] == "3" and error["node_type"] == "SaveImage"
+    assert "Saving image outside the output folder is not allowed" in error["exception_message"]
+    assert error["executed"] == ["1", "2"]
+
+
+def test_error_after_one_output_keeps_that_output(legacy_sim: Simulator) -> None:
+    prompt = capture_prompt("history_execution_error_with_partial_outputs.json")
+    with recorder(legacy_sim, "cap-partial-err") as ws:
+        response = post_prompt(legacy_sim, prompt, client_id="cap-partial-err")
+        got = ws.types(ws.until_idle(response.json()["prompt_id"]))
+    assert got == capture_types(
+        "ws_execution_error_after_one_output_saved.jsonl", start="POST /prompt"
+    )
+    entry = history_of(legacy_sim, response.json()["prompt_id"])
+    assert entry["status"]["status_str"] == "error"
+    assert list(entry["outputs"]) == ["2"]
+    assert list(entry["meta"]) == ["2"]
+
+
+def test_interrupt_takes_effect_at_next_node(legacy_sim: Simulator) -> None:
+    legacy_sim.configure(node_seconds=0.2)
+    with recorder(legacy_sim, "cap-interrupt") as ws:
+        response = post_prompt(legacy_sim, small_slow_blur(), client_id="cap-interrupt")
+        prompt_id = response.json()["prompt_id"]
+        ws.until(lambda m: m.kind == "executing" and m.node == "3")
+        httpx.post(f"{legacy_sim.url}/interrupt", json={"prompt_id": "not-running-id"})
+        httpx.post(f"{legacy_sim.url}/interrupt", json={"prompt_id": prompt_id})
+        ws.until_idle(prompt_id)
+    expected = capture_types("ws_interrupt.jsonl", start="POST /prompt")
+    assert ws.types(ws.messages[1:]) == expected
+    interrupted = next(m for m in ws.messages if m.kind == "execution_interrupted").data
+    assert interrupted["node_id"] == "4" and interrupted["node_type"] == "SaveImage"
+    assert sorted(interrupted["executed"]) == ["1", "2", "3"]
+    entry = history_of(legacy_sim, prompt_id)
+    assert entry["status"]["status_str"] == "error"
+    assert entry["status"]["completed"] is False
+    assert entry["status"]["messages"][-1][0] == "execution_interrupted"
+
+
+def _frames(name: str) -> list[dict[str, Any]]:
+    from conftest import load_capture
+
+    frames: list[dict[str, Any]] = load_capture(name)
+    return frames
+
+
+def _ticks_folded(types: list[str]) -> list[str]:
+    """Fold repeated progress ticks (``progress_state, progress``) into one, to compare shapes."""
+    out: list[str] = []
+    for kind in types:
+        if out[-2:] == ["progress_state", "progress"] and kind == "progress_state":
+            out.append("~")
+        elif out[-1:] == ["~"] and kind == "progress":
+            out[-1:] = []
+        else:
+            out.append(kind)
+    return [k for k in out if k != "~"]
+
+
+def ksampler_prompt(steps: int = 20, seed: int = 1) -> dict[str, Any]:
+    """ComfyUI's default txt2img graph (simulated models), small latent."""
+    return {
+        "4": {
+            "class_type": "CheckpointLoaderSimple",
+            "inputs": {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
+        },
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1},
+        },
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": steps,
+                "cfg": 8.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {
+            "class_type": "SaveImage",
+            "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]},
+        },
+    }
+
+
+def test_progress_ticks_and_interrupt_mid_node(legacy_sim: Simulator) -> None:
+    legacy_sim.configure(step_seconds=0.02)
+    with recorder(legacy_sim, "cap-int-mid") as ws:
+        response = post_prompt(legacy_sim, ksampler_prompt(steps=200), client_id="cap-int-mid")
+        prompt_id = response.json()["prompt_id"]
+        ws.until(lambda m: m.kind == "progress" and m.data["value"] == 3)
+        httpx.post(f"{legacy_sim.url}/interrupt")
+        ws.until_idle(prompt_id)
+    got = ws.types(ws.messages[1:])
+    expected = capture_types("ws_interrupt_mid_node_progress.jsonl", start="POST /prompt")
+    # Another graph than the captured one: compare from the ticking node's `executing` on.
+    tail = got[_last_index(got, "executing", before="progress") :]
+    expected_tail = expected[_last_index(expected, "executing", before="progress") :]
+    assert _ticks_folded(tail) == _ticks_folded(expected_tail)
+    progress = [m.data for m in ws.messages if m.kind == "progress"]
+    assert [p["value"] for p in progress[:3]] == [1, 2, 3]
+    assert {p["max"] for p in progress} == {200} and {p["node"] for p in progress} == {"3"}
+
+
+def _last_index(types: list[str], kind: str, *, before: str) -> int:
+    stop = types.index(before)
+    return max(i for i, t in enumerate(types[:stop]) if t == kind)
+
+
+def test_progress_of_a_whole_ksampler_run(legacy_sim: Simulator) -> None:
+    with recorder(legacy_sim, "cap-upscale") as ws:
+        run(legacy_sim, ws, ksampler_prompt(steps=16), "cap-upscale")
+    got = ws.types(ws.messages[1:])
+    expected = capture_types("ws_progress_upscale_tiny_model.jsonl", start="POST /prompt")
+    ticking = _last_index(got, "executing", before="progress")
+    captured = _last_index(expected, "executing", before="progress")
+    # The ticking node: `executing`, 16 x (progress_state, progress), its progress_state(finished).
+    assert got[ticking : ticking + 34] == expected[captured : captured + 34]
+    assert got[ticking + 33 :].count("progress") == 0
+    assert got[-4:] == expected[-4:]  # ... executed (the output), progress_state, success, end
+
+
+@pytest.mark.parametrize(
+    ("metadata", "capture", "binary"),
+    [
+        (False, "ws_progress_saveimagewebsocket_legacy.jsonl", "binary:1"),
+        (True, "ws_progress_saveimagewebsocket_preview_metadata.jsonl", "binary:4"),
+    ],
+)
+def test_binary_previews_in_both_formats(
+    legacy_sim: Simulator, metadata: bool, capture: str, binary: str
+) -> None:
+    with recorder(legacy_sim, "cap-progress", metadata=metadata) as ws:
+        response = post_prompt(legacy_sim, ws_save_prompt(), client_id="cap-progress")
+        prompt_id = response.json()["prompt_id"]
+        got = ws.types(ws.until_idle(prompt_id))
+    assert got == capture_types(capture, start="POST /prompt")
+    frames = [m.data for m in ws.messages if m.kind == binary]
+    assert len(frames) == 4
+    if metadata:
+        size = int.from_bytes(frames[0][4:8], "big")
+        meta = json.loads(frames[0][8 : 8 + size])
+        assert meta == {
+            "node_id": "3",
+            "prompt_id": prompt_id,
+            "display_node_id": "3",
+            "parent_node_id": None,
+            "real_node_id": "3",
+            "image_type": "image/png",
+        }
+        assert frames[0][8 + size :].startswith(b"\x89PNG")
+    else:
+        assert frames[0][4:8] == (2).to_bytes(4, "big")  # PNG
+        assert frames[0][8:].startswith(b"\x89PNG")
+    assert history_of(legacy_sim, prompt_id)["outputs"] == {}
+
+
+def test_observer_sees_only_broadcasts_of_prompts_without_client_id(legacy_sim: Simulator) -> None:
+    observer_capture = "ws_observer_prompts_without_client_id.jsonl"
+    with recorder(legacy_sim, "cap-observer") as ws:
+        post_prompt(legacy_sim, capture_prompt("history_after_success.json"))
+        success = ws.until(_queue_empty)
+        post_prompt(legacy_sim, capture_prompt("history_after_execution_error.json"))
+        error = ws.until(_queue_empty)
+        legacy_sim.configure(node_seconds=0.2)
+        mark = len(ws.messages)
+        post_prompt(legacy_sim, small_slow_blur())
+        ws.until(lambda m: m.kind == "progress_state" and "3" in m.data["nodes"])
+        httpx.post(f"{legacy_sim.url}/interrupt")
+        ws.until(_queue_empty)
+        interrupted = ws.messages[mark:]
+    assert ws.types(success) == capture_types(
+        observer_capture, start="invert_blur", stop="exec error"
+    )
+    assert ws.types(error) == capture_types(observer_capture, start="exec error", stop="slow_blur")
+    assert ws.types(interrupted) == capture_types(observer_capture, start="slow_blur")
+
+
+def _queue_empty(message: Any) -> bool:
+    return bool(
+        message.kind == "status" and message.data["status"]["exec_info"]["queue_remaining"] == 0
+    )
+
+
+def test_connect_without_client_id_gets_a_hex_sid(sim: Simulator) -> None:
+    with recorder(sim) as ws:
+        sid = ws.messages[0].data["sid"]
+    assert len(sid) == 32 and int(sid, 16) >= 0
+
+
+def test_second_socket_with_same_id_replaces_the_first(sim: Simulator) -> None:
+    with recorder(sim, "shared-id") as first, recorder(sim, "shared-id") as second:
+        prompt_id = post_prompt(sim, trivial_prompt(), client_id="shared-id").json()["prompt_id"]
+        second.until_idle(prompt_id)
+        with pytest.raises(TimeoutError):
+            first.read(timeout=0.05)  # the older socket got nothing more
+
+
+def test_after_older_socket_closes_the_newer_one_gets_nothing(sim: Simulator) -> None:
+    older = recorder(sim, "shared-id")
+    older.__enter__()
+    with recorder(sim, "shared-id") as newer, recorder(sim, "observer") as observer:
+        older.__exit__(None, None, None)  # the server now forgets "shared-id" (fact sheet)
+        post_prompt(sim, trivial_prompt(), client_id="shared-id")
+        observer.until(_queue_empty)  # every frame of that prompt was published by now
+        with pytest.raises(TimeoutError):
+            newer.read(timeout=0.05)
+
+
+def test_reconnect_during_execution_gets_executing_without_prompt_id(legacy_sim: Simulator) -> None:
+    legacy_sim.configure(node_seconds=0.2)
+    with recorder(legacy_sim, "reconnector") as ws:
+        prompt_id = post_prompt(legacy_sim, small_slow_blur(), client_id="reconnector").json()[
+            "prompt_id"
+        ]
+        before = ws.until(lambda m: m.kind == "executing" and m.node == "3")
+    assert ws.types(before) == capture_types("ws_reconnect_before.jsonl", start="POST /prompt")
+    with recorder(legacy_sim, "reconnector") as again:
+        greeting = again.messages[0]
+        rest = again.until_idle(prompt_id)
+    assert greeting.data["status"]["exec_info"]["queue_remaining"] == 1
+    assert rest[0].kind == "executing" and rest[0].data == {"node": "3"}
+    expected = capture_types("ws_reconnect_after_during_execution.jsonl", skip_first=1)
+    assert again.types(rest) == expected
+
+
+def test_interrupt_while_idle_does_not_touch_the_next_prompt(legacy_sim: Simulator) -> None:
+    assert httpx.post(f"{legacy_sim.url}/interrupt").status_code == 200
+    with recorder(legacy_sim, "cap-after-idle-int") as ws:
+        got = run(legacy_sim, ws, trivial_prompt(), "cap-after-idle-int")
+    assert got == capture_types("ws_prompt_after_idle_interrupt.jsonl", skip_first=1)
+
+
+def test_status_broadcasts_on_queue_delete_and_clear(legacy_sim: Simulator) -> None:
+    legacy_sim.configure(node_seconds=0.2)
+    with recorder(legacy_sim, "cap-queue") as ws:
+        ids = [post_prompt(legacy_sim, small_slow_blur(), client_id="cap-queue").json()]
+        ids += [post_prompt(legacy_sim, trivial_prompt(str(i))).json() for i in range(3)]
+        ws.until(
+            lambda m: m.kind == "status" and m.data["status"]["exec_info"]["queue_remaining"] == 4
+        )
+        httpx.post(f"{legacy_sim.url}/queue", json={"delete": [ids[1]["prompt_id"]]})
+        ws.until(
+            lambda m: m.kind == "status" and m.data["status"]["exec_info"]["queue_remaining"] == 3
+        )
+        httpx.post(f"{legacy_sim.url}/queue", json={"clear": True})
+        ws.until(
+            lambda m: m.kind == "status" and m.data["status"]["exec_info"]["queue_remaining"] == 1
+        )
+        httpx.post(f"{legacy_sim.url}/interrupt")
+        ws.until_idle(ids[0]["prompt_id"])
+    for deleted in ids[1:]:
+        assert httpx.get(f"{legacy_sim.url}/history/{deleted['prompt_id']}").json() == {}

@@ -25,7 +25,7 @@ import json
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,24 +253,69 @@ def _file_stamp(input_dir: Path, name: Any) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def execution_order(prompt: Json, outputs: list[str], cached: set[str]) -> list[str]:
-    """Nodes to visit: the output nodes and their uncached ancestors, dependencies first."""
+def execution_order(
+    prompt: Json, outputs: list[str], cached: set[str], is_output: Callable[[str], bool]
+) -> list[str]:
+    """The order ComfyUI's execution list runs nodes in: output nodes and uncached ancestors.
+
+    Nodes enter the pending list depth first from each output node; among the nodes whose inputs
+    are ready, an output node goes first, then one that feeds an output node (directly or through
+    one node), else the earliest pending one (ComfyUI's ``ux_friendly_pick_node``).
+    """
+    pending: dict[str, None] = {}
+    blocking: dict[str, set[str]] = {}
+    block_count: dict[str, int] = {}
+    for output in outputs:
+        _add_pending(prompt, output, cached, pending, blocking, block_count)
+
+    def feeds_output(node_id: str, depth: int) -> bool:
+        return any(
+            is_output(nxt) or (depth > 1 and feeds_output(nxt, depth - 1))
+            for nxt in blocking[node_id]
+        )
+
     order: list[str] = []
-    done: set[str] = set()
-
-    def visit(node_id: str, path: frozenset[str]) -> None:
-        if node_id in done or node_id in path or node_id not in prompt:
-            return
-        if node_id not in cached:
-            for value in _inputs(prompt[node_id]).values():
-                if is_link(value):
-                    visit(str(value[0]), path | {node_id})
-        done.add(node_id)
-        order.append(node_id)
-
-    for node_id in outputs:
-        visit(node_id, frozenset())
+    while pending:
+        ready = [node_id for node_id in pending if block_count[node_id] == 0]
+        if not ready:
+            break  # a cycle: validation lets none through
+        pick = next((n for n in ready if is_output(n)), None)
+        pick = pick or next((n for n in ready if feeds_output(n, 1)), None)
+        pick = pick or next((n for n in ready if feeds_output(n, 2)), ready[0])
+        del pending[pick]
+        for blocked in blocking[pick]:
+            block_count[blocked] -= 1
+        order.append(pick)
     return order
+
+
+def _add_pending(
+    prompt: Json,
+    root: str,
+    cached: set[str],
+    pending: dict[str, None],
+    blocking: dict[str, set[str]],
+    block_count: dict[str, int],
+) -> None:
+    stack = [root]
+    links: list[tuple[str, str]] = []
+    while stack:
+        node_id = stack.pop()
+        if node_id in pending or node_id not in prompt:
+            continue
+        pending[node_id] = None
+        block_count[node_id] = 0
+        blocking[node_id] = set()
+        for value in _inputs(prompt[node_id]).values():
+            if is_link(value) and str(value[0]) in prompt:
+                source = str(value[0])
+                if source not in cached:
+                    stack.append(source)
+                    links.append((source, node_id))
+    for source, target in links:
+        if source in pending and target not in blocking[source]:
+            blocking[source].add(target)
+            block_count[target] += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,6 +624,10 @@ class Engine:
             self._cache = {key: hit for key, hit in self._cache.items() if key in wanted}
             cache = self._cache
         cached = {node_id for node_id, key in sigs.items() if key in cache}
+
+        def is_output(node_id: str) -> bool:
+            return _nodes.is_output_node(_class_of(prompt, node_id))
+
         pid = task.prompt_id
         self._record(run, "execution_start", {"prompt_id": pid, "timestamp": now_ms()})
         cached_list = [node_id for node_id in prompt if node_id in cached]
@@ -587,7 +636,7 @@ class Engine:
         )
         outcome = "success"
         try:
-            for node_id in execution_order(prompt, task.outputs, cached):
+            for node_id in execution_order(prompt, task.outputs, cached, is_output):
                 if node_id in cached:
                     self._replay_cached(run, node_id, cache[sigs[node_id]])
                 else:
@@ -655,8 +704,6 @@ class Engine:
         inputs = self._resolve(run, node)
         if fail is not None and fail["node_id"] == node_id:
             raise _Failed(node_id, fail["exception_type"], fail["message"], _fake_traceback())
-        if self.node_seconds > 0:
-            self._wake.wait(self.node_seconds)
         try:
             result = _nodes.execute(class_type, inputs, self._context(run, node_id))
         except _nodes.Interrupted:
@@ -669,6 +716,10 @@ class Engine:
             raise _Failed(node_id, exc.exception_type, exc.message + "\n", tb) from None
         except Exception as exc:
             raise _Failed(node_id, type(exc).__name__, str(exc), _traceback(exc)) from None
+        if self.node_seconds > 0:
+            # The node's simulated work: after ComfyUI's start-of-node interrupt check, so an
+            # interrupt takes effect at the next node (it only cuts the waiting short).
+            self._wake.wait(self.node_seconds)
         self._flush_progress(run)
         values = tuple(result.values)
         run.outputs[node_id] = values
