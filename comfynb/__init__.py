@@ -17,40 +17,81 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    CandidateNotFound,
     ComfynbError,
     CorruptImage,
+    InvalidInput,
+    InvalidTransition,
     JobNotFound,
+    JobNotInStore,
     OutputError,
     PromptRejected,
+    RecordNotFound,
+    RunNotFound,
+    SchemaTooNew,
     ServerError,
     ServerFailed,
     ServerTimeout,
     ServerUnreachable,
+    StepNotFound,
+    StoreError,
+    StoreLocked,
     UnexpectedResponse,
     UnsafePath,
+    WorkflowError,
 )
+from .jobs import enqueue, record_result, select_next_job
+from .lifecycle import JobStatus, transition, transition_many
+from .models import Candidate, Job, NewCandidate, Run, Step
 
 if TYPE_CHECKING:
     from .simulator import Simulator as Simulator
+    from .store import Store as Store
+    from .store import open as open
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Candidate",
+    "CandidateNotFound",
     "ComfynbError",
     "CorruptImage",
+    "InvalidInput",
+    "InvalidTransition",
+    "Job",
     "JobNotFound",
+    "JobNotInStore",
+    "JobStatus",
+    "NewCandidate",
     "OutputError",
     "PromptRejected",
+    "RecordNotFound",
+    "Run",
+    "RunNotFound",
+    "SchemaTooNew",
     "ServerError",
     "ServerFailed",
     "ServerTimeout",
     "ServerUnreachable",
+    "Step",
+    "StepNotFound",
+    "Store",
+    "StoreError",
+    "StoreLocked",
     "UnexpectedResponse",
     "UnsafePath",
+    "WorkflowError",
+    "enqueue",
+    "open",
+    "record_result",
+    "select_next_job",
+    "transition",
+    "transition_many",
 ]
 
 # Names whose modules are heavy (aiohttp, widget libraries): imported on first use.
-_LAZY = {"Simulator": ".simulator"}
+# The store needs duckdb and pandas: imported on first use of comfynb.Store or comfynb.open.
+_LAZY = {"Simulator": ".simulator", "Store": ".store", "open": ".store"}
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,15 @@
   + OutputError                  an output image we refuse to keep
     - UnsafePath                 a server-named file would land outside the output folder
     - CorruptImage               downloaded bytes that are not a whole image
+  + StoreError                   the DuckDB store refused or failed (comfynb.open, Store)
+    - StoreLocked                another process holds the file; ``.pid`` names it
+    - SchemaTooNew               the file was written by a newer comfynb
+    - InvalidTransition          a job status move the lifecycle table forbids
+    - InvalidInput               a bad argument to a store call (also a ``ValueError``)
+    - RecordNotFound             no row with that id or name (also a ``LookupError``)
+      . RunNotFound, StepNotFound, CandidateNotFound
+      . JobNotInStore            no job with that id in the store (``JobNotFound`` is the server's)
+  + WorkflowError                a workflow that is not a ComfyUI API prompt; ``.node_id`` names the node
 
 Catch ``ComfynbError`` to catch them all; each message says what was wrong and what to do.
 """
@@ -20,17 +29,28 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CandidateNotFound",
     "ComfynbError",
     "CorruptImage",
+    "InvalidInput",
+    "InvalidTransition",
     "JobNotFound",
+    "JobNotInStore",
     "OutputError",
     "PromptRejected",
+    "RecordNotFound",
+    "RunNotFound",
+    "SchemaTooNew",
     "ServerError",
     "ServerFailed",
     "ServerTimeout",
     "ServerUnreachable",
+    "StepNotFound",
+    "StoreError",
+    "StoreLocked",
     "UnexpectedResponse",
     "UnsafePath",
+    "WorkflowError",
 ]
 
 
@@ -110,3 +130,98 @@ class UnsafePath(OutputError):
 
 class CorruptImage(OutputError):
     """Downloaded bytes are not a whole, decodable image (truncated or not an image)."""
+
+
+class StoreError(ComfynbError):
+    """The DuckDB store refused or failed; nothing of the failed call was written."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the store's file (DuckDB lets one process own a file).
+
+    ``path`` is the file, ``pid`` the holder's process id when DuckDB named it, and
+    ``holder`` the program DuckDB named (or ``""``).
+    """
+
+    def __init__(self, path: str, *, pid: int | None, holder: str = "") -> None:
+        who = f"{holder} (PID {pid})" if pid is not None else (holder or "another process")
+        stop = f"or end PID {pid} " if pid is not None else ""
+        super().__init__(
+            f"{path} is open in another process: {who}. DuckDB lets one process own a file: "
+            f"close the store there (store.close(), or restart that notebook kernel) {stop}"
+            "and open it again, or open a copy of the file"
+        )
+        self.path = path
+        self.pid = pid
+        self.holder = holder
+
+
+class SchemaTooNew(StoreError):
+    """The file's schema is newer than this comfynb knows; upgrade comfynb to open it."""
+
+
+class InvalidTransition(StoreError):
+    """A job status move that ``comfynb.lifecycle.ALLOWED`` forbids; the job is unchanged."""
+
+    def __init__(self, job_id: int, from_status: str, to_status: str, allowed: list[str]) -> None:
+        can = ", ".join(allowed) if allowed else "nothing (it is final)"
+        super().__init__(
+            f"job {job_id} cannot move from {from_status!r} to {to_status!r}; "
+            f"from {from_status!r} it may move to {can}. The job is unchanged."
+        )
+        self.job_id = job_id
+        self.from_status = from_status
+        self.to_status = to_status
+
+
+class InvalidInput(StoreError, ValueError):
+    """An argument the store cannot accept; the message names it and what to pass instead."""
+
+
+class RecordNotFound(StoreError, LookupError):
+    """No row in the store has this id (or name); ``kind`` is the table, ``key`` what was asked."""
+
+    kind = "row"
+
+    def __init__(self, key: object, hint: str = "") -> None:
+        super().__init__(f"no {self.kind} {key!r} in the store{'; ' + hint if hint else ''}")
+        self.key = key
+
+
+class RunNotFound(RecordNotFound):
+    """No run with this id or name; ``store.runs()`` lists them, ``store.new_run(name)`` makes one."""
+
+    kind = "run"
+
+
+class StepNotFound(RecordNotFound):
+    """No step with this id; ``store.new_step(...)`` makes one."""
+
+    kind = "step"
+
+
+class JobNotInStore(RecordNotFound):
+    """No job with this id in the store (``JobNotFound`` is the server not knowing a prompt_id)."""
+
+    kind = "job"
+
+
+class CandidateNotFound(RecordNotFound):
+    """No image candidate with this id; ``store.candidates()`` lists them."""
+
+    kind = "candidate"
+
+
+class WorkflowError(ComfynbError):
+    """A workflow that is not a ComfyUI API prompt; nothing was written.
+
+    ``node_id`` names the offending node (``None`` when the whole workflow is wrong) and
+    ``input_name`` the offending input, if any.
+    """
+
+    def __init__(
+        self, message: str, *, node_id: str | None = None, input_name: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.input_name = input_name

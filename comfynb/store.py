@@ -1,0 +1,1391 @@
+"""The store: one DuckDB file holding runs, steps, jobs, their events and image candidates.
+
+Example::
+
+    >>> import comfynb
+    >>> store = comfynb.open("lab.duckdb", output_dir="outputs")
+    >>> run = store.new_run("portraits")
+    >>> job = comfynb.enqueue(store, workflow, run=run, params={"seed": 42})
+    >>> store.jobs(run="portraits")[["id", "status", "seed"]]
+       id   status  seed
+    0   1  pending    42
+
+Users may query the tables with plain SQL (``runs``, ``steps``, ``jobs``, ``job_events``,
+``candidates``); timestamps are ``TIMESTAMPTZ`` in UTC and JSON columns are ``JSON``.
+
+Threads: one DuckDB connection per store, one cursor per thread, and one writer at a time
+(a lock per file shared by every store on it in this process), so two threads never
+conflict on an update. Readers never wait for the writer; they see committed data.
+
+Processes: DuckDB lets one process own a file. Opening a file another process holds raises
+``StoreLocked`` naming that process.
+
+Secrets: JSON written through the store (metadata, params, errors, event details, and
+workflows) loses every key that looks like a secret (``api_key*``, ``*_token``, ``*password``,
+``authorization``, ...). Supply such values when submitting, never store them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from .errors import (
+    CandidateNotFound,
+    InvalidInput,
+    JobNotInStore,
+    RunNotFound,
+    SchemaTooNew,
+    StepNotFound,
+    StoreError,
+    StoreLocked,
+)
+from .lifecycle import NOW, JobState, JobStatus, Plan
+from .models import Candidate, Job, NewCandidate, Run, Step
+
+__all__ = ["MIGRATIONS", "Migration", "Store", "Transaction", "open", "strip_secrets"]
+
+# --------------------------------------------------------------------------- migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One named schema change; a file records each one it has had, in order."""
+
+    name: str
+    statements: tuple[str, ...]
+
+
+_STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(
+        "001_create_tables",
+        (
+            "CREATE SEQUENCE runs_id_seq START 1",
+            """CREATE TABLE runs (
+                id BIGINT PRIMARY KEY DEFAULT nextval('runs_id_seq'),
+                name VARCHAR NOT NULL UNIQUE,
+                notes VARCHAR,
+                metadata JSON,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
+            "CREATE SEQUENCE steps_id_seq START 1",
+            """CREATE TABLE steps (
+                id BIGINT PRIMARY KEY DEFAULT nextval('steps_id_seq'),
+                run_id BIGINT NOT NULL,
+                kind VARCHAR NOT NULL CHECK (kind IN ('generate', 'sweep', 'refine')),
+                parent_candidate_id BIGINT,
+                workflow JSON NOT NULL,
+                params_spec JSON,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
+            "CREATE SEQUENCE jobs_id_seq START 1",
+            f"""CREATE TABLE jobs (
+                id BIGINT PRIMARY KEY DEFAULT nextval('jobs_id_seq'),
+                run_id BIGINT NOT NULL,
+                step_id BIGINT,
+                parent_candidate_id BIGINT,
+                prompt_id VARCHAR,
+                server VARCHAR,
+                status VARCHAR NOT NULL DEFAULT 'pending' CHECK (status IN ({_STATUSES})),
+                priority INTEGER NOT NULL DEFAULT 0,
+                workflow JSON NOT NULL,
+                params JSON,
+                error JSON,
+                retries INTEGER NOT NULL DEFAULT 0,
+                max_retries INTEGER NOT NULL DEFAULT 3,
+                progress_value INTEGER,
+                progress_max INTEGER,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                claimed_at TIMESTAMPTZ,
+                submitted_at TIMESTAMPTZ,
+                started_at TIMESTAMPTZ,
+                finished_at TIMESTAMPTZ,
+                metadata JSON)""",
+            # no key: events are appended and scanned, never looked up one by one
+            "CREATE SEQUENCE job_events_id_seq START 1",
+            f"""CREATE TABLE job_events (
+                id BIGINT NOT NULL DEFAULT nextval('job_events_id_seq'),
+                job_id BIGINT NOT NULL,
+                from_status VARCHAR CHECK (from_status IN ({_STATUSES})),
+                to_status VARCHAR NOT NULL CHECK (to_status IN ({_STATUSES})),
+                "at" TIMESTAMPTZ NOT NULL DEFAULT now(),
+                detail JSON)""",
+            "CREATE SEQUENCE candidates_id_seq START 1",
+            """CREATE TABLE candidates (
+                id BIGINT PRIMARY KEY DEFAULT nextval('candidates_id_seq'),
+                job_id BIGINT NOT NULL,
+                run_id BIGINT NOT NULL,
+                step_id BIGINT,
+                parent_candidate_id BIGINT,
+                child_count INTEGER NOT NULL DEFAULT 0,
+                node_id VARCHAR NOT NULL,
+                path VARCHAR NOT NULL,
+                sha256 VARCHAR,
+                width INTEGER,
+                height INTEGER,
+                bytes BIGINT,
+                seed UBIGINT,
+                prompt VARCHAR,
+                params JSON,
+                picked BOOLEAN NOT NULL DEFAULT false,
+                stars SMALLINT CHECK (stars BETWEEN 0 AND 5),
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
+        ),
+    ),
+)
+
+# --------------------------------------------------------------------------- secrets
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SECRET_KEY = re.compile(
+    r"^(api_?key|apikey)"  # api_key, api_key_comfy_org, apikey
+    r"|(^|_)(api_?key|token|secret|password|passwd|authorization|cookie|credentials?"
+    r"|(secret|private|access)_key)$"  # auth_token, hf_token, x_api_key, client_secret
+)
+
+
+def is_secret_key(key: str) -> bool:
+    """True for a key that names a secret: ``api_key*``, ``*_token``, ``*password``, ...
+
+    Keys such as ``max_tokens`` or ``token_normalization`` are not secrets.
+
+    Example::
+
+        >>> is_secret_key("api_key_comfy_org"), is_secret_key("HF_TOKEN"), is_secret_key("max_tokens")
+        (True, True, False)
+    """
+    normal = _CAMEL.sub("_", key).replace("-", "_").lower()
+    return bool(_SECRET_KEY.search(normal))
+
+
+def strip_secrets(value: Any) -> Any:
+    """Return ``value`` without secret-looking keys, at any depth; the input is not changed.
+
+    Example::
+
+        >>> strip_secrets({"extra_data": {"api_key_comfy_org": "sk-1", "client": "nb"}})
+        {'extra_data': {'client': 'nb'}}
+    """
+    if isinstance(value, Mapping):
+        return {
+            k: strip_secrets(v)
+            for k, v in value.items()
+            if not (isinstance(k, str) and is_secret_key(k))
+        }
+    if isinstance(value, list | tuple):
+        return [strip_secrets(v) for v in value]
+    return value
+
+
+def _json_default(value: object) -> object:
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        return item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _to_json(value: Any, what: str) -> str | None:
+    """Serialize a JSON column value, secrets stripped; bad values raise InvalidInput."""
+    if value is None:
+        return None
+    try:
+        return json.dumps(strip_secrets(value), separators=(",", ":"), default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(
+            f"{what} must be JSON data (dicts, lists, str, numbers, bools, None): {exc}"
+        ) from None
+
+
+def _from_json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _select(columns: Sequence[str], timestamps: Iterable[str], table: str = "") -> str:
+    """A select list that returns timestamps as naive UTC (DuckDB needs pytz for tz-aware)."""
+    prefix = f"{table}." if table else ""
+    stamps = set(timestamps)
+    return ", ".join(
+        f'timezone(\'UTC\', {prefix}"{c}") AS "{c}"' if c in stamps else f'{prefix}"{c}"'
+        for c in columns
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+_RUN_COLUMNS = _names("id name notes metadata created_at")
+_STEP_COLUMNS = _names("id run_id kind parent_candidate_id workflow params_spec created_at")
+_JOB_COLUMNS = _names(
+    "id run_id step_id parent_candidate_id prompt_id server status priority workflow "
+    "params error retries max_retries progress_value progress_max created_at "
+    "claimed_at submitted_at started_at finished_at metadata"
+)
+_JOB_TIMES = ("created_at", "claimed_at", "submitted_at", "started_at", "finished_at")
+_CANDIDATE_COLUMNS = _names(
+    "id job_id run_id step_id parent_candidate_id child_count node_id path sha256 "
+    "width height bytes seed prompt params picked stars created_at"
+)
+RUN_SELECT: Final = _select(_RUN_COLUMNS, ["created_at"])
+STEP_SELECT: Final = _select(_STEP_COLUMNS, ["created_at"])
+JOB_SELECT: Final = _select(_JOB_COLUMNS, _JOB_TIMES)
+CANDIDATE_SELECT: Final = _select(_CANDIDATE_COLUMNS, ["created_at"])
+
+
+def _run(row: tuple[Any, ...]) -> Run:
+    id_, name, notes, metadata, created_at = row
+    return Run(id_, name, notes, _from_json(metadata) or {}, _utc(created_at))  # type: ignore[arg-type]
+
+
+def _step(row: tuple[Any, ...]) -> Step:
+    id_, run_id, kind, parent, workflow, spec, created_at = row
+    return Step(id_, run_id, kind, parent, _from_json(workflow), _from_json(spec), _utc(created_at))  # type: ignore[arg-type]
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    values = dict(zip(_JOB_COLUMNS, row, strict=True))
+    for name in ("workflow", "params", "error", "metadata"):
+        values[name] = _from_json(values[name])
+    values["params"] = values["params"] or {}
+    values["metadata"] = values["metadata"] or {}
+    values["status"] = JobStatus(values["status"])
+    for name in _JOB_TIMES:
+        values[name] = _utc(values[name])
+    return Job(**values)
+
+
+def _candidate(row: tuple[Any, ...]) -> Candidate:
+    values = dict(zip(_CANDIDATE_COLUMNS, row, strict=True))
+    values["params"] = _from_json(values["params"]) or {}
+    values["created_at"] = _utc(values["created_at"])
+    return Candidate(**values)
+
+
+# --------------------------------------------------------------------------- errors
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def _map_error(exc: duckdb.Error, path: str) -> StoreError:
+    """Translate a DuckDB error into the comfynb tree (the one place this happens)."""
+    text = str(exc)
+    if "Could not set lock on file" in text or "Conflicting lock" in text:
+        found = _LOCK_HOLDER.search(text)
+        if found:
+            return StoreLocked(path, pid=int(found.group(2)), holder=found.group(1))
+        return StoreLocked(path, pid=None)
+    if isinstance(exc, duckdb.TransactionException) and "onflict" in text:
+        return StoreError(
+            f"two writers changed the same row of {path} at once ({text.splitlines()[0]}); "
+            "write through one Store per process and retry the call"
+        )
+    if "not a valid DuckDB database file" in text or "is not a valid DuckDB" in text:
+        return StoreError(f"{path} is not a DuckDB file; pass the path of a .duckdb file")
+    if isinstance(exc, duckdb.ConstraintException):
+        return StoreError(f"the store refused a row in {path}: {text}")
+    return StoreError(f"DuckDB failed on {path}: {text}")
+
+
+# --------------------------------------------------------------------------- process-wide locks
+
+_LOCKS_GUARD = threading.Lock()
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+
+
+def _write_lock(key: str) -> threading.RLock:
+    """One writer lock per file in this process, shared by every Store open on it."""
+    with _LOCKS_GUARD:
+        lock = _WRITE_LOCKS.get(key)
+        if lock is None:
+            lock = _WRITE_LOCKS[key] = threading.RLock()
+        return lock
+
+
+# --------------------------------------------------------------------------- Store
+
+
+def _check_id(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{what} must be an int id, got {value!r}")
+    return value
+
+
+class Store:
+    """One DuckDB file of runs, steps, jobs, events and candidates; safe to share between threads.
+
+    Example::
+
+        >>> with comfynb.Store.open("lab.duckdb", output_dir="outputs") as store:
+        ...     run = store.new_run("portraits")
+        ...     store.runs()[["id", "name"]]
+           id       name
+        0   1  portraits
+
+    Singular reads (``run``, ``step``, ``job``, ``candidate``) return frozen dataclasses;
+    plural reads (``runs``, ``jobs``, ``candidates``, ``events``) return DataFrames.
+    """
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        path: str,
+        output_dir: Path,
+        lock: threading.RLock,
+    ) -> None:
+        self._con = con
+        self.path = path
+        self.output_dir = output_dir
+        self._lock = lock
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_guard = threading.Lock()
+        self._closed = False
+
+    # ----------------------------------------------------------------- opening, closing
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        output_dir: str | os.PathLike[str] | None = None,
+        *,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> Store:
+        """Open or create the store at ``path``, bringing its schema up to date in place.
+
+        Example::
+
+            >>> store = comfynb.Store.open("lab.duckdb", output_dir="outputs")
+            >>> store.schema_version
+            1
+
+        Args:
+            path: the DuckDB file (created if missing), or ``":memory:"``.
+            output_dir: where image files live; default ``outputs`` beside the file. Created
+                if missing.
+            migrations: the ordered migrations to apply; the default is this comfynb's schema
+                (tests and forks pass their own).
+
+        Raises:
+            StoreLocked: another process holds the file.
+            SchemaTooNew: the file was written by a newer comfynb; nothing changed.
+            StoreError: the file is not a DuckDB file or cannot be opened.
+        """
+        if not isinstance(path, str | os.PathLike):
+            raise InvalidInput(f"path must be a file path, got {path!r}; e.g. 'lab.duckdb'")
+        text = os.fspath(path)
+        memory = text == ":memory:"
+        folder = Path.cwd() if memory else Path(text).resolve().parent
+        outputs = Path(output_dir) if output_dir is not None else folder / "outputs"
+        key = f"memory:{uuid.uuid4()}" if memory else str(Path(text).resolve())
+        try:
+            con = duckdb.connect(text, config={"autoinstall_known_extensions": False})
+        except duckdb.Error as exc:
+            raise _map_error(exc, text) from exc
+        store = cls(con, text, outputs.resolve(), _write_lock(key))
+        try:
+            store._migrate(migrations)
+            outputs.mkdir(parents=True, exist_ok=True)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Close the store; other processes may open the file afterwards. Closing twice is fine.
+
+        Example::
+
+            >>> store.close()
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with self._cursors_guard:
+            for cursor in self._cursors:
+                cursor.close()
+            self._cursors.clear()
+        self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"schema {self.schema_version}"
+        return f"<Store {self.path} ({state})>"
+
+    @property
+    def schema_version(self) -> int:
+        """How many migrations the file has had.
+
+        Example::
+
+            >>> store.schema_version
+            1
+        """
+        rows = self._fetch("SELECT count(*) FROM schema_migrations")
+        return int(rows[0][0])
+
+    def _migrate(self, migrations: Sequence[Migration]) -> None:
+        with self._lock:
+            self._fetch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                "name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            applied = self._fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+            for version, name in applied:
+                if version > len(migrations):
+                    raise SchemaTooNew(
+                        f"{self.path} has schema version {len(applied)} ({name!r}) but this "
+                        f"comfynb knows {len(migrations)}; upgrade comfynb to open it "
+                        "(the file is unchanged)"
+                    )
+                if migrations[version - 1].name != name:
+                    raise StoreError(
+                        f"{self.path} had migration {version} {name!r} where this comfynb has "
+                        f"{migrations[version - 1].name!r}; it is not a store this comfynb "
+                        "made. Open another file"
+                    )
+            for version in range(len(applied) + 1, len(migrations) + 1):
+                migration = migrations[version - 1]
+                with self.transaction() as tx:
+                    for statement in migration.statements:
+                        tx.fetch(statement)
+                    tx.fetch(
+                        "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                        [version, migration.name],
+                    )
+
+    # ----------------------------------------------------------------- the DuckDB boundary
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (DuckDB connections must not be shared between threads)."""
+        if self._closed:
+            raise StoreError(
+                f"the store {self.path} is closed; open it again with comfynb.open(path)"
+            )
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            with self._cursors_guard:
+                cursor = self._con.cursor()
+                self._cursors.append(cursor)
+            self._execute(cursor, lambda c: c.execute("SET TimeZone = 'UTC'").fetchall())
+            self._local.cursor = cursor
+        return cursor
+
+    def _execute(self, cursor: duckdb.DuckDBPyConnection, call: Any) -> Any:
+        """Run ``call(cursor)``, translating DuckDB errors: the one boundary for them."""
+        try:
+            return call(cursor)
+        except duckdb.Error as exc:
+            raise _map_error(exc, self.path) from exc
+
+    def _fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Execute one statement on this thread's cursor and fetch every row."""
+        rows: list[tuple[Any, ...]] = self._execute(
+            self._cursor(), lambda c: c.execute(sql, params).fetchall()
+        )
+        return rows
+
+    def _frame(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        frame: pd.DataFrame = self._execute(self._cursor(), lambda c: c.execute(sql, params).df())
+        return _fix_dtypes(frame)
+
+    def _write(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """One statement under the writer lock (its own transaction unless inside one)."""
+        with self._lock:
+            return self._fetch(sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Group writes: all of them are kept, or none if the block raises.
+
+        Only one thread writes at a time; others wait here. A transaction inside another on
+        the same thread joins the outer one (which commits or rolls back the lot).
+
+        Example::
+
+            >>> with store.transaction() as tx:
+            ...     job = tx.job(7)
+            ...     store.pick(12)            # joins this transaction
+        """
+        with self._lock:
+            cursor = self._cursor()
+            if getattr(self._local, "depth", 0):
+                self._local.depth += 1
+                try:
+                    yield Transaction(self)
+                finally:
+                    self._local.depth -= 1
+                return
+            self._execute(cursor, lambda c: c.execute("BEGIN TRANSACTION").fetchall())
+            self._local.depth = 1
+            try:
+                yield Transaction(self)
+            except BaseException:
+                self._local.depth = 0
+                self._execute(cursor, lambda c: c.execute("ROLLBACK").fetchall())
+                raise
+            self._local.depth = 0
+            try:
+                self._execute(cursor, lambda c: c.execute("COMMIT").fetchall())
+            except StoreError:
+                self._execute(cursor, lambda c: c.rollback())
+                raise
+
+    # ----------------------------------------------------------------- resolving references
+
+    def _run_id(self, run: Run | int | str) -> int:
+        if isinstance(run, Run):
+            run = run.id
+        if isinstance(run, str):
+            rows = self._fetch("SELECT id FROM runs WHERE name = ?", [run])
+        else:
+            rows = self._fetch("SELECT id FROM runs WHERE id = ?", [_check_id(run, "run")])
+        if not rows:
+            raise RunNotFound(run, "store.runs() lists them; store.new_run(name) makes one")
+        return int(rows[0][0])
+
+    def _step_id(self, step: Step | int) -> int:
+        step_id = step.id if isinstance(step, Step) else _check_id(step, "step")
+        if not self._fetch("SELECT 1 FROM steps WHERE id = ?", [step_id]):
+            raise StepNotFound(step_id, "store.new_step(...) makes one")
+        return step_id
+
+    def _candidate_id(self, candidate: Candidate | int) -> int:
+        if isinstance(candidate, Candidate):
+            return candidate.id
+        return _check_id(candidate, "candidate")
+
+    # ----------------------------------------------------------------- runs and steps
+
+    def new_run(
+        self, name: str, notes: str | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> Run:
+        """Create a run, or return the run already called ``name`` (unchanged).
+
+        Example::
+
+            >>> store.new_run("portraits", notes="cfg sweep").id
+            1
+            >>> store.new_run("portraits").id     # same name, same run
+            1
+
+        Raises:
+            InvalidInput: ``name`` is not a non-empty string, or ``metadata`` is not JSON.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInput(f"a run name is a non-empty string, got {name!r}")
+        if notes is not None and not isinstance(notes, str):
+            raise InvalidInput(f"notes must be a string or None, got {notes!r}")
+        meta = _to_json(dict(metadata or {}), "metadata")
+        with self.transaction():
+            rows = self._fetch(f"SELECT {RUN_SELECT} FROM runs WHERE name = ?", [name])
+            if not rows:
+                rows = self._fetch(
+                    f"INSERT INTO runs (name, notes, metadata) VALUES (?, ?, ?::JSON) "
+                    f"RETURNING {RUN_SELECT}",
+                    [name, notes, meta],
+                )
+        return _run(rows[0])
+
+    def run(self, id_or_name: int | str) -> Run:
+        """Return the run with this id or name.
+
+        Example::
+
+            >>> store.run("portraits").id
+            1
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        run_id = self._run_id(id_or_name)
+        return _run(self._fetch(f"SELECT {RUN_SELECT} FROM runs WHERE id = ?", [run_id])[0])
+
+    def new_step(
+        self,
+        run: Run | int | str,
+        kind: str,
+        workflow: Mapping[str, Any],
+        params_spec: Mapping[str, Any] | None = None,
+        parent_candidate: Candidate | int | None = None,
+    ) -> Step:
+        """Add a step to a run: ``generate``, ``sweep``, or ``refine`` from a candidate.
+
+        Example::
+
+            >>> step = store.new_step("portraits", "sweep", workflow, params_spec={"cfg": [4, 7]})
+            >>> step.kind, step.run_id
+            ('sweep', 1)
+
+        Raises:
+            RunNotFound, CandidateNotFound: an unknown run or parent candidate.
+            WorkflowError: ``workflow`` is not a ComfyUI API prompt (the message names the node).
+            InvalidInput: an unknown ``kind``.
+        """
+        from .jobs import check_workflow
+
+        if kind not in ("generate", "sweep", "refine"):
+            raise InvalidInput(f"a step kind is 'generate', 'sweep' or 'refine', got {kind!r}")
+        check_workflow(workflow)
+        flow = _to_json(dict(workflow), "workflow")
+        spec = _to_json(None if params_spec is None else dict(params_spec), "params_spec")
+        with self.transaction():
+            run_id = self._run_id(run)
+            parent = None
+            if parent_candidate is not None:
+                parent = self.candidate(self._candidate_id(parent_candidate)).id
+            rows = self._fetch(
+                "INSERT INTO steps (run_id, kind, parent_candidate_id, workflow, params_spec) "
+                f"VALUES (?, ?, ?, ?::JSON, ?::JSON) RETURNING {STEP_SELECT}",
+                [run_id, kind, parent, flow, spec],
+            )
+        return _step(rows[0])
+
+    def step(self, step_id: int) -> Step:
+        """Return the step with this id.
+
+        Example::
+
+            >>> store.step(1).kind
+            'sweep'
+
+        Raises:
+            StepNotFound: no such step.
+        """
+        rows = self._fetch(
+            f"SELECT {STEP_SELECT} FROM steps WHERE id = ?", [_check_id(step_id, "step")]
+        )
+        if not rows:
+            raise StepNotFound(step_id, "store.new_step(...) makes one")
+        return _step(rows[0])
+
+    # ----------------------------------------------------------------- jobs
+
+    def job(self, job_id: int) -> Job:
+        """Return the job with this id, as stored now.
+
+        Example::
+
+            >>> store.job(7).status
+            <JobStatus.PENDING: 'pending'>
+
+        Raises:
+            JobNotInStore: no such job.
+        """
+        rows = self._fetch(
+            f"SELECT {JOB_SELECT} FROM jobs WHERE id = ?", [_check_id(job_id, "job")]
+        )
+        if not rows:
+            raise JobNotInStore(job_id, "store.jobs() lists them")
+        return _job(rows[0])
+
+    def unsettled_jobs(self) -> list[Job]:
+        """Jobs caught between states: submitted, running, or pending with a prompt_id.
+
+        A pending job with a prompt_id was claimed and may have been posted; ``recover``
+        asks the server about each of these after a crash.
+
+        Example::
+
+            >>> [(j.id, j.status.value) for j in store.unsettled_jobs()]
+            [(7, 'pending'), (8, 'running')]
+        """
+        rows = self._fetch(
+            f"SELECT {JOB_SELECT} FROM jobs WHERE status IN ('submitted', 'running') "
+            "OR (status = 'pending' AND prompt_id IS NOT NULL) ORDER BY id"
+        )
+        return [_job(row) for row in rows]
+
+    def claim_next_job(self, *, server: str | None = None) -> Job | None:
+        """Claim the next pending job for ``server`` and give it a fresh prompt_id; or None.
+
+        Highest priority first; then the run claimed from least recently (fair between
+        runs); then the oldest job. Atomic: two threads never claim the same job.
+        ``comfynb.select_next_job`` is the cell-friendly name for this.
+
+        Example::
+
+            >>> job = store.claim_next_job(server="http://127.0.0.1:8188")
+            >>> job.status.value, job.prompt_id is not None
+            ('pending', True)
+        """
+        if server is not None and not isinstance(server, str):
+            raise InvalidInput(f"server must be a URL string or None, got {server!r}")
+        rows = self._write(
+            "UPDATE jobs SET prompt_id = ?, server = coalesce(server, ?), claimed_at = now() "
+            "WHERE id = (SELECT j.id FROM jobs j LEFT JOIN "
+            "(SELECT run_id, max(claimed_at) AS last_claim FROM jobs GROUP BY run_id) r "
+            "USING (run_id) WHERE j.status = 'pending' AND j.prompt_id IS NULL "
+            "AND (?::VARCHAR IS NULL OR j.server IS NULL OR j.server = ?) "
+            "ORDER BY j.priority DESC, r.last_claim ASC NULLS FIRST, j.id LIMIT 1) "
+            f"RETURNING {JOB_SELECT}",
+            [uuid.uuid4().hex, server, server, server],
+        )
+        return _job(rows[0]) if rows else None
+
+    def record_intent(self, job_id: int, *, prompt_id: str, server: str | None = None) -> Job:
+        """Record, before posting, the prompt_id a pending job will be posted with.
+
+        Idempotent for the same prompt_id. After a crash, ``recover`` finds the job by it.
+
+        Example::
+
+            >>> store.record_intent(7, prompt_id="5f0c...", server="http://gpu:8188").prompt_id
+            '5f0c...'
+
+        Raises:
+            JobNotInStore: no such job.
+            StoreError: the job is not pending, or already has another prompt_id.
+        """
+        if not isinstance(prompt_id, str) or not prompt_id:
+            raise InvalidInput(f"prompt_id must be a non-empty string, got {prompt_id!r}")
+        with self.transaction():
+            job = self.job(job_id)
+            if job.status is not JobStatus.PENDING or job.prompt_id not in (None, prompt_id):
+                raise StoreError(
+                    f"job {job_id} is {job.status.value} with prompt_id {job.prompt_id!r}; "
+                    f"only a pending job without one can take prompt_id {prompt_id!r}"
+                )
+            rows = self._fetch(
+                "UPDATE jobs SET prompt_id = ?, server = coalesce(?, server), "
+                f"claimed_at = coalesce(claimed_at, now()) WHERE id = ? RETURNING {JOB_SELECT}",
+                [prompt_id, server, job_id],
+            )
+        return _job(rows[0])
+
+    def update_job(self, job_id: int, **fields: Any) -> Job:
+        """Set job columns that are not its status: retries, error, metadata, progress.
+
+        The status changes only through ``comfynb.lifecycle.transition``.
+
+        Example::
+
+            >>> store.update_job(7, retries=1, error={"type": "ServerTimeout"}).retries
+            1
+
+        Raises:
+            JobNotInStore: no such job.
+            InvalidInput: an unknown column, or ``status`` (use ``transition``).
+        """
+        allowed = {"retries", "error", "metadata", "progress_value", "progress_max", "server"}
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            hint = " (change it with comfynb.lifecycle.transition)" if "status" in unknown else ""
+            raise InvalidInput(
+                f"update_job cannot set {', '.join(unknown)}{hint}; it sets "
+                f"{', '.join(sorted(allowed))}"
+            )
+        if not fields:
+            return self.job(job_id)
+        sets = ", ".join(
+            f"{name} = ?::JSON" if name in ("error", "metadata") else f"{name} = ?"
+            for name in fields
+        )
+        values = [
+            _to_json(value, name) if name in ("error", "metadata") else value
+            for name, value in fields.items()
+        ]
+        rows = self._write(
+            f"UPDATE jobs SET {sets} WHERE id = ? RETURNING {JOB_SELECT}",
+            [*values, _check_id(job_id, "job")],
+        )
+        if not rows:
+            raise JobNotInStore(job_id, "store.jobs() lists them")
+        return _job(rows[0])
+
+    # ----------------------------------------------------------------- candidates
+
+    def candidate(self, candidate_id: int) -> Candidate:
+        """Return the image candidate with this id.
+
+        Example::
+
+            >>> store.candidate(12).path
+            'portraits/cnb_00012_.png'
+
+        Raises:
+            CandidateNotFound: no such candidate.
+        """
+        rows = self._fetch(
+            f"SELECT {CANDIDATE_SELECT} FROM candidates WHERE id = ?",
+            [_check_id(candidate_id, "candidate")],
+        )
+        if not rows:
+            raise CandidateNotFound(candidate_id, "store.candidates() lists them")
+        return _candidate(rows[0])
+
+    def pick(self, candidate: Candidate | int, picked: bool = True) -> Candidate:
+        """Mark a candidate as picked (or not, with ``picked=False``).
+
+        Example::
+
+            >>> store.pick(12).picked
+            True
+
+        Raises:
+            CandidateNotFound: no such candidate; nothing changed.
+        """
+        if not isinstance(picked, bool):
+            raise InvalidInput(f"picked is True or False, got {picked!r}")
+        return self._set_candidate(candidate, "picked", picked)
+
+    def star(self, candidate: Candidate | int, stars: int | None) -> Candidate:
+        """Rate a candidate from 0 to 5 stars (``None`` clears the rating).
+
+        Example::
+
+            >>> store.star(12, 4).stars
+            4
+
+        Raises:
+            InvalidInput: ``stars`` is not 0..5; nothing changed.
+            CandidateNotFound: no such candidate; nothing changed.
+        """
+        if stars is not None and (
+            isinstance(stars, bool) or not isinstance(stars, int) or not 0 <= stars <= 5
+        ):
+            raise InvalidInput(
+                f"stars is an int from 0 to 5 (or None to clear), got {stars!r}; "
+                "e.g. store.star(12, 4)"
+            )
+        return self._set_candidate(candidate, "stars", stars)
+
+    def _set_candidate(self, candidate: Candidate | int, column: str, value: object) -> Candidate:
+        candidate_id = self._candidate_id(candidate)
+        rows = self._write(
+            f"UPDATE candidates SET {column} = ? WHERE id = ? RETURNING {CANDIDATE_SELECT}",
+            [value, candidate_id],
+        )
+        if not rows:
+            raise CandidateNotFound(candidate_id, "store.candidates() lists them")
+        return _candidate(rows[0])
+
+    def lineage(self, candidate: Candidate | int) -> list[Candidate]:
+        """The candidate, its parent, its parent's parent, ... up to the root (a generate step).
+
+        Example::
+
+            >>> [c.id for c in store.lineage(31)]
+            [31, 17, 4]
+
+        Raises:
+            CandidateNotFound: no such candidate.
+        """
+        chain = [self.candidate(self._candidate_id(candidate))]
+        seen = {chain[0].id}
+        # a loop of key lookups: ~10x faster than a recursive CTE here (duckdb-facts.md)
+        while chain[-1].parent_candidate_id is not None:
+            parent_id = chain[-1].parent_candidate_id
+            if parent_id in seen:
+                raise StoreError(f"candidate {parent_id} is its own ancestor; the store is damaged")
+            seen.add(parent_id)
+            rows = self._fetch(
+                f"SELECT {CANDIDATE_SELECT} FROM candidates WHERE id = ?", [parent_id]
+            )
+            if not rows:
+                break  # the parent was deleted by hand: the lineage ends here
+            chain.append(_candidate(rows[0]))
+        return chain
+
+    # ----------------------------------------------------------------- DataFrames
+
+    def runs(self) -> pd.DataFrame:
+        """All runs, oldest first, with how many jobs and candidates each has.
+
+        Example::
+
+            >>> store.runs()[["id", "name", "jobs", "candidates"]]
+               id       name  jobs  candidates
+            0   1  portraits    12          48
+        """
+        return self._frame(
+            "SELECT r.id, r.name, r.notes, r.metadata, r.created_at, "
+            "(SELECT count(*) FROM jobs j WHERE j.run_id = r.id) AS jobs, "
+            "(SELECT count(*) FROM candidates c WHERE c.run_id = r.id) AS candidates "
+            "FROM runs r ORDER BY r.id"
+        )
+
+    def jobs(
+        self,
+        run: Run | int | str | None = None,
+        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+    ) -> pd.DataFrame:
+        """Jobs, oldest first, one row each, with their params as columns (not the workflow).
+
+        Example::
+
+            >>> store.jobs(run="portraits", status="failed")[["id", "status", "seed", "cfg"]]
+               id  status  seed  cfg
+            0   9  failed    42  7.5
+
+        Args:
+            run: only this run (a Run, id or name).
+            status: only this status, or any of several.
+
+        Raises:
+            RunNotFound: an unknown run.
+            InvalidInput: an unknown status.
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        if run is not None:
+            where.append("run_id = ?")
+            params.append(self._run_id(run))
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            where.append("list_contains(?::VARCHAR[], status)")
+            params.append([JobStatus.parse(s).value for s in statuses])
+        columns = [c for c in _JOB_COLUMNS if c not in ("workflow", "params")]
+        return self._flat_frame("jobs", columns, where, params)
+
+    def candidates(
+        self,
+        run: Run | int | str | None = None,
+        step: Step | int | None = None,
+        picked: bool | None = None,
+        *,
+        job: Job | int | None = None,
+    ) -> pd.DataFrame:
+        """Image candidates, oldest first, one row each, with their params as columns.
+
+        Each key of a candidate's params (``seed``, ``cfg``, ``steps``, ``prompt``, ...)
+        becomes a column; the candidate's own ``seed`` and ``prompt`` win over a param of
+        the same name.
+
+        Example::
+
+            >>> store.candidates(run="portraits", picked=True)[["id", "path", "cfg", "stars"]]
+               id                      path  cfg  stars
+            0  12  portraits/cnb_00012_.png  7.5      4
+
+        Args:
+            run: only this run (a Run, id or name).
+            step: only this step.
+            picked: ``True`` for picked only, ``False`` for the rest.
+            job: only this job's images.
+
+        Raises:
+            RunNotFound, StepNotFound, JobNotInStore: an unknown run, step or job.
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        if run is not None:
+            where.append("run_id = ?")
+            params.append(self._run_id(run))
+        if step is not None:
+            where.append("step_id = ?")
+            params.append(self._step_id(step))
+        if job is not None:
+            job_id = job.id if isinstance(job, Job) else self.job(job).id
+            where.append("job_id = ?")
+            params.append(job_id)
+        if picked is not None:
+            if not isinstance(picked, bool):
+                raise InvalidInput(f"picked is True, False or None, got {picked!r}")
+            where.append("picked = ?")
+            params.append(picked)
+        columns = [c for c in _CANDIDATE_COLUMNS if c != "params"]
+        return self._flat_frame("candidates", columns, where, params)
+
+    def events(self, job: Job | int | None = None) -> pd.DataFrame:
+        """Status changes, oldest first: job_id, from_status, to_status, at, detail.
+
+        Example::
+
+            >>> store.events(job=7)[["from_status", "to_status"]]
+              from_status  to_status
+            0     pending  submitted
+            1   submitted    running
+
+        Raises:
+            JobNotInStore: an unknown job.
+        """
+        where, params = "", []
+        if job is not None:
+            where = "WHERE job_id = ?"
+            params.append(job.id if isinstance(job, Job) else self.job(job).id)
+        return self._frame(
+            f'SELECT id, job_id, from_status, to_status, "at", detail FROM job_events {where} '
+            "ORDER BY id",
+            params,
+        )
+
+    def _flat_frame(
+        self, table: str, columns: Sequence[str], where: Sequence[str], params: Sequence[Any]
+    ) -> pd.DataFrame:
+        """``columns`` of ``table``, plus one column per top-level key of ``params`` JSON."""
+        sql_where = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._fetch(
+            f"SELECT json_group_structure(params) FROM {table} {sql_where}", list(params)
+        )
+        structure = _param_structure(rows[0][0] if rows else None, exclude=set(columns))
+        select = ", ".join(f'"{c}"' for c in columns)
+        args = list(params)
+        if structure:
+            select += ", unnest(json_transform(params, ?))"
+            args = [json.dumps(structure), *args]
+        return self._frame(f"SELECT {select} FROM {table} {sql_where} ORDER BY id", args)
+
+    def export(
+        self, path: str | os.PathLike[str], what: str = "candidates", **filters: Any
+    ) -> Path:
+        """Write a table as Parquet (``.parquet``) or CSV (``.csv``), as the plural read shows it.
+
+        The file appears whole or not at all (written beside it, then renamed).
+
+        Example::
+
+            >>> store.export("portraits.parquet", run="portraits")
+            PosixPath('/home/me/portraits.parquet')
+
+        Args:
+            path: the file to write; its suffix chooses the format.
+            what: ``candidates``, ``jobs``, ``runs`` or ``events``.
+            **filters: passed to that read, e.g. ``run="portraits"``.
+        """
+        target = Path(path)
+        suffix = target.suffix.lower()
+        if suffix not in (".parquet", ".csv"):
+            raise InvalidInput(
+                f"export writes .parquet or .csv files, got {target.name!r}; "
+                "e.g. store.export('runs.parquet')"
+            )
+        reads: dict[str, Callable[..., pd.DataFrame]] = {
+            "candidates": self.candidates,
+            "jobs": self.jobs,
+            "runs": self.runs,
+            "events": self.events,
+        }
+        if what not in reads:
+            raise InvalidInput(f"export what= is one of {', '.join(reads)}, got {what!r}")
+        frame: pd.DataFrame = reads[what](**filters)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        try:
+            if suffix == ".parquet":
+                frame.to_parquet(partial, index=False)
+            else:
+                frame.to_csv(partial, index=False)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target.resolve()
+
+
+def _param_structure(structure: str | None, *, exclude: set[str]) -> dict[str, str]:
+    """Top-level param keys and their DuckDB types; nested values stay JSON."""
+    if not structure:
+        return {}
+    parsed = json.loads(structure)
+    if not isinstance(parsed, dict):
+        return {}
+    return {
+        key: kind if isinstance(kind, str) and kind != "NULL" else "JSON"
+        for key, kind in parsed.items()
+        if key not in exclude
+    }
+
+
+def _fix_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Nullable dtypes whatever the nulls: ``Int64``/``UInt64`` ints, ``boolean``, ``str``.
+
+    DuckDB gives numpy ``int64`` for a column without NULLs and ``Int64`` with them; a
+    notebook should not see the dtype change when one row is missing a value.
+    """
+    for column in frame.columns:
+        dtype = frame[column].dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+            frame[column] = frame[column].astype(dtype.name.capitalize().replace("Uint", "UInt"))
+        elif isinstance(dtype, np.dtype) and dtype.kind == "b":
+            frame[column] = frame[column].astype("boolean")
+        elif dtype == np.dtype(object) and frame[column].map(_is_text_or_none).all():
+            frame[column] = frame[column].astype(_TEXT)
+    return frame
+
+
+_TEXT: Final = pd.StringDtype(na_value=np.nan)  # pandas 3's default ``str`` dtype
+
+
+def _is_text_or_none(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+# --------------------------------------------------------------------------- Transaction
+
+
+class Transaction:
+    """The writes that lifecycle and job functions compose inside ``store.transaction()``.
+
+    Example::
+
+        >>> with store.transaction() as tx:
+        ...     states = tx.job_states({7, 8})
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one SQL statement in this transaction and return its rows."""
+        return self.store._fetch(sql, params)
+
+    def job(self, job_id: int) -> Job:
+        """The job as this transaction sees it (``JobNotInStore`` if missing)."""
+        return self.store.job(job_id)
+
+    def run_id(self, run: Run | int | str) -> int:
+        """The id of a run given as a Run, id or name (``RunNotFound`` if missing)."""
+        return self.store._run_id(run)
+
+    def candidates_of(self, job_id: int) -> list[Candidate]:
+        """A job's candidates, oldest first."""
+        rows = self.fetch(
+            f"SELECT {CANDIDATE_SELECT} FROM candidates WHERE job_id = ? ORDER BY id", [job_id]
+        )
+        return [_candidate(row) for row in rows]
+
+    def job_states(self, job_ids: Iterable[int]) -> dict[int, JobState]:
+        """Status, retries and prompt_id of each job; ``JobNotInStore`` names a missing one."""
+        ids = sorted({_check_id(i, "job") for i in job_ids})
+        rows = self.fetch(
+            "SELECT id, status, retries, prompt_id FROM jobs WHERE id IN (SELECT unnest(?::BIGINT[]))",
+            [ids],
+        )
+        states = {int(r[0]): JobState(JobStatus(r[1]), int(r[2]), r[3]) for r in rows}
+        missing = [i for i in ids if i not in states]
+        if missing:
+            raise JobNotInStore(missing[0], "store.jobs() lists them")
+        return states
+
+    def apply_plan(self, plan: Plan) -> dict[int, Job]:
+        """Write a checked plan from ``comfynb.lifecycle``: the only SQL that sets a status.
+
+        Call it only through ``comfynb.lifecycle.transition``/``transition_many``.
+        """
+        jobs: dict[int, Job] = {}
+        groups: dict[tuple[tuple[str, str], ...], list[tuple[int, JobStatus, dict[str, Any]]]]
+        groups = {}
+        for job_id, (before, columns) in plan.updates.items():
+            shape = tuple(sorted((name, _kind(value)) for name, value in columns.items()))
+            groups.setdefault(shape, []).append((job_id, before, columns))
+        for shape, members in groups.items():
+            jobs.update(self._update_group(shape, members))
+        self._insert_events(plan.events)
+        return jobs
+
+    def _update_group(
+        self,
+        shape: tuple[tuple[str, str], ...],
+        members: list[tuple[int, JobStatus, dict[str, Any]]],
+    ) -> dict[int, Job]:
+        sets, selects = [], ["unnest(?::BIGINT[]) AS id", "unnest(?::VARCHAR[]) AS expected"]
+        args: list[Any] = [[m[0] for m in members], [m[1].value for m in members]]
+        for name, kind in shape:
+            if kind == "now":
+                sets.append(f"{name} = now()")
+            elif kind == "null":
+                sets.append(f"{name} = NULL")
+            else:
+                cast = "::JSON" if name in ("error", "metadata") else ""
+                sets.append(f"{name} = m.{name}{cast}")
+                selects.append(f"unnest(?::{_COLUMN_TYPES[name]}[]) AS {name}")
+                args.append([_param_value(name, m[2][name]) for m in members])
+        rows = self.fetch(
+            f"UPDATE jobs SET {', '.join(sets)} FROM (SELECT {', '.join(selects)}) AS m "
+            f"WHERE jobs.id = m.id AND jobs.status = m.expected "
+            f"RETURNING {_select(_JOB_COLUMNS, _JOB_TIMES, 'jobs')}",
+            args,
+        )
+        if len(rows) != len(members):
+            # cannot happen under the writer lock unless someone wrote the file by hand
+            raise StoreError(
+                "a job changed status while a transition was being written; nothing was "
+                "changed, try again"
+            )
+        return {int(row[0]): _job(row) for row in rows}
+
+    def _insert_events(
+        self, events: Sequence[tuple[int, JobStatus, JobStatus, dict[str, Any]]]
+    ) -> None:
+        self.fetch(
+            "INSERT INTO job_events (job_id, from_status, to_status, detail) "
+            "SELECT unnest(?::BIGINT[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
+            "unnest(?::VARCHAR[])::JSON",
+            [
+                [e[0] for e in events],
+                [e[1].value for e in events],
+                [e[2].value for e in events],
+                [_to_json(e[3], "detail") if e[3] else None for e in events],
+            ],
+        )
+
+    def insert_job(
+        self,
+        *,
+        run_id: int,
+        step_id: int | None,
+        parent_candidate_id: int | None,
+        workflow_json: str,
+        params_json: str | None,
+        priority: int,
+        max_retries: int,
+        metadata_json: str | None,
+    ) -> Job:
+        """Insert a pending job (``comfynb.enqueue`` checks everything first)."""
+        rows = self.fetch(
+            "INSERT INTO jobs (run_id, step_id, parent_candidate_id, workflow, params, priority, "
+            "max_retries, metadata) VALUES (?, ?, ?, ?::JSON, ?::JSON, ?, ?, ?::JSON) "
+            f"RETURNING {JOB_SELECT}",
+            [
+                run_id,
+                step_id,
+                parent_candidate_id,
+                workflow_json,
+                params_json,
+                priority,
+                max_retries,
+                metadata_json,
+            ],
+        )
+        return _job(rows[0])
+
+    def insert_candidates(self, job: Job, images: Sequence[NewCandidate]) -> list[int]:
+        """Insert one candidate row per image of ``job``; returns their ids in order."""
+        if not images:
+            return []
+        for image in images:
+            _check_relative(image.path)
+        columns: dict[str, list[Any]] = {
+            "node_id": [i.node_id for i in images],
+            "path": [i.path for i in images],
+            "sha256": [i.sha256 for i in images],
+            "width": [i.width for i in images],
+            "height": [i.height for i in images],
+            "bytes": [i.bytes for i in images],
+            "seed": [_default_seed(i, job) for i in images],
+            "prompt": [_default_prompt(i, job) for i in images],
+            "params": [
+                _to_json(i.params if i.params is not None else job.params, "params") for i in images
+            ],
+        }
+        types = {
+            "node_id": "VARCHAR",
+            "path": "VARCHAR",
+            "sha256": "VARCHAR",
+            "width": "INTEGER",
+            "height": "INTEGER",
+            "bytes": "BIGINT",
+            "seed": "UBIGINT",
+            "prompt": "VARCHAR",
+            "params": "VARCHAR",
+        }
+        unnests = ", ".join(
+            f"unnest(?::{types[c]}[])" + ("::JSON" if c == "params" else "") for c in columns
+        )
+        rows = self.fetch(
+            f"INSERT INTO candidates (job_id, run_id, step_id, parent_candidate_id, "
+            f"{', '.join(columns)}) SELECT ?, ?, ?, ?, {unnests} RETURNING id",
+            [job.id, job.run_id, job.step_id, job.parent_candidate_id, *columns.values()],
+        )
+        return sorted(int(r[0]) for r in rows)
+
+    def add_child_count(self, candidate_id: int, n: int) -> None:
+        """Add ``n`` to a candidate's ``child_count`` (``CandidateNotFound`` if missing)."""
+        rows = self.fetch(
+            "UPDATE candidates SET child_count = child_count + ? WHERE id = ?", [n, candidate_id]
+        )
+        if not rows or rows[0][0] == 0:
+            raise CandidateNotFound(candidate_id, "its parent was deleted")
+
+
+_COLUMN_TYPES: Final = {
+    "status": "VARCHAR",
+    "prompt_id": "VARCHAR",
+    "server": "VARCHAR",
+    "error": "VARCHAR",
+    "metadata": "VARCHAR",
+    "retries": "INTEGER",
+    "progress_value": "INTEGER",
+    "progress_max": "INTEGER",
+}
+
+
+def _kind(value: object) -> str:
+    if value is NOW:
+        return "now"
+    if value is None:
+        return "null"
+    return "value"
+
+
+def _param_value(name: str, value: object) -> object:
+    if name in ("error", "metadata"):
+        return _to_json(value, name)
+    return value
+
+
+def _check_relative(path: str) -> None:
+    parts = Path(path).parts
+    if not path or Path(path).is_absolute() or ".." in parts:
+        raise InvalidInput(
+            f"a candidate path is relative to the output folder and stays inside it, got "
+            f"{path!r}; e.g. 'portraits/cnb_00001_.png'"
+        )
+
+
+def _default_seed(image: NewCandidate, job: Job) -> int | None:
+    if image.seed is not None:
+        return image.seed
+    seed = (image.params or job.params).get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
+
+
+def _default_prompt(image: NewCandidate, job: Job) -> str | None:
+    if image.prompt is not None:
+        return image.prompt
+    prompt = (image.params or job.params).get("prompt")
+    return prompt if isinstance(prompt, str) else None
+
+
+# comfynb.open shadows the builtin on purpose, as the issue's `comfynb.open("lab.duckdb")` asks
+def open(
+    path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] | None = None,
+) -> Store:
+    """Open or create a store: ``comfynb.open("lab.duckdb", output_dir="outputs")``.
+
+    Example::
+
+        >>> store = comfynb.open("lab.duckdb", output_dir="outputs")
+        >>> store.new_run("portraits").name
+        'portraits'
+
+    See ``Store.open`` for the arguments and errors.
+    """
+    return Store.open(path, output_dir)
