@@ -628,6 +628,8 @@ class Engine:
         def is_output(node_id: str) -> bool:
             return _nodes.is_output_node(_class_of(prompt, node_id))
 
+        for node_id in cached:  # inputs of uncached nodes read these without running them
+            run.outputs[node_id] = cache[sigs[node_id]].values
         pid = task.prompt_id
         self._record(run, "execution_start", {"prompt_id": pid, "timestamp": now_ms()})
         cached_list = [node_id for node_id in prompt if node_id in cached]
