@@ -457,8 +457,13 @@ class Client(_BaseClient):
         body = {"unload_models": unload_models, "free_memory": free_memory}
         self._drive(protocol.post_flow("/free", body))
 
-    def events(self, prompt_ids: Iterable[str] | None = None) -> EventStream:
+    def events(
+        self, prompt_ids: Iterable[str] | None = None, *, poll_interval: float = 2.0
+    ) -> EventStream:
         """The WebSocket as typed events; see ``comfynb.events.EventStream``.
+
+        With ``prompt_ids`` the stream follows those jobs and ends once each has ended; after
+        ``poll_interval`` silent seconds it reads the followed jobs over HTTP.
 
         Example::
 
@@ -470,7 +475,7 @@ class Client(_BaseClient):
         """
         from .events import EventStream
 
-        return EventStream(self, prompt_ids)
+        return EventStream(self, prompt_ids, poll_interval=poll_interval)
 
 
 class AsyncClient(_BaseClient):
@@ -633,8 +638,10 @@ class AsyncClient(_BaseClient):
         body = {"unload_models": unload_models, "free_memory": free_memory}
         await self._drive(protocol.post_flow("/free", body))
 
-    def events(self, prompt_ids: Iterable[str] | None = None) -> AsyncEventStream:
+    def events(
+        self, prompt_ids: Iterable[str] | None = None, *, poll_interval: float = 2.0
+    ) -> AsyncEventStream:
         """The WebSocket as typed events, for ``async for``; see ``comfynb.events``."""
         from .events import AsyncEventStream
 
-        return AsyncEventStream(self, prompt_ids)
+        return AsyncEventStream(self, prompt_ids, poll_interval=poll_interval)

@@ -91,8 +91,8 @@ class AsyncDriven:
             return lambda *args, **kwargs: self._loop.run_until_complete(attr(*args, **kwargs))
         return attr
 
-    def events(self, prompt_ids: Any = None) -> AsyncDrivenEvents:
-        return AsyncDrivenEvents(self._client.events(prompt_ids), self._loop)
+    def events(self, prompt_ids: Any = None, **options: Any) -> AsyncDrivenEvents:
+        return AsyncDrivenEvents(self._client.events(prompt_ids, **options), self._loop)
 
 
 class AsyncDrivenEvents:
