@@ -43,8 +43,11 @@ from .errors import (
 from .jobs import enqueue, record_result, select_next_job
 from .lifecycle import JobStatus, transition, transition_many
 from .models import Candidate, Job, NewCandidate, Run, Step
+from .protocol import ImageRef, JobReport, PromptStatus, QueuedPrompt, RetryPolicy
 
 if TYPE_CHECKING:
+    from .client import AsyncClient as AsyncClient
+    from .client import Client as Client
     from .simulator import Simulator as Simulator
     from .store import Store as Store
     from .store import open as open
@@ -52,20 +55,27 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
     "Candidate",
     "CandidateNotFound",
+    "Client",
     "ComfynbError",
     "CorruptImage",
+    "ImageRef",
     "InvalidInput",
     "InvalidTransition",
     "Job",
     "JobNotFound",
     "JobNotInStore",
+    "JobReport",
     "JobStatus",
     "NewCandidate",
     "OutputError",
     "PromptRejected",
+    "PromptStatus",
+    "QueuedPrompt",
     "RecordNotFound",
+    "RetryPolicy",
     "Run",
     "RunNotFound",
     "SchemaTooNew",
@@ -91,7 +101,14 @@ __all__ = [
 
 # Names whose modules are heavy (aiohttp, widget libraries): imported on first use.
 # The store needs duckdb and pandas: imported on first use of comfynb.Store or comfynb.open.
-_LAZY = {"Simulator": ".simulator", "Store": ".store", "open": ".store"}
+# The clients need httpx: imported on first use of comfynb.Client or comfynb.AsyncClient.
+_LAZY = {
+    "AsyncClient": ".client",
+    "Client": ".client",
+    "Simulator": ".simulator",
+    "Store": ".store",
+    "open": ".store",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -203,7 +203,7 @@ class Client(_BaseClient):
         >>> with Client("http://127.0.0.1:8188", token="secret") as client:
         ...     queued = client.queue_prompt(prompt)
         ...     client.job(queued.prompt_id).status
-        <JobStatus.PENDING: 'pending'>
+        <PromptStatus.PENDING: 'pending'>
 
     Args:
         url: the server, e.g. ``"http://127.0.0.1:8188"`` (``user:password@`` becomes basic auth).
@@ -315,7 +315,7 @@ class Client(_BaseClient):
         Example::
 
             >>> client.job(queued.prompt_id).status
-            <JobStatus.COMPLETED: 'completed'>
+            <PromptStatus.COMPLETED: 'completed'>
 
         Raises:
             JobNotFound: the server does not know ``prompt_id`` (never queued, deleted from the
@@ -331,7 +331,7 @@ class Client(_BaseClient):
         Example::
 
             >>> list(client.history(max_items=1).values())[0].report.status
-            <JobStatus.COMPLETED: 'completed'>
+            <PromptStatus.COMPLETED: 'completed'>
         """
         return self._drive(protocol.history_flow(max_items, offset))
 

@@ -53,7 +53,7 @@ from .protocol import (
     ImageRef,
     JobError,
     JobReport,
-    JobStatus,
+    PromptStatus,
     RetryPolicy,
     parse_job_error,
     parse_outputs,
@@ -332,14 +332,14 @@ def parse_frame(frame: str | bytes) -> Event:
 def terminal_from_report(report: JobReport) -> Event | None:
     """The terminal event a finished job's report stands for (``synthesized=True``), else None."""
     pid = report.prompt_id
-    if report.status is JobStatus.COMPLETED:
+    if report.status is PromptStatus.COMPLETED:
         return ExecutionSuccess(prompt_id=pid, timestamp=report.ended_at, synthesized=True)
-    if report.status is JobStatus.FAILED:
+    if report.status is PromptStatus.FAILED:
         error = report.error or JobError("Exception", "the job failed")
         return ExecutionError(
             prompt_id=pid, error=error, timestamp=report.ended_at, synthesized=True
         )
-    if report.status is JobStatus.INTERRUPTED:
+    if report.status is PromptStatus.INTERRUPTED:
         return ExecutionInterrupted(
             prompt_id=pid,
             node_id=report.interrupted_at,

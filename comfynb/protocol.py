@@ -160,8 +160,17 @@ def _object(value: Any, what: str) -> dict[str, Any]:
 # What a user reads
 
 
-class JobStatus(enum.StrEnum):
-    """Where a job is, as the server tells it."""
+class PromptStatus(enum.StrEnum):
+    """Where a prompt is, as the server tells it (``JobReport.status``).
+
+    Not to be confused with ``comfynb.JobStatus``, the life of a job in the store: a server
+    knows no ``submitted`` or ``cancelled``, and tells ``interrupted`` apart from ``failed``.
+
+    Example::
+
+        >>> client.job(queued.prompt_id).status.is_terminal
+        True
+    """
 
     PENDING = "pending"
     RUNNING = "running"
@@ -174,7 +183,7 @@ class JobStatus(enum.StrEnum):
     @property
     def is_terminal(self) -> bool:
         """True once the job will not change any more."""
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.INTERRUPTED)
+        return self in (PromptStatus.COMPLETED, PromptStatus.FAILED, PromptStatus.INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -247,14 +256,14 @@ class JobReport:
 
         >>> report = client.job(queued.prompt_id)
         >>> report.status, [ref.filename for ref in report.outputs]
-        (<JobStatus.COMPLETED: 'completed'>, ['trivial_00001_.png'])
+        (<PromptStatus.COMPLETED: 'completed'>, ['trivial_00001_.png'])
 
     ``error`` is set for failed jobs, ``interrupted_at`` (the node id) for interrupted ones.
     Times are UTC; ``None`` when the server did not say.
     """
 
     prompt_id: str
-    status: JobStatus
+    status: PromptStatus
     outputs: tuple[ImageRef, ...] = ()
     error: JobError | None = None
     interrupted_at: str | None = None
@@ -427,7 +436,7 @@ def _messages(status: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
 
 def _outcome(
     status_str: Any, messages: Sequence[tuple[str, dict[str, Any]]]
-) -> tuple[JobStatus, JobError | None, str | None]:
+) -> tuple[PromptStatus, JobError | None, str | None]:
     """Status, error and interrupted node from a history ``status`` (quirk 1 of the fact sheet)."""
     by_type = dict(messages)
     last = messages[-1][0] if messages else None
@@ -435,14 +444,14 @@ def _outcome(
         "execution_interrupted" in by_type and "execution_error" not in by_type
     ):
         node = by_type["execution_interrupted"].get("node_id")
-        return JobStatus.INTERRUPTED, None, None if node is None else str(node)
+        return PromptStatus.INTERRUPTED, None, None if node is None else str(node)
     if "execution_error" in by_type:
-        return JobStatus.FAILED, parse_job_error(by_type["execution_error"]), None
+        return PromptStatus.FAILED, parse_job_error(by_type["execution_error"]), None
     if status_str == "success":
-        return JobStatus.COMPLETED, None, None
+        return PromptStatus.COMPLETED, None, None
     if status_str == "error":
-        return JobStatus.FAILED, JobError("Exception", "the server reports an error"), None
-    return JobStatus.UNKNOWN, None, None
+        return PromptStatus.FAILED, JobError("Exception", "the server reports an error"), None
+    return PromptStatus.UNKNOWN, None, None
 
 
 def report_from_history(prompt_id: str, entry: Any) -> JobReport:
@@ -489,9 +498,9 @@ def parse_history(body: Any) -> dict[str, HistoryEntry]:
 
 
 _JOBS_API_STATUS = {
-    "pending": JobStatus.PENDING,
-    "in_progress": JobStatus.RUNNING,
-    "completed": JobStatus.COMPLETED,
+    "pending": PromptStatus.PENDING,
+    "in_progress": PromptStatus.RUNNING,
+    "completed": PromptStatus.COMPLETED,
 }
 
 
@@ -499,21 +508,21 @@ def report_from_job(prompt_id: str, body: Any) -> JobReport:
     """A ``JobReport`` from ``GET /api/jobs/{id}``.
 
     ``failed`` without ``execution_error`` is an interrupt (fact sheet); a status this client does
-    not know becomes ``JobStatus.UNKNOWN`` with the server's word in ``server_status``.
+    not know becomes ``PromptStatus.UNKNOWN`` with the server's word in ``server_status``.
     """
     data = _object(body, f"the job {prompt_id}")
     server_status = str(data.get("status"))
-    status = _JOBS_API_STATUS.get(server_status, JobStatus.UNKNOWN)
+    status = _JOBS_API_STATUS.get(server_status, PromptStatus.UNKNOWN)
     error: JobError | None = None
     interrupted_at: str | None = None
     if server_status == "failed":
         messages = _messages(data.get("execution_status"))
         if isinstance(data.get("execution_error"), dict):
-            status, error = JobStatus.FAILED, parse_job_error(data["execution_error"])
+            status, error = PromptStatus.FAILED, parse_job_error(data["execution_error"])
         else:
             status, error, interrupted_at = _outcome("error", messages)
-            if status is JobStatus.FAILED and not messages:
-                status, error = JobStatus.INTERRUPTED, None
+            if status is PromptStatus.FAILED and not messages:
+                status, error = PromptStatus.INTERRUPTED, None
     number = data.get("priority")
     return JobReport(
         prompt_id=str(data.get("id") or prompt_id),
@@ -554,7 +563,10 @@ def parse_queue(body: Any) -> QueueState:
 
 def report_from_queue(prompt_id: str, state: QueueState) -> JobReport | None:
     """``RUNNING`` or ``PENDING`` if ``prompt_id`` is in the queue, else ``None``."""
-    for items, status in ((state.running, JobStatus.RUNNING), (state.pending, JobStatus.PENDING)):
+    for items, status in (
+        (state.running, PromptStatus.RUNNING),
+        (state.pending, PromptStatus.PENDING),
+    ):
         for item in items:
             if item.prompt_id == prompt_id:
                 return JobReport(

@@ -20,7 +20,7 @@ from PIL import Image
 
 from comfynb import errors
 from comfynb.client import Client, RetryPolicy
-from comfynb.protocol import ImageRef, JobStatus
+from comfynb.protocol import ImageRef, PromptStatus
 from comfynb.simulator import Simulator
 
 MakeClient = Callable[..., Any]
@@ -70,7 +70,7 @@ def test_queue_follow_and_download(
     queued = client.queue_prompt(trivial_prompt("hello"))
     assert uuid.UUID(queued.prompt_id).version == 4 and queued.node_errors == {}
     report = finished(client, queued.prompt_id)
-    assert report.status is JobStatus.COMPLETED
+    assert report.status is PromptStatus.COMPLETED
     (image,) = report.outputs
     assert image.filename.startswith("hello_") and image.node_id == "2"
     path = client.download(image, tmp_path)
@@ -90,10 +90,10 @@ def test_older_server_without_jobs_api_uses_history_and_queue(
     sim.configure(node_seconds=0.2)
     first = client.queue_prompt(trivial_prompt("a"))
     second = client.queue_prompt(trivial_prompt("b"))
-    wait_until(lambda: client.job(first.prompt_id).status is JobStatus.RUNNING)
-    assert client.job(second.prompt_id).status is JobStatus.PENDING
+    wait_until(lambda: client.job(first.prompt_id).status is PromptStatus.RUNNING)
+    assert client.job(second.prompt_id).status is PromptStatus.PENDING
     sim.configure(node_seconds=0.0)
-    assert finished(client, second.prompt_id).status is JobStatus.COMPLETED
+    assert finished(client, second.prompt_id).status is PromptStatus.COMPLETED
     with pytest.raises(errors.JobNotFound):
         client.job(str(uuid.uuid4()))
 
@@ -117,7 +117,7 @@ def test_queue_delete_clear_and_interrupt(sim: Simulator, make_client: MakeClien
     wait_until(lambda: client.queue().is_running(running.prompt_id))
     state = client.queue()
     assert [item.prompt_id for item in state.pending] == [a.prompt_id, b.prompt_id, c.prompt_id]
-    assert client.job(a.prompt_id).status is JobStatus.PENDING
+    assert client.job(a.prompt_id).status is PromptStatus.PENDING
     client.delete_from_queue([a.prompt_id])
     with pytest.raises(errors.JobNotFound):
         client.job(a.prompt_id)
@@ -125,7 +125,7 @@ def test_queue_delete_clear_and_interrupt(sim: Simulator, make_client: MakeClien
     assert client.queue().pending == ()
     client.interrupt(running.prompt_id)
     report = finished(client, running.prompt_id)
-    assert report.status is JobStatus.INTERRUPTED and report.error is None
+    assert report.status is PromptStatus.INTERRUPTED and report.error is None
 
 
 def test_failed_job_carries_the_error(sim: Simulator, make_client: MakeClient) -> None:
@@ -133,7 +133,7 @@ def test_failed_job_carries_the_error(sim: Simulator, make_client: MakeClient) -
     sim.set_faults(fail_node={"node_id": "2", "message": "boom", "exception_type": "RuntimeError"})
     queued = client.queue_prompt(trivial_prompt())
     report = finished(client, queued.prompt_id)
-    assert report.status is JobStatus.FAILED and report.error is not None
+    assert report.status is PromptStatus.FAILED and report.error is not None
     assert (report.error.node_id, report.error.exception_type) == ("2", "RuntimeError")
     assert "boom" in report.error.message
 
@@ -143,7 +143,7 @@ def test_history_paging(sim: Simulator, make_client: MakeClient) -> None:
     ids = [client.queue_prompt(trivial_prompt(f"h{i}")).prompt_id for i in range(4)]
     finished(client, ids[-1])
     assert list(client.history()) == ids
-    assert all(e.report.status is JobStatus.COMPLETED for e in client.history().values())
+    assert all(e.report.status is PromptStatus.COMPLETED for e in client.history().values())
     assert list(client.history(max_items=2)) == ids[2:]
     assert list(client.history(max_items=2, offset=1)) == ids[1:3]
 
@@ -161,7 +161,7 @@ def test_upload_then_load_image(sim: Simulator, make_client: MakeClient, tmp_pat
         "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inv"}},
     }
     report = finished(client, client.queue_prompt(prompt).prompt_id)
-    assert report.status is JobStatus.COMPLETED
+    assert report.status is PromptStatus.COMPLETED
     with Image.open(client.download(report.outputs[0], tmp_path / "out")) as image:
         assert image.size == (16, 16)
 
@@ -305,7 +305,7 @@ def test_prompt_retried_after_a_lost_answer_is_queued_once(
     assert [(row["prompt_id"], row["posts"]) for row in _sim_server.prompts()] == [
         (queued.prompt_id, 1)
     ]
-    assert finished(client, queued.prompt_id).status is JobStatus.COMPLETED
+    assert finished(client, queued.prompt_id).status is PromptStatus.COMPLETED
 
 
 def test_prompt_retried_after_a_500_is_posted_again(
@@ -375,7 +375,7 @@ def test_secrets_stay_out_of_repr_and_logs(
     caplog.set_level(logging.DEBUG)
     client = make_client(sim.url, **options)
     report = finished(client, client.queue_prompt(trivial_prompt()).prompt_id)
-    assert report.status is JobStatus.COMPLETED
+    assert report.status is PromptStatus.COMPLETED
     with client.events([report.prompt_id]) as stream:
         assert [type(e).__name__ for e in stream][-1] == "ExecutionSuccess"
     shown = repr(client) + str(client) + caplog.text

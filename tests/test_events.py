@@ -15,7 +15,7 @@ from conftest import trivial_prompt as _trivial_prompt
 from PIL import Image
 
 from comfynb import events
-from comfynb.protocol import JobStatus
+from comfynb.protocol import PromptStatus
 from comfynb.simulator import Simulator
 
 MakeClient = Callable[..., Any]
@@ -100,7 +100,7 @@ def test_interrupt_event(sim: Simulator, make_client: MakeClient) -> None:
                 client.interrupt()
         end = event
     assert isinstance(end, events.ExecutionInterrupted) and not end.synthesized
-    assert client.job(queued.prompt_id).status is JobStatus.INTERRUPTED
+    assert client.job(queued.prompt_id).status is PromptStatus.INTERRUPTED
 
 
 def test_progress_and_preview_images(sim: Simulator, make_client: MakeClient) -> None:
@@ -162,7 +162,7 @@ def test_a_dropped_socket_still_ends_the_job(
         assert stream.reconnects == 1
     ends = [e for e in seen if isinstance(e, events.TERMINAL)]
     assert len(ends) == 1 and isinstance(ends[0], events.ExecutionSuccess)
-    assert client.job(queued.prompt_id).status is JobStatus.COMPLETED
+    assert client.job(queued.prompt_id).status is PromptStatus.COMPLETED
 
 
 def test_a_reconnect_keeps_receiving_the_next_jobs(sim: Simulator, make_client: MakeClient) -> None:

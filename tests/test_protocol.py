@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from comfynb import errors, events, protocol
-from comfynb.protocol import Call, ImageRef, JobStatus
+from comfynb.protocol import Call, ImageRef, PromptStatus
 
 CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "comfyui-protocol" / "captures"
 
@@ -264,13 +264,13 @@ def only_entry(name: str) -> protocol.HistoryEntry:
 
 def test_history_outcomes_are_told_apart() -> None:
     success = only_entry("history_after_success.json").report
-    assert success.status is JobStatus.COMPLETED
+    assert success.status is PromptStatus.COMPLETED
     assert success.outputs == (ImageRef("invert_blur_scale_00002_.png", "", "output", "5"),)
     assert success.started_at is not None and success.ended_at is not None
     assert success.number == 42
 
     failed = only_entry("history_after_execution_error.json").report
-    assert failed.status is JobStatus.FAILED
+    assert failed.status is PromptStatus.FAILED
     assert failed.error is not None
     assert (failed.error.node_id, failed.error.node_type, failed.error.exception_type) == (
         "3",
@@ -281,20 +281,20 @@ def test_history_outcomes_are_told_apart() -> None:
 
     for name in ("history_after_interrupt.json", "history_after_interrupt_mid_node.json"):
         interrupted = only_entry(name).report
-        assert interrupted.status is JobStatus.INTERRUPTED
+        assert interrupted.status is PromptStatus.INTERRUPTED
         assert interrupted.server_status == "error" and interrupted.error is None
         assert interrupted.interrupted_at is not None
 
 
 def test_failed_run_keeps_the_outputs_saved_before_the_error() -> None:
     report = only_entry("history_execution_error_with_partial_outputs.json").report
-    assert report.status is JobStatus.FAILED and report.outputs
+    assert report.status is PromptStatus.FAILED and report.outputs
 
 
 def test_cached_rerun_without_client_id_has_no_outputs_but_succeeded() -> None:
     with_id = only_entry("history_cached_rerun_with_client_id.json").report
     without = only_entry("history_cached_rerun_without_client_id.json").report
-    assert with_id.status is without.status is JobStatus.COMPLETED
+    assert with_id.status is without.status is PromptStatus.COMPLETED
     assert with_id.outputs and without.outputs == ()
     assert only_entry("history_saveimagewebsocket.json").report.outputs == ()
 
@@ -309,20 +309,20 @@ def test_jobs_api_states() -> None:
         return protocol.report_from_job(body["id"], body)
 
     completed = job("api_jobs_by_id_completed.json")
-    assert completed.status is JobStatus.COMPLETED and completed.outputs[0].node_id == "5"
+    assert completed.status is PromptStatus.COMPLETED and completed.outputs[0].node_id == "5"
     failed = job("api_jobs_by_id_failed.json")
-    assert failed.status is JobStatus.FAILED and failed.error and failed.error.node_id == "3"
-    assert job("api_jobs_by_id_in_progress.json").status is JobStatus.RUNNING
+    assert failed.status is PromptStatus.FAILED and failed.error and failed.error.node_id == "3"
+    assert job("api_jobs_by_id_in_progress.json").status is PromptStatus.RUNNING
     interrupted = job("api_jobs_by_id_interrupted.json")
-    assert interrupted.status is JobStatus.INTERRUPTED and interrupted.interrupted_at == "4"
+    assert interrupted.status is PromptStatus.INTERRUPTED and interrupted.interrupted_at == "4"
     pending = capture("queue_pending_delete_clear.json")["api_jobs_by_pending_id"]["body"]
-    assert protocol.report_from_job(pending["id"], pending).status is JobStatus.PENDING
+    assert protocol.report_from_job(pending["id"], pending).status is PromptStatus.PENDING
 
 
 def test_failed_without_error_or_messages_is_an_interrupt_and_new_states_are_unknown() -> None:
-    assert protocol.report_from_job("a", {"status": "failed"}).status is JobStatus.INTERRUPTED
+    assert protocol.report_from_job("a", {"status": "failed"}).status is PromptStatus.INTERRUPTED
     future = protocol.report_from_job("a", {"status": "cancelled", "shiny": 1})
-    assert future.status is JobStatus.UNKNOWN and future.server_status == "cancelled"
+    assert future.status is PromptStatus.UNKNOWN and future.server_status == "cancelled"
 
 
 def test_queue_in_run_order() -> None:
@@ -362,7 +362,7 @@ def test_job_flow_on_an_older_server_asks_history_then_queue() -> None:
         protocol.job_flow(pid, jobs_api=False), [response(200, {}), response(200, running)]
     )
     assert [c.path for c in calls] == [f"/history/{pid}", "/queue"]
-    assert report.status is JobStatus.RUNNING
+    assert report.status is PromptStatus.RUNNING
 
 
 def test_job_flow_unknown_everywhere_is_job_not_found() -> None:
@@ -512,16 +512,16 @@ def test_unknown_frames_are_kept() -> None:
 
 
 def test_terminal_events_synthesized_from_reports() -> None:
-    done = events.terminal_from_report(protocol.JobReport("p", JobStatus.COMPLETED))
+    done = events.terminal_from_report(protocol.JobReport("p", PromptStatus.COMPLETED))
     assert done == events.ExecutionSuccess(prompt_id="p", synthesized=True)
     stopped = events.terminal_from_report(
-        protocol.JobReport("p", JobStatus.INTERRUPTED, interrupted_at="4")
+        protocol.JobReport("p", PromptStatus.INTERRUPTED, interrupted_at="4")
     )
     assert (
         isinstance(stopped, events.ExecutionInterrupted)
         and stopped.node_id == "4"
         and stopped.synthesized
     )
-    assert events.terminal_from_report(protocol.JobReport("p", JobStatus.RUNNING)) is None
+    assert events.terminal_from_report(protocol.JobReport("p", PromptStatus.RUNNING)) is None
     lost = events.terminal_for_lost_job("p")
     assert lost.error.exception_type == "JobNotFound" and lost.synthesized
