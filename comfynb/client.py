@@ -458,12 +458,17 @@ class Client(_BaseClient):
         self._drive(protocol.post_flow("/free", body))
 
     def events(
-        self, prompt_ids: Iterable[str] | None = None, *, poll_interval: float = 2.0
+        self,
+        prompt_ids: Iterable[str] | None = None,
+        *,
+        poll_interval: float = 2.0,
+        reconnect: RetryPolicy | None = None,
     ) -> EventStream:
         """The WebSocket as typed events; see ``comfynb.events.EventStream``.
 
         With ``prompt_ids`` the stream follows those jobs and ends once each has ended; after
-        ``poll_interval`` silent seconds it reads the followed jobs over HTTP.
+        ``poll_interval`` silent seconds it reads the followed jobs over HTTP. ``reconnect``
+        is the backoff between connection attempts (``events.RECONNECT`` by default).
 
         Example::
 
@@ -475,7 +480,8 @@ class Client(_BaseClient):
         """
         from .events import EventStream
 
-        return EventStream(self, prompt_ids, poll_interval=poll_interval)
+        options = {} if reconnect is None else {"reconnect": reconnect}
+        return EventStream(self, prompt_ids, poll_interval=poll_interval, **options)
 
 
 class AsyncClient(_BaseClient):
@@ -639,9 +645,14 @@ class AsyncClient(_BaseClient):
         await self._drive(protocol.post_flow("/free", body))
 
     def events(
-        self, prompt_ids: Iterable[str] | None = None, *, poll_interval: float = 2.0
+        self,
+        prompt_ids: Iterable[str] | None = None,
+        *,
+        poll_interval: float = 2.0,
+        reconnect: RetryPolicy | None = None,
     ) -> AsyncEventStream:
         """The WebSocket as typed events, for ``async for``; see ``comfynb.events``."""
         from .events import AsyncEventStream
 
-        return AsyncEventStream(self, prompt_ids, poll_interval=poll_interval)
+        options = {} if reconnect is None else {"reconnect": reconnect}
+        return AsyncEventStream(self, prompt_ids, poll_interval=poll_interval, **options)

@@ -408,10 +408,17 @@ class EventStream:
         client: the ``Client`` whose ``client_id`` and auth the socket uses.
         prompt_ids: follow these jobs only, and end once each has ended.
         poll_interval: after this many silent seconds, read the followed jobs over HTTP.
+        reconnect: the backoff between connection attempts; when it runs out, the stream raises
+            ``ServerUnreachable``.
     """
 
     def __init__(
-        self, client: Client, prompt_ids: Iterable[str] | None = None, *, poll_interval: float = 2.0
+        self,
+        client: Client,
+        prompt_ids: Iterable[str] | None = None,
+        *,
+        poll_interval: float = 2.0,
+        reconnect: RetryPolicy = RECONNECT,
     ) -> None:
         self._client = client
         self._tracker = _Tracker(prompt_ids)
@@ -419,6 +426,7 @@ class EventStream:
         self._ws: Any = None
         self._closed = False
         self.poll_interval = poll_interval
+        self.reconnect = reconnect
         self.reconnects = 0
 
     def __enter__(self) -> Self:
@@ -476,7 +484,7 @@ class EventStream:
     def _connect(self) -> None:
         from websockets.sync.client import connect
 
-        delays = RECONNECT.delays()
+        delays = self.reconnect.delays()
         if self.reconnects:
             time.sleep(next(delays, MIN_RECONNECT_DELAY) + MIN_RECONNECT_DELAY)
         while True:
@@ -532,6 +540,7 @@ class AsyncEventStream:
         prompt_ids: Iterable[str] | None = None,
         *,
         poll_interval: float = 2.0,
+        reconnect: RetryPolicy = RECONNECT,
     ) -> None:
         self._client = client
         self._tracker = _Tracker(prompt_ids)
@@ -539,6 +548,7 @@ class AsyncEventStream:
         self._ws: Any = None
         self._closed = False
         self.poll_interval = poll_interval
+        self.reconnect = reconnect
         self.reconnects = 0
 
     async def __aenter__(self) -> Self:
@@ -598,7 +608,7 @@ class AsyncEventStream:
     async def _connect(self) -> None:
         from websockets.asyncio.client import connect
 
-        delays = RECONNECT.delays()
+        delays = self.reconnect.delays()
         if self.reconnects:
             await asyncio.sleep(next(delays, MIN_RECONNECT_DELAY) + MIN_RECONNECT_DELAY)
         while True:

@@ -400,3 +400,15 @@ def test_image_ref_download_path_keeps_the_subfolder(
     assert client.download(ref, tmp_path) == tmp_path / "sub" / ref.filename
     with pytest.raises(errors.UnexpectedResponse):
         client.download(ImageRef("missing.png"), tmp_path)
+
+
+def test_prompt_retry_on_an_older_server_asks_queue_and_history(
+    legacy_sim: Simulator, make_client: MakeClient
+) -> None:
+    client = make_client(legacy_sim.url)
+    client._jobs_api = False  # as if the probe had found no /api/jobs
+    legacy_sim.set_faults(reset_next=1, routes=["/prompt"])
+    queued = client.queue_prompt(trivial_prompt())
+    assert [(row["prompt_id"], row["posts"]) for row in legacy_sim.prompts()] == [
+        (queued.prompt_id, 1)
+    ]

@@ -7,6 +7,8 @@ reconnect faults: a dropped socket and a server restart never lose the end of a 
 from __future__ import annotations
 
 import io
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +17,8 @@ from conftest import trivial_prompt as _trivial_prompt
 from PIL import Image
 
 from comfynb import events
-from comfynb.protocol import PromptStatus
+from comfynb.errors import ServerUnreachable
+from comfynb.protocol import PromptStatus, RetryPolicy
 from comfynb.simulator import Simulator
 
 MakeClient = Callable[..., Any]
@@ -204,3 +207,30 @@ def test_a_silent_socket_is_caught_up_by_polling(sim: Simulator, make_client: Ma
         stream.follow(queued.prompt_id)
         seen = list(stream)
     assert isinstance(seen[-1], events.ExecutionSuccess) and seen[-1].synthesized
+
+
+def test_a_drop_mid_job_keeps_hearing_it_on_the_same_client_id(
+    sim: Simulator, make_client: MakeClient
+) -> None:
+    client = make_client(sim.url)
+    sim.configure(node_seconds=0.3)  # still running when the stream is back
+    sim.set_faults(ws_drop_next=1)
+    with client.events() as stream:
+        queued = client.queue_prompt(trivial_prompt())
+        stream.follow(queued.prompt_id)
+        seen = list(stream)
+        assert stream.reconnects == 1
+    assert "Executed" in kinds(seen)  # heard after the reconnect, under the same clientId
+    assert isinstance(seen[-1], events.ExecutionSuccess) and not seen[-1].synthesized
+
+
+def test_an_unreachable_websocket_ends_in_a_typed_error(make_client: MakeClient) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    client = make_client(url)
+    started = time.monotonic()
+    fast = RetryPolicy(attempts=3, base=0.01, seed=0)
+    with pytest.raises(ServerUnreachable, match="WebSocket"), client.events(reconnect=fast):
+        pass
+    assert time.monotonic() - started < 3
