@@ -42,6 +42,7 @@ from typing import Any, Final
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from .errors import (
     CandidateNotFound,
@@ -513,8 +514,13 @@ class Store:
         return rows
 
     def _frame(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
-        frame: pd.DataFrame = self._execute(self._cursor(), lambda c: c.execute(sql, params).df())
-        return _fix_dtypes(frame)
+        """Run a query into a DataFrame with nullable dtypes, through Arrow.
+
+        Arrow is ~3x faster than ``.df()`` here, and ``.df()`` warns under pandas 3.1 on
+        TIMESTAMPTZ columns (it calls a deprecated ``inplace=``).
+        """
+        table = self._execute(self._cursor(), lambda c: c.sql(sql, params=params).to_arrow_table())
+        return table.to_pandas(types_mapper=_pandas_dtype)
 
     def _write(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """One statement under the writer lock (its own transaction unless inside one)."""
@@ -1112,28 +1118,23 @@ def _param_structure(structure: str | None, *, exclude: set[str]) -> dict[str, s
     }
 
 
-def _fix_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
-    """Nullable dtypes whatever the nulls: ``Int64``/``UInt64`` ints, ``boolean``, ``str``.
+def _pandas_dtype(arrow_type: pa.DataType) -> Any:
+    """Nullable pandas dtypes whatever the nulls: ``Int64``/``UInt64``, ``boolean``, ``str``.
 
-    DuckDB gives numpy ``int64`` for a column without NULLs and ``Int64`` with them; a
-    notebook should not see the dtype change when one row is missing a value.
+    Without this, a column of ints turns into floats as soon as one row has no value.
     """
-    for column in frame.columns:
-        dtype = frame[column].dtype
-        if isinstance(dtype, np.dtype) and dtype.kind in "iu":
-            frame[column] = frame[column].astype(dtype.name.capitalize().replace("Uint", "UInt"))
-        elif isinstance(dtype, np.dtype) and dtype.kind == "b":
-            frame[column] = frame[column].astype("boolean")
-        elif dtype == np.dtype(object) and frame[column].map(_is_text_or_none).all():
-            frame[column] = frame[column].astype(_TEXT)
-    return frame
+    if pa.types.is_integer(arrow_type):
+        return pd.api.types.pandas_dtype(
+            str(arrow_type).replace("int", "Int").replace("uInt", "UInt")
+        )
+    if pa.types.is_boolean(arrow_type):
+        return pd.BooleanDtype()
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return _TEXT
+    return None
 
 
 _TEXT: Final = pd.StringDtype(na_value=np.nan)  # pandas 3's default ``str`` dtype
-
-
-def _is_text_or_none(value: object) -> bool:
-    return value is None or isinstance(value, str)
 
 
 # --------------------------------------------------------------------------- Transaction
