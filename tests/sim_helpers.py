@@ -6,6 +6,7 @@ the server on its own.
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
 import time
@@ -19,6 +20,11 @@ from conftest import load_capture
 from websockets.sync.client import ClientConnection, connect
 
 from comfynb.simulator import Simulator
+
+# One keep-alive client for every test: ``httpx.get()`` builds a client (and an SSL context)
+# per call, ~20 ms each.
+HTTP = httpx.Client(timeout=10)
+atexit.register(HTTP.close)
 
 _ID = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d+)$")
 
@@ -136,7 +142,7 @@ def recorder(
 
 
 def post_prompt(sim: Simulator, prompt: dict[str, Any], **body: Any) -> httpx.Response:
-    return httpx.post(f"{sim.url}/prompt", json={"prompt": prompt, **body}, timeout=10)
+    return HTTP.post(f"{sim.url}/prompt", json={"prompt": prompt, **body})
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
@@ -155,7 +161,7 @@ def history_of(sim: Simulator, prompt_id: str, timeout: float = 5.0) -> dict[str
     """Wait for the history entry of ``prompt_id`` and return it."""
 
     def entry() -> Any:
-        return httpx.get(f"{sim.url}/history/{prompt_id}").json().get(prompt_id)
+        return HTTP.get(f"{sim.url}/history/{prompt_id}").json().get(prompt_id)
 
     result: dict[str, Any] = wait_for(entry, timeout)
     return result
@@ -168,7 +174,11 @@ def shape(value: Any) -> Any:
             return {"<id>": _merge([shape(v) for v in value.values()])}
         return {key: shape(v) for key, v in value.items()}
     if isinstance(value, list):
-        return sorted({json.dumps(shape(v), sort_keys=True) for v in value})
+        # Tuple-like lists (a queue item: number, id, prompt, ...) compare position by position;
+        # lists of one kind of thing compare by their first element.
+        if len({_kind(v) for v in value}) > 1:
+            return [shape(v) for v in value]
+        return [shape(value[0])] if value else []
     if isinstance(value, bool) or value is None:
         return repr(value) if value is None else "bool"
     if isinstance(value, int | float):
@@ -176,5 +186,39 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
 def _merge(shapes: list[Any]) -> Any:
     return shapes[0] if shapes else {}
+
+
+def shape_diff(got: Any, expected: Any, path: str = "$") -> list[str]:
+    """Where two shapes differ, as readable paths (empty when they agree)."""
+    if isinstance(got, dict) and isinstance(expected, dict):
+        out = [f"{path}.{key}: missing" for key in expected if key not in got]
+        out += [f"{path}.{key}: unexpected" for key in got if key not in expected]
+        for key in got:
+            if key in expected:
+                out += shape_diff(got[key], expected[key], f"{path}.{key}")
+        return out
+    if isinstance(got, list) and isinstance(expected, list):
+        if len(got) != len(expected):
+            return [f"{path}: {len(got)} element shapes, expected {len(expected)}"]
+        return [
+            d
+            for i, (g, e) in enumerate(zip(got, expected, strict=True))
+            for d in shape_diff(g, e, f"{path}[{i}]")
+        ]
+    return [] if got == expected else [f"{path}: {got!r}, expected {expected!r}"]
+
+
+def assert_same_shape(got: Any, expected: Any) -> None:
+    """Assert that a body has the captured body's shape; the message lists the differences."""
+    differences = shape_diff(shape(got), shape(expected))
+    assert not differences, "\n".join(differences)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 from conftest import trivial_prompt
 from sim_helpers import (
+    HTTP,
     Recorder,
     capture_prompt,
     capture_types,
@@ -62,7 +62,7 @@ def test_trivial_prompt_round_trip(sim: Simulator) -> None:
     }
     entry = history_of(sim, prompt_id)
     assert entry["status"]["status_str"] == "success"
-    view = httpx.get(f"{sim.url}/view", params={"filename": "trivial_00001_.png"})
+    view = HTTP.get(f"{sim.url}/view", params={"filename": "trivial_00001_.png"})
     assert view.status_code == 200
     assert (sim.root / "output" / "trivial_00001_.png").read_bytes() == view.content
 
@@ -127,8 +127,8 @@ def test_interrupt_takes_effect_at_next_node(legacy_sim: Simulator) -> None:
         response = post_prompt(legacy_sim, small_slow_blur(), client_id="cap-interrupt")
         prompt_id = response.json()["prompt_id"]
         ws.until(lambda m: m.kind == "executing" and m.node == "3")
-        httpx.post(f"{legacy_sim.url}/interrupt", json={"prompt_id": "not-running-id"})
-        httpx.post(f"{legacy_sim.url}/interrupt", json={"prompt_id": prompt_id})
+        HTTP.post(f"{legacy_sim.url}/interrupt", json={"prompt_id": "not-running-id"})
+        HTTP.post(f"{legacy_sim.url}/interrupt", json={"prompt_id": prompt_id})
         ws.until_idle(prompt_id)
     expected = capture_types("ws_interrupt.jsonl", start="POST /prompt")
     assert ws.types(ws.messages[1:]) == expected
@@ -203,7 +203,7 @@ def test_progress_ticks_and_interrupt_mid_node(legacy_sim: Simulator) -> None:
         response = post_prompt(legacy_sim, ksampler_prompt(steps=200), client_id="cap-int-mid")
         prompt_id = response.json()["prompt_id"]
         ws.until(lambda m: m.kind == "progress" and m.data["value"] == 3)
-        httpx.post(f"{legacy_sim.url}/interrupt")
+        HTTP.post(f"{legacy_sim.url}/interrupt")
         ws.until_idle(prompt_id)
     got = ws.types(ws.messages[1:])
     expected = capture_types("ws_interrupt_mid_node_progress.jsonl", start="POST /prompt")
@@ -280,7 +280,7 @@ def test_observer_sees_only_broadcasts_of_prompts_without_client_id(legacy_sim: 
         mark = len(ws.messages)
         post_prompt(legacy_sim, small_slow_blur())
         ws.until(lambda m: m.kind == "progress_state" and "3" in m.data["nodes"])
-        httpx.post(f"{legacy_sim.url}/interrupt")
+        HTTP.post(f"{legacy_sim.url}/interrupt")
         ws.until(_queue_empty)
         interrupted = ws.messages[mark:]
     assert ws.types(success) == capture_types(
@@ -339,7 +339,7 @@ def test_reconnect_during_execution_gets_executing_without_prompt_id(legacy_sim:
 
 
 def test_interrupt_while_idle_does_not_touch_the_next_prompt(legacy_sim: Simulator) -> None:
-    assert httpx.post(f"{legacy_sim.url}/interrupt").status_code == 200
+    assert HTTP.post(f"{legacy_sim.url}/interrupt").status_code == 200
     with recorder(legacy_sim, "cap-after-idle-int") as ws:
         got = run(legacy_sim, ws, trivial_prompt(), "cap-after-idle-int")
     assert got == capture_types("ws_prompt_after_idle_interrupt.jsonl", skip_first=1)
@@ -353,15 +353,15 @@ def test_status_broadcasts_on_queue_delete_and_clear(legacy_sim: Simulator) -> N
         ws.until(
             lambda m: m.kind == "status" and m.data["status"]["exec_info"]["queue_remaining"] == 4
         )
-        httpx.post(f"{legacy_sim.url}/queue", json={"delete": [ids[1]["prompt_id"]]})
+        HTTP.post(f"{legacy_sim.url}/queue", json={"delete": [ids[1]["prompt_id"]]})
         ws.until(
             lambda m: m.kind == "status" and m.data["status"]["exec_info"]["queue_remaining"] == 3
         )
-        httpx.post(f"{legacy_sim.url}/queue", json={"clear": True})
+        HTTP.post(f"{legacy_sim.url}/queue", json={"clear": True})
         ws.until(
             lambda m: m.kind == "status" and m.data["status"]["exec_info"]["queue_remaining"] == 1
         )
-        httpx.post(f"{legacy_sim.url}/interrupt")
+        HTTP.post(f"{legacy_sim.url}/interrupt")
         ws.until_idle(ids[0]["prompt_id"])
     for deleted in ids[1:]:
-        assert httpx.get(f"{legacy_sim.url}/history/{deleted['prompt_id']}").json() == {}
+        assert HTTP.get(f"{legacy_sim.url}/history/{deleted['prompt_id']}").json() == {}

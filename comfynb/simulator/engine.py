@@ -857,8 +857,13 @@ class Engine:
 
     def _error_data(self, run: _Run, error: _Failed) -> Json:
         node = run.task.prompt.get(error.node_id, {})
-        current_inputs = {name: [_describe(value)] for name, value in _inputs(node).items()}
-        current_inputs.setdefault("prompt", [repr(run.task.prompt)])
+        current_inputs: Json = {name: [_describe(value)] for name, value in _inputs(node).items()}
+        for hidden in _hidden_inputs(self.version, node.get("class_type")):
+            # ComfyUI lists the hidden inputs it filled in (SaveImage: prompt, extra_pnginfo).
+            if hidden == "prompt":
+                current_inputs["prompt"] = [repr(run.task.prompt)]
+            elif hidden == "extra_pnginfo":
+                current_inputs["extra_pnginfo"] = [run.task.extra_data.get("extra_pnginfo")]
         return {
             "prompt_id": run.task.prompt_id,
             "node_id": error.node_id,
@@ -876,6 +881,14 @@ class Engine:
         with self._cond:
             items = list(self._history.items())
         yield from items
+
+
+def _hidden_inputs(version: str, class_type: Any) -> list[str]:
+    from . import specs
+
+    entry = specs.object_info(version).get(class_type) if isinstance(class_type, str) else None
+    hidden = (entry or {}).get("input", {}).get("hidden", {})
+    return [name for name in hidden if name in ("prompt", "extra_pnginfo")]
 
 
 def _class_of(prompt: Json, node_id: str) -> str:
