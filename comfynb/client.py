@@ -164,6 +164,8 @@ class _BaseClient:
             args["params"] = dict(call.params)
         if call.json is not None:
             args["json"] = call.json
+        if call.content is not None:
+            args["content"] = call.content
         if call.files is not None:
             args["files"] = dict(call.files)
             args["data"] = dict(call.data or {})

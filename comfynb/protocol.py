@@ -59,6 +59,7 @@ TRANSIENT_ERRORS: tuple[type[ServerError], ...] = (ServerUnreachable, ServerTime
 class Call:
     """One HTTP request a flow needs, and how to read the answer.
 
+    The body is ``json``, raw ``content``, or multipart ``files`` with form ``data``.
     ``expected`` are the statuses the flow wants to see; any other status becomes a typed error in
     the client's ``_send`` (see ``error_for``). ``idempotent`` calls are retried on transient
     errors; ``job_id`` turns a 404 into ``JobNotFound``; ``submit`` turns a 400 into
@@ -69,6 +70,7 @@ class Call:
     path: str
     params: Mapping[str, str | int] | None = None
     json: Any = None
+    content: bytes | None = None
     files: Mapping[str, tuple[str, bytes, str]] | None = None
     data: Mapping[str, str] | None = None
     expected: frozenset[int] = frozenset({200})
