@@ -213,7 +213,7 @@ def test_a_drop_mid_job_keeps_hearing_it_on_the_same_client_id(
     sim: Simulator, make_client: MakeClient
 ) -> None:
     client = make_client(sim.url)
-    sim.configure(node_seconds=0.3)  # still running when the stream is back
+    sim.configure(node_seconds=0.5)  # still running when the stream is back
     sim.set_faults(ws_drop_next=1)
     with client.events() as stream:
         queued = client.queue_prompt(trivial_prompt())
