@@ -412,3 +412,17 @@ def test_prompt_retry_on_an_older_server_asks_queue_and_history(
     assert [(row["prompt_id"], row["posts"]) for row in legacy_sim.prompts()] == [
         (queued.prompt_id, 1)
     ]
+
+
+def test_random_500s_and_resets_never_lose_or_double_a_prompt(
+    sim: Simulator, make_client: MakeClient
+) -> None:
+    patient = RetryPolicy(attempts=12, base=0.001, max_delay=0.01, seed=0)
+    client = make_client(sim.url, retry=patient)
+    sim.set_faults(seed=7, http_500_rate=0.2, reset_rate=0.1)
+    ids = [client.queue_prompt(trivial_prompt(f"chaos{i}")).prompt_id for i in range(10)]
+    reports = [finished(client, prompt_id) for prompt_id in ids]
+    sim.set_faults()
+    assert {report.status for report in reports} == {PromptStatus.COMPLETED}
+    posts = {row["prompt_id"]: row["posts"] for row in sim.prompts()}
+    assert posts == dict.fromkeys(ids, 1)
