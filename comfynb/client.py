@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -64,6 +64,17 @@ __all__ = ["AsyncClient", "Client", "RetryPolicy"]
 T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8188"
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of ``Client`` and ``AsyncClient`` (see ``Client``)."""
+
+    client_id: str | None
+    token: str | None
+    basic_auth: tuple[str, str] | None
+    headers: Mapping[str, str] | None
+    timeout: float
+    retry: RetryPolicy | None
 
 
 def _auth_headers(
@@ -217,7 +228,7 @@ class Client(_BaseClient):
         retry: how to retry transient errors (``RetryPolicy()`` by default).
     """
 
-    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+    def __init__(self, url: str = DEFAULT_URL, **options: Unpack[ClientOptions]) -> None:
         super().__init__(url, **options)
         self._http = httpx.Client(**self._http_options())
 
@@ -497,7 +508,7 @@ class AsyncClient(_BaseClient):
         ...         print(event)
     """
 
-    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+    def __init__(self, url: str = DEFAULT_URL, **options: Unpack[ClientOptions]) -> None:
         super().__init__(url, **options)
         self._http = httpx.AsyncClient(**self._http_options())
 
