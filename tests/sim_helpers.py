@@ -222,3 +222,25 @@ def assert_same_shape(got: Any, expected: Any) -> None:
     """Assert that a body has the captured body's shape; the message lists the differences."""
     differences = shape_diff(shape(got), shape(expected))
     assert not differences, "\n".join(differences)
+
+
+def start_blocker(sim: Simulator, prompt: dict[str, Any] | None = None, **body: Any) -> str:
+    """Start a prompt that keeps running until ``release``; return its prompt_id.
+
+    Every node of it waits 30 s, cut short by an interrupt: tests see a running prompt and
+    pending ones behind it for as long as they need, and pay nothing for it.
+    """
+    from conftest import trivial_prompt
+
+    sim.configure(node_seconds=30)
+    prompt_id: str = post_prompt(sim, prompt or trivial_prompt("blocker"), **body).json()[
+        "prompt_id"
+    ]
+    wait_for(lambda: HTTP.get(f"{sim.url}/queue").json()["queue_running"])
+    return prompt_id
+
+
+def release(sim: Simulator, prompt_id: str) -> None:
+    """End a blocker (interrupted) and let the rest of the queue run at full speed."""
+    sim.configure(node_seconds=0)
+    HTTP.post(f"{sim.url}/interrupt", json={"prompt_id": prompt_id})

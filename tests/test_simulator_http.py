@@ -14,7 +14,16 @@ import httpx
 import pytest
 from conftest import load_capture, trivial_prompt
 from PIL import Image
-from sim_helpers import HTTP, assert_same_shape, capture_prompt, history_of, post_prompt, wait_for
+from sim_helpers import (
+    HTTP,
+    assert_same_shape,
+    capture_prompt,
+    history_of,
+    post_prompt,
+    release,
+    start_blocker,
+    wait_for,
+)
 
 from comfynb.simulator import Simulator
 
@@ -101,8 +110,7 @@ def test_validation_error_cases(legacy_sim: Simulator, case: str) -> None:
 
 def test_client_prompt_id_duplicates_and_int(legacy_sim: Simulator) -> None:
     capture = load_capture("post_prompt_client_prompt_id.json")
-    legacy_sim.configure(node_seconds=0.2)
-    blocker = post_prompt(legacy_sim, trivial_prompt("blocker")).json()["prompt_id"]
+    blocker = start_blocker(legacy_sim)
     first = replay(legacy_sim, capture["first_submit"]).json()
     second = replay(legacy_sim, capture["second_submit_same_id"]).json()
     assert first["prompt_id"] == second["prompt_id"] == "my-own-id-0001"
@@ -115,7 +123,7 @@ def test_client_prompt_id_duplicates_and_int(legacy_sim: Simulator) -> None:
         "my-own-id-0001",
     ]
     replay(legacy_sim, capture["api_jobs_by_dup_id_while_pending"])
-    legacy_sim.configure(node_seconds=0.0)
+    release(legacy_sim, blocker)
     entry = history_of(legacy_sim, "12345")
     assert entry["prompt"][1] == "12345"
     wait_for(
@@ -129,8 +137,7 @@ def test_client_prompt_id_duplicates_and_int(legacy_sim: Simulator) -> None:
 
 
 def test_delete_removes_one_pending_item_per_listed_id(legacy_sim: Simulator) -> None:
-    legacy_sim.configure(node_seconds=0.2)
-    post_prompt(legacy_sim, trivial_prompt("blocker"))
+    blocker = start_blocker(legacy_sim)
     for _ in range(3):
         post_prompt(legacy_sim, trivial_prompt(), prompt_id="dup")
     HTTP.post(f"{legacy_sim.url}/queue", json={"delete": ["dup"]})
@@ -138,6 +145,7 @@ def test_delete_removes_one_pending_item_per_listed_id(legacy_sim: Simulator) ->
     assert [item[1] for item in pending] == ["dup", "dup"]
     HTTP.post(f"{legacy_sim.url}/queue", json={"delete": ["dup", "dup"]})
     assert HTTP.get(f"{legacy_sim.url}/queue").json()["queue_pending"] == []
+    release(legacy_sim, blocker)
 
 
 # -- queue, history, jobs while busy ---------------------------------------------------------------
@@ -152,8 +160,7 @@ def slow_prompt() -> dict[str, Any]:
 
 def test_queue_history_and_jobs_while_busy(legacy_sim: Simulator) -> None:
     capture = load_capture("queue_pending_delete_clear.json")
-    legacy_sim.configure(node_seconds=0.3)
-    running = post_prompt(legacy_sim, slow_prompt(), client_id="cap-queue").json()["prompt_id"]
+    running = start_blocker(legacy_sim, slow_prompt(), client_id="cap-queue")
     pending = [
         post_prompt(legacy_sim, trivial_prompt(str(i)), client_id="cap-queue").json()["prompt_id"]
         for i in range(3)
@@ -196,14 +203,13 @@ def test_queue_history_and_jobs_while_busy(legacy_sim: Simulator) -> None:
 
 
 def test_queue_item_shape_while_running(legacy_sim: Simulator) -> None:
-    legacy_sim.configure(node_seconds=0.3)
-    post_prompt(legacy_sim, slow_prompt(), client_id="cap-interrupt")
-    queue = wait_for(lambda: HTTP.get(f"{legacy_sim.url}/queue").json()["queue_running"])
+    blocker = start_blocker(legacy_sim, slow_prompt(), client_id="cap-interrupt")
+    queue = HTTP.get(f"{legacy_sim.url}/queue").json()["queue_running"]
     assert_same_shape(
         {"queue_running": queue, "queue_pending": []},
         load_capture("queue_while_running.json")["body"],
     )
-    HTTP.post(f"{legacy_sim.url}/interrupt")
+    release(legacy_sim, blocker)
 
 
 # -- history entries and job details per outcome ---------------------------------------------------
@@ -247,11 +253,7 @@ def test_history_keeps_outputs_finished_before_an_error(legacy_sim: Simulator) -
 
 
 def test_history_and_job_after_interrupt(legacy_sim: Simulator) -> None:
-    legacy_sim.configure(node_seconds=0.3)
-    prompt_id = post_prompt(legacy_sim, slow_prompt(), client_id="cap-interrupt").json()[
-        "prompt_id"
-    ]
-    wait_for(lambda: HTTP.get(f"{legacy_sim.url}/queue").json()["queue_running"])
+    prompt_id = start_blocker(legacy_sim, slow_prompt(), client_id="cap-interrupt")
     capture = load_capture("post_interrupt.json")
     replay(legacy_sim, capture["targeted_not_running"])
     replay(legacy_sim, capture["targeted_running"], None)
