@@ -41,7 +41,7 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -402,7 +402,8 @@ class EventStream:
     """The blocking event stream of a ``Client``: an iterator and a context manager.
 
     Entering the ``with`` block connects (do it before queueing, so no event is missed);
-    iterating connects on first use otherwise. ``reconnects`` counts the reconnects so far.
+    iterating connects on first use otherwise. Without a ``with`` block, the stream closes when
+    it ends or when a ``for`` loop over it is left early. ``reconnects`` counts the reconnects.
 
     Args:
         client: the ``Client`` whose ``client_id`` and auth the socket uses.
@@ -425,11 +426,13 @@ class EventStream:
         self._pending: deque[Event] = deque()
         self._ws: Any = None
         self._closed = False
+        self._entered = False
         self.poll_interval = poll_interval
         self.reconnect = reconnect
         self.reconnects = 0
 
     def __enter__(self) -> Self:
+        self._entered = True
         self._connect()
         return self
 
@@ -438,12 +441,27 @@ class EventStream:
     ) -> None:
         self.close()
 
-    def __iter__(self) -> Self:
-        return self
+    def __iter__(self) -> Iterator[Event]:
+        # a loop left with `break` closes a stream that no `with` block owns
+        try:
+            while True:
+                try:
+                    event = next(self)
+                except StopIteration:
+                    return
+                yield event
+        finally:
+            if not self._entered:
+                self.close()
 
     def follow(self, *prompt_ids: str) -> None:
         """Follow these jobs too; the stream ends once every followed job has ended."""
         self._tracker.follow(prompt_ids)
+
+    @property
+    def closed(self) -> bool:
+        """True once the stream was closed (by ``close``, its end, or a ``with`` block)."""
+        return self._closed
 
     def close(self) -> None:
         """Close the socket; iterating afterwards ends at once."""
@@ -547,11 +565,13 @@ class AsyncEventStream:
         self._pending: deque[Event] = deque()
         self._ws: Any = None
         self._closed = False
+        self._entered = False
         self.poll_interval = poll_interval
         self.reconnect = reconnect
         self.reconnects = 0
 
     async def __aenter__(self) -> Self:
+        self._entered = True
         await self._connect()
         return self
 
@@ -560,12 +580,27 @@ class AsyncEventStream:
     ) -> None:
         await self.aclose()
 
-    def __aiter__(self) -> Self:
-        return self
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        # a loop left with `break` closes a stream that no `async with` block owns
+        try:
+            while True:
+                try:
+                    event = await self.__anext__()
+                except StopAsyncIteration:
+                    return
+                yield event
+        finally:
+            if not self._entered:
+                await self.aclose()
 
     def follow(self, *prompt_ids: str) -> None:
         """Follow these jobs too; the stream ends once every followed job has ended."""
         self._tracker.follow(prompt_ids)
+
+    @property
+    def closed(self) -> bool:
+        """True once the stream was closed (by ``aclose``, its end, or an ``async with`` block)."""
+        return self._closed
 
     async def aclose(self) -> None:
         """Close the socket; iterating afterwards ends at once."""

@@ -115,14 +115,18 @@ class AsyncDrivenEvents:
     def __exit__(self, *exc: object) -> None:
         self._loop.run_until_complete(self._stream.aclose())
 
-    def __iter__(self) -> AsyncDrivenEvents:
-        return self
-
-    def __next__(self) -> Any:
+    def __iter__(self) -> Iterator[Any]:
+        # as `async for` does: one async iterator, closed when the loop is left
+        events = self._stream.__aiter__()
         try:
-            return self._loop.run_until_complete(self._stream.__anext__())
-        except StopAsyncIteration:
-            raise StopIteration from None
+            while True:
+                try:
+                    event = self._loop.run_until_complete(events.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield event
+        finally:
+            self._loop.run_until_complete(events.aclose())
 
     def close(self) -> None:
         self._loop.run_until_complete(self._stream.aclose())

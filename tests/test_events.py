@@ -234,3 +234,22 @@ def test_an_unreachable_websocket_ends_in_a_typed_error(make_client: MakeClient)
     with pytest.raises(ServerUnreachable, match="WebSocket"), client.events(reconnect=fast):
         pass
     assert time.monotonic() - started < 3
+
+
+def test_a_loop_left_early_closes_a_stream_that_no_with_owns(
+    sim: Simulator, make_client: MakeClient
+) -> None:
+    client = make_client(sim.url)
+    queued = client.queue_prompt(trivial_prompt())
+    stream = client.events([queued.prompt_id])
+    for _ in stream:
+        break
+    assert stream.closed
+    with client.events() as owned:
+        second = client.queue_prompt(trivial_prompt())
+        owned.follow(second.prompt_id)
+        for _ in owned:
+            break
+        assert not owned.closed  # the with block owns it: the next loop goes on
+        assert isinstance(list(owned)[-1], events.ExecutionSuccess)
+    assert owned.closed
