@@ -5,6 +5,7 @@ Each test runs twice, through ``Client`` and through ``AsyncClient`` (the ``make
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import socket
@@ -19,7 +20,7 @@ from conftest import trivial_prompt as _trivial_prompt
 from PIL import Image
 
 from comfynb import errors
-from comfynb.client import Client, RetryPolicy
+from comfynb.client import AsyncClient, Client, RetryPolicy
 from comfynb.protocol import ImageRef, PromptStatus
 from comfynb.simulator import Simulator
 
@@ -426,3 +427,16 @@ def test_random_500s_and_resets_never_lose_or_double_a_prompt(
     assert {report.status for report in reports} == {PromptStatus.COMPLETED}
     posts = {row["prompt_id"]: row["posts"] for row in sim.prompts()}
     assert posts == dict.fromkeys(ids, 1)
+
+
+def test_both_clients_have_the_same_methods_and_parameters() -> None:
+    def methods(cls: type) -> dict[str, inspect.Signature]:
+        names = [n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n))]
+        return {name: inspect.signature(getattr(cls, name)) for name in names}
+
+    sync, both = methods(Client), methods(AsyncClient)
+    assert set(sync) - {"close"} == set(both) - {"aclose"}
+    for name in set(sync) - {"close"}:
+        assert sync[name].parameters == both[name].parameters, name
+        if name != "events":  # events() returns an async iterator, not a coroutine
+            assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
