@@ -253,3 +253,20 @@ def test_a_loop_left_early_closes_a_stream_that_no_with_owns(
         assert not owned.closed  # the with block owns it: the next loop goes on
         assert isinstance(list(owned)[-1], events.ExecutionSuccess)
     assert owned.closed
+
+
+def test_two_streams_on_one_client_id_both_end_the_job(
+    sim: Simulator, make_client: MakeClient
+) -> None:
+    # the second socket with the same clientId replaces the first, which hears nothing more;
+    # polling over HTTP still ends the job on the deaf one
+    client = make_client(sim.url)
+    sim.configure(node_seconds=0.05)
+    with client.events(poll_interval=0.1) as first, client.events(poll_interval=0.1) as second:
+        queued = client.queue_prompt(trivial_prompt())
+        first.follow(queued.prompt_id)
+        second.follow(queued.prompt_id)
+        heard = list(second)
+        deaf = list(first)
+    assert isinstance(heard[-1], events.ExecutionSuccess) and not heard[-1].synthesized
+    assert isinstance(deaf[-1], events.ExecutionSuccess) and deaf[-1].synthesized
