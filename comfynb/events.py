@@ -30,8 +30,9 @@ the jobs already queued. After each (re)connect, and whenever the socket has bee
 job stands, and yields the terminal event it may have missed, marked ``synthesized=True``. That
 covers messages lost while disconnected and the real server's race in which a reconnect with the
 same id can leave the new socket deaf (as does a second stream of the same client: the server
-keeps one socket per id, so open one stream per client at a time). A job the server no longer knows (deleted, or lost in a
-restart) ends with a synthesized ``ExecutionError`` whose ``exception_type`` is ``"JobNotFound"``.
+keeps one socket per id, so open one stream per client at a time). A job the server no longer
+knows (deleted, or lost in a restart) ends with a synthesized ``ExecutionError`` whose
+``exception_type`` is ``"JobNotFound"``.
 """
 
 from __future__ import annotations
