@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInput, WorkflowError
-from .lifecycle import ALLOWED, JobStatus, transition
+from .lifecycle import JobStatus, check_move, transition_read
 from .models import Candidate, Job, NewCandidate, Run, Step
 
 if TYPE_CHECKING:
@@ -241,13 +241,11 @@ def record_result(
         job = tx.job(job_id)
         if job.status is JobStatus.COMPLETED:
             return tx.candidates_of(job_id)
-        if JobStatus.COMPLETED not in ALLOWED[job.status]:
-            # check before writing anything, so the error is the transition's
-            transition(store, job_id, JobStatus.COMPLETED)
-        ids = tx.insert_candidates(job, images)
-        if job.parent_candidate_id is not None and ids:
-            tx.add_child_count(job.parent_candidate_id, len(ids))
-        transition(
-            store, job_id, JobStatus.COMPLETED, detail={"candidates": len(ids), **(detail or {})}
+        check_move(job, JobStatus.COMPLETED)  # before writing anything
+        made = tx.insert_candidates(job, images)
+        if job.parent_candidate_id is not None and made:
+            tx.add_child_count(job.parent_candidate_id, len(made))
+        transition_read(
+            tx, job, JobStatus.COMPLETED, detail={"candidates": len(made), **(detail or {})}
         )
-        return tx.candidates_of(job_id)
+        return made

@@ -29,14 +29,16 @@ from .errors import InvalidInput, InvalidTransition
 
 if TYPE_CHECKING:
     from .models import Job
-    from .store import Store
+    from .store import Store, Transaction
 
 __all__ = [
     "ALLOWED",
     "TRANSITION_FIELDS",
     "JobStatus",
+    "check_move",
     "transition",
     "transition_many",
+    "transition_read",
 ]
 
 
@@ -278,9 +280,43 @@ def transition_many(
         return []
     with store.transaction() as tx:
         states = tx.job_states({job_id for job_id, *_ in normal})
-        plan = plan_moves(states, normal)
-        jobs = tx.apply_plan(plan)
+        jobs = tx.apply_plan(plan_moves(states, normal))
     return [jobs[job_id] for job_id, *_ in normal]
+
+
+def check_move(job: Job, to: JobStatus) -> None:
+    """Raise ``InvalidTransition`` unless ``ALLOWED`` lets ``job`` move to ``to``; no I/O.
+
+    Example::
+
+        >>> check_move(store.job(7), JobStatus.COMPLETED)   # job 7 is pending
+        Traceback (most recent call last):
+        comfynb.errors.InvalidTransition: job 7 cannot move from 'pending' to 'completed'; ...
+    """
+    plan_moves({job.id: JobState(job.status, job.retries, job.prompt_id)}, [(job.id, to, {}, None)])
+
+
+def transition_read(
+    tx: Transaction,
+    job: Job,
+    to: JobStatus,
+    *,
+    detail: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> None:
+    """Move ``job``, just read inside ``tx``, to ``to``: :func:`transition` minus two queries.
+
+    For job functions that hold the job's current row in their own transaction (e.g.
+    completing it with its candidates); it neither reads the job again nor returns it.
+
+    Example::
+
+        >>> with store.transaction() as tx:
+        ...     job = tx.job(7)
+        ...     transition_read(tx, job, JobStatus.COMPLETED, detail={"candidates": 4})
+    """
+    state = JobState(job.status, job.retries, job.prompt_id)
+    tx.apply_plan(plan_moves({job.id: state}, [(job.id, to, fields, detail)]), fetch=False)
 
 
 def _normal_move(
