@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -133,7 +133,8 @@ class _BaseClient:
     def ws_url(self) -> str:
         """The WebSocket URL for this client's ``client_id``."""
         scheme = "wss" if self.url.startswith("https") else "ws"
-        return f"{scheme}{self.url[self.url.index(':') :]}/ws?clientId={self.client_id}"
+        rest = self.url[self.url.index(":") :]
+        return f"{scheme}{rest}/ws?clientId={quote(self.client_id, safe='')}"
 
     def _http_options(self) -> dict[str, Any]:
         return {
