@@ -10,6 +10,7 @@ import atexit
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -230,14 +231,29 @@ def start_blocker(sim: Simulator, prompt: dict[str, Any] | None = None, **body: 
     Every node of it waits 30 s, cut short by an interrupt: tests see a running prompt and
     pending ones behind it for as long as they need, and pay nothing for it.
     """
-    from conftest import trivial_prompt
-
     sim.configure(node_seconds=30)
-    prompt_id: str = post_prompt(sim, prompt or trivial_prompt("blocker"), **body).json()[
-        "prompt_id"
-    ]
+    prompt_id: str = post_prompt(sim, prompt or blocker_prompt(), **body).json()["prompt_id"]
     wait_for(lambda: HTTP.get(f"{sim.url}/queue").json()["queue_running"])
     return prompt_id
+
+
+def blocker_prompt() -> dict[str, Any]:
+    """EmptyImage -> ImageInvert -> SaveImage, with a color no other prompt uses (never cached).
+
+    An interrupt while its first node runs takes effect when the second starts.
+    """
+    color = uuid.uuid4().int % 0xFFFFFF
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color},
+        },
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["2", 0], "filename_prefix": "blocker"},
+        },
+    }
 
 
 def release(sim: Simulator, prompt_id: str) -> None:

@@ -31,7 +31,17 @@ from PIL import Image
 
 from . import specs as _specs
 from . import validation as _validation
-from .engine import Engine, Hub, JobQueryError, Task, _Socket, find_job, list_jobs, now_ms
+from .engine import (
+    HISTORY_LIMIT,
+    Engine,
+    Hub,
+    JobQueryError,
+    Task,
+    _Socket,
+    find_job,
+    list_jobs,
+    now_ms,
+)
 from .faults import INTERNAL_ERROR_TEXT, Faults
 
 __all__ = ["Server"]
@@ -126,6 +136,7 @@ class Server:
         self.faults.set({})
         self.prompt_log.clear()
         self.number = 0
+        self._engine().history_limit = HISTORY_LIMIT
         for kind in _FOLDER_TYPES:
             self._clear_folder(kind)
         self.configure(version=version, node_seconds=0.0, step_seconds=0.0)

@@ -399,7 +399,7 @@ class Engine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.last_node_id: str | None = None
-        self.flags: Json = {}
+        self.history_limit = HISTORY_LIMIT
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -842,7 +842,7 @@ class Engine:
         with self._cond:
             if task.epoch != self._epoch:
                 raise _Stop
-            if len(self._history) > HISTORY_LIMIT:
+            if len(self._history) > self.history_limit:
                 self._history.pop(next(iter(self._history)))
             self._history[pid] = entry
             self._running = None
