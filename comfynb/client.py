@@ -316,6 +316,9 @@ class Client(_BaseClient):
         Raises:
             PromptRejected: the server refused the prompt; its message says which input to fix.
             ServerUnreachable, ServerTimeout, ServerFailed: still failing after the retries.
+
+        A retry never queues twice after a lost answer (reset, 5xx); after a *timeout* the first
+        request may still be in flight, see ``docs/client.md``.
         """
         body = self._prompt_body(prompt, prompt_id, front, extra_data)
         flow = protocol.queue_prompt_flow(body, jobs_api=self._jobs_api, retry=self.retry)
