@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -106,6 +107,14 @@ def check_image(path: str | os.PathLike[str]) -> str:
         ) from exc
 
 
+@functools.cache
+def _file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (mkstemp's temp files are 0600)."""
+    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every platform can open a folder
         fd = os.open(folder, os.O_RDONLY)
@@ -132,6 +141,8 @@ def atomic_image_file(target: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
+                os.fchmod(f.fileno(), _file_mode())
             yield f
             f.flush()
             os.fsync(f.fileno())

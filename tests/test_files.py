@@ -89,3 +89,10 @@ def test_not_an_image_is_corrupt(tmp_path: Path) -> None:
     junk.write_bytes(b"hello")
     with pytest.raises(CorruptImage, match="not a whole image"):
         files.check_image(junk)
+
+
+def test_written_images_get_the_usual_file_mode(tmp_path: Path) -> None:
+    target = files.write_image_atomic(tmp_path / "a.png", png_bytes())
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
