@@ -10,18 +10,16 @@ import io
 import json
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from conftest import CAPTURES
 from PIL import Image
 
 from comfynb import errors, events, protocol
 from comfynb.protocol import Call, ImageRef, PromptStatus
-
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "comfyui-protocol" / "captures"
 
 
 def capture(name: str) -> Any:
