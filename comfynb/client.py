@@ -627,10 +627,15 @@ class AsyncClient(_BaseClient):
                 if response.status_code not in call.expected:
                     await response.aread()
                     self._checked(call, response)
-                with files.atomic_image_file(target) as f:
+                writer = files.AtomicImageWriter(target)
+                try:
                     async for chunk in response.aiter_bytes():
-                        f.write(chunk)
-        return target
+                        writer.write(chunk)
+                except BaseException:
+                    writer.discard()
+                    raise
+        # decoding the whole image takes a while for big ones: not on the event loop
+        return await asyncio.to_thread(writer.commit)
 
     async def upload_image(
         self,

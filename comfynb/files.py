@@ -25,7 +25,13 @@ from typing import BinaryIO
 
 from .errors import CorruptImage, UnsafePath
 
-__all__ = ["atomic_image_file", "check_image", "safe_output_path", "write_image_atomic"]
+__all__ = [
+    "AtomicImageWriter",
+    "atomic_image_file",
+    "check_image",
+    "safe_output_path",
+    "write_image_atomic",
+]
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -124,34 +130,69 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+class AtomicImageWriter:
+    """An image file written all or nothing: a temporary file next to ``target`` until ``commit``.
+
+    ``commit`` checks that the bytes decode as an image, syncs them and renames the file onto
+    ``target`` in one step; ``discard`` (or a failed check) removes it. ``atomic_image_file`` is
+    the usual way in; the async client calls ``commit`` on a worker thread.
+
+    Raises:
+        CorruptImage: from ``commit``, when the bytes are not a whole image (nothing is left).
+    """
+
+    def __init__(self, target: str | os.PathLike[str]) -> None:
+        self.target = Path(target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        prefix, folder = f".{self.target.name}.", self.target.parent
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
+        self._tmp = Path(name)
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+        if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
+            os.fchmod(fd, _file_mode())
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``."""
+        self._file.write(data)
+
+    def commit(self) -> Path:
+        """Check, sync and rename onto ``target``; the target path."""
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            check_image(self._tmp)
+            os.replace(self._tmp, self.target)
+        except BaseException:
+            self.discard()
+            raise
+        _fsync_dir(self.target.parent)
+        return self.target
+
+    def discard(self) -> None:
+        """Drop the temporary file; ``target`` is left as it was."""
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def atomic_image_file(target: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_image_file(target: str | os.PathLike[str]) -> Iterator[AtomicImageWriter]:
     """Write an image to ``target`` all or nothing.
 
-    Yields a file in ``target``'s folder; when the block ends, the bytes are checked to decode
-    as an image, synced to disk and renamed onto ``target`` in one step. If the block raises or
-    the image does not decode, nothing is left behind.
+    Yields a writer whose file sits in ``target``'s folder; when the block ends, the bytes are
+    checked to decode as an image, synced to disk and renamed onto ``target`` in one step. If the
+    block raises or the image does not decode, nothing is left behind.
 
     Raises:
         CorruptImage: the written bytes are not a whole image.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
+    writer = AtomicImageWriter(target)
     try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
-                os.fchmod(f.fileno(), _file_mode())
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        check_image(tmp)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        yield writer
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        writer.discard()
         raise
+    writer.commit()
 
 
 def write_image_atomic(target: str | os.PathLike[str], content: bytes) -> Path:
