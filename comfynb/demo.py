@@ -142,5 +142,5 @@ def _mean_difference(a: Path, b: Path) -> float:
     with Image.open(a) as first, Image.open(b) as second:
         small_a = first.convert("L").resize((64, 64))
         small_b = second.convert("L").resize((64, 64))
-    pixels = zip(small_a.getdata(), small_b.getdata(), strict=True)
+    pixels = zip(small_a.tobytes(), small_b.tobytes(), strict=True)
     return sum(abs(x - y) for x, y in pixels) / (64 * 64)
