@@ -458,6 +458,15 @@ def test_candidates_frame_flattens_params_with_nullable_dtypes(store: Store) -> 
     assert frame["extra"].iloc[2] == '{"nested":true}'
 
 
+def test_params_of_mixed_types_become_the_widest_column(store: Store) -> None:
+    completed_job(store, "a", n=1, seed=1, cfg=7, note="x", tags=["a"])
+    completed_job(store, "b", n=1, seed=2, cfg=7.5, note=3)
+    frame = store.candidates()
+    assert frame["cfg"].tolist() == [7.0, 7.5]
+    assert frame["note"].tolist() == ['"x"', "3"]  # text mixed with numbers stays JSON text
+    assert frame["tags"].iloc[0] == '["a"]' and pd.isna(frame["tags"].iloc[1])
+
+
 def test_candidates_filters(store: Store) -> None:
     a = completed_job(store, "a", seed=1)
     completed_job(store, "b", seed=2)
