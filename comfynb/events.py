@@ -527,7 +527,14 @@ class EventStream:
                         f"could not open the WebSocket {self._client.ws_url} ({exc})"
                     ) from exc
                 time.sleep(max(delay, MIN_RECONNECT_DELAY))
-        self._ws.send(json.dumps(FEATURE_FLAGS))
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self._ws.send(json.dumps(FEATURE_FLAGS))
+        except ConnectionClosed:  # dropped at once (a restart): the next turn reconnects
+            self._disconnect()
+            self.reconnects += 1
+            return
         self._catch_up()
 
     def _catch_up(self) -> None:
@@ -665,7 +672,14 @@ class AsyncEventStream:
                         f"could not open the WebSocket {self._client.ws_url} ({exc})"
                     ) from exc
                 await asyncio.sleep(max(delay, MIN_RECONNECT_DELAY))
-        await self._ws.send(json.dumps(FEATURE_FLAGS))
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self._ws.send(json.dumps(FEATURE_FLAGS))
+        except ConnectionClosed:  # dropped at once (a restart): the next turn reconnects
+            await self._disconnect()
+            self.reconnects += 1
+            return
         await self._catch_up()
 
     async def _catch_up(self) -> None:
