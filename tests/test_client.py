@@ -440,3 +440,49 @@ def test_both_clients_have_the_same_methods_and_parameters() -> None:
         assert sync[name].parameters == both[name].parameters, name
         if name != "events":  # events() returns an async iterator, not a coroutine
             assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
+
+
+def txt2img(steps: int, sampler: str = "euler") -> dict[str, Any]:
+    """ComfyUI's default txt2img graph, as the simulator runs it."""
+    ckpt = "v1-5-pruned-emaonly-fp16.safetensors"
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1},
+        },
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 1,
+                "steps": steps,
+                "cfg": 8.0,
+                "sampler_name": sampler,
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "t2i"}},
+    }
+
+
+def test_rejections_of_the_default_graph_read_as_advice(
+    sim: Simulator, make_client: MakeClient
+) -> None:
+    client = make_client(sim.url)
+    with pytest.raises(errors.PromptRejected) as caught:
+        client.queue_prompt(txt2img(steps=0, sampler="no-such-sampler"))
+    message = str(caught.value)
+    assert 'node "3" (KSampler) input "steps" = 0 is below the minimum 1; set it to at least 1' in (
+        message
+    )
+    assert "input \"sampler_name\" = 'no-such-sampler' is not one of the allowed values" in message
+    report = finished(client, client.queue_prompt(txt2img(steps=3)).prompt_id)
+    assert report.status is PromptStatus.COMPLETED and report.outputs[0].node_id == "9"
