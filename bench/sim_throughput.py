@@ -12,10 +12,14 @@ The real ComfyUI on 2 cores: ~200 prompts/s, 3.9 ms median round trip (fact shee
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -49,7 +53,7 @@ def wait_successes(ws: ClientConnection, prompt_ids: set[str], timeout: float = 
     return time.perf_counter()
 
 
-def burst(sim: Simulator, count: int) -> float:
+def burst(sim: Simulator | _Remote, count: int) -> float:
     with connect(f"{sim.ws_url}?clientId=bench-burst", max_size=None) as ws, httpx.Client() as http:
         ws.recv(timeout=5)
         started = time.perf_counter()
@@ -69,7 +73,29 @@ def burst(sim: Simulator, count: int) -> float:
     return rate
 
 
-def round_trips(sim: Simulator, rounds: int) -> tuple[float, float]:
+def drain(sim: Simulator | _Remote, count: int) -> float:
+    """Queue ``count`` prompts behind a held one, release it, time the queue running dry."""
+    with connect(f"{sim.ws_url}?clientId=bench-drain", max_size=None) as ws, httpx.Client() as http:
+        ws.recv(timeout=5)
+        http.post(f"{sim.url}/_sim/config", json={"node_seconds": 30})
+        held = {"prompt": trivial_prompt(0xFFFFFF), "client_id": "bench-drain"}
+        held["prompt"]["3"] = {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}
+        held["prompt"]["2"]["inputs"]["images"] = ["3", 0]
+        held_id = http.post(f"{sim.url}/prompt", json=held).json()["prompt_id"]
+        ids = set()
+        for index in range(count):
+            body = {"prompt": trivial_prompt(index), "client_id": "bench-drain"}
+            ids.add(http.post(f"{sim.url}/prompt", json=body).json()["prompt_id"])
+        http.post(f"{sim.url}/_sim/config", json={"node_seconds": 0})
+        started = time.perf_counter()
+        http.post(f"{sim.url}/interrupt", json={"prompt_id": held_id})
+        done = wait_successes(ws, ids)
+    rate = count / (done - started)
+    print(f"drain: {count} queued prompts ran in {done - started:.2f} s -> {rate:.0f} prompts/s")
+    return rate
+
+
+def round_trips(sim: Simulator | _Remote, rounds: int) -> tuple[float, float]:
     times: list[float] = []
     with connect(f"{sim.ws_url}?clientId=bench-rt", max_size=None) as ws, httpx.Client() as http:
         ws.recv(timeout=5)
@@ -88,15 +114,56 @@ def round_trips(sim: Simulator, rounds: int) -> tuple[float, float]:
     return median, p90
 
 
+@contextlib.contextmanager
+def simulator(mode: str, root: str) -> Iterator[Simulator | _Remote]:
+    """The simulator in this process (a thread, as the tests run it) or in a process of its own."""
+    if mode == "thread":
+        with Simulator(root=root) as sim:
+            yield sim
+        return
+    command = [sys.executable, "-m", "comfynb.simulator", "--port", "0", "--root", root]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split(" on ")[1].split(",")[0]
+        try:
+            yield _Remote(url)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+class _Remote:
+    """What the measurements need of a simulator running in another process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ws_url = url.replace("http://", "ws://") + "/ws"
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_sim/reset")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3, help="bursts per mode (best is kept)")
+    parser.add_argument(
+        "--root", default=None, help="folder for the simulator's files (a temp dir)"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as root, Simulator(root=root) as sim:
-        burst(sim, args.prompts)
-        sim.reset()
-        round_trips(sim, args.rounds)
+    for mode in ("thread", "process"):
+        print(f"-- simulator in a {mode} (files under {args.root or tempfile.gettempdir()})")
+        with tempfile.TemporaryDirectory(dir=args.root) as root, simulator(mode, root) as sim:
+            rates = []
+            for _ in range(args.repeat):
+                sim.reset()
+                rates.append(burst(sim, args.prompts))
+            print(f"burst: best {max(rates):.0f} prompts/s of {args.repeat}")
+            sim.reset()
+            drain(sim, args.prompts)
+            sim.reset()
+            round_trips(sim, args.rounds)
 
 
 if __name__ == "__main__":

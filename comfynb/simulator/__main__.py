@@ -54,8 +54,16 @@ def _faults(args: argparse.Namespace) -> dict[str, Any]:
     return faults
 
 
+def _stop_on_sigterm(stop: threading.Event) -> None:
+    """Make SIGTERM stop the server cleanly (as Ctrl-C does), when we run on the main thread."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+
 def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = None) -> int:
-    """Serve until Ctrl-C (or until ``stop`` is set); return the exit status."""
+    """Serve until Ctrl-C, SIGTERM or ``stop`` is set; return the exit status."""
     from . import Simulator
 
     parser = build_parser()
@@ -74,11 +82,12 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
         step_seconds=args.step_seconds,
         faults=faults or None,
     )
+    waiter = stop or threading.Event()
+    _stop_on_sigterm(waiter)
     with sim:
         print(
             f"comfynb simulator (ComfyUI {args.version}) on {sim.url}, root {sim.root}", flush=True
         )
-        waiter = stop or threading.Event()
         try:
             while not waiter.wait(0.5):
                 pass

@@ -259,7 +259,7 @@ class Server:
     async def ws(self, request: web.Request) -> web.StreamResponse:
         hub = self.hub
         assert hub is not None
-        ws = web.WebSocketResponse(max_msg_size=0)
+        ws = web.WebSocketResponse(max_msg_size=0, compress=False)
         await ws.prepare(request)
         sid = request.query.get("clientId", "") or uuid.uuid4().hex
         sock = _Socket(ws)

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import heapq
 import json
+import socket
 import threading
 import time
 import traceback
@@ -91,6 +92,9 @@ class _Socket:
     dropped: bool = False  # the server closed it (restart, ws_drop fault)
 
 
+_CORK = getattr(socket, "TCP_CORK", 0)  # Linux only; elsewhere frames go out one by one
+
+
 # Frames the engine posts: ("text", target, text) | ("preview", target, progress_text|None,
 # image, fmt, metadata) | ("close_all",). target None means every socket.
 Frame = tuple[Any, ...]
@@ -147,8 +151,32 @@ class Hub:
             self._wakeup.clear()
             with self._lock:
                 self._scheduled = False
-            while self._pending:
-                await self._deliver(self._pending.popleft())
+            corked = self._cork(True)
+            try:
+                while self._pending:
+                    await self._deliver(self._pending.popleft())
+            finally:
+                self._cork(False, corked)
+
+    def _cork(self, on: bool, socks: list[Any] | None = None) -> list[Any]:
+        """Hold back partial TCP segments while a batch is written (one push per batch).
+
+        A prompt sends ~15 small frames; without this each one is its own segment and wakes
+        the reader, which costs more than the rest of the fan-out.
+        """
+        if not _CORK:
+            return []
+        if socks is None:
+            socks = []
+            for sock in self.sockets.values():
+                transport = getattr(sock.ws, "_req", None) and sock.ws._req.transport
+                raw = transport.get_extra_info("socket") if transport is not None else None
+                if raw is not None:
+                    socks.append(raw)
+        for raw in socks:
+            with contextlib.suppress(OSError):
+                raw.setsockopt(socket.IPPROTO_TCP, _CORK, 1 if on else 0)
+        return socks
 
     def _targets(self, target: str | None) -> list[_Socket]:
         if target is None:
