@@ -686,6 +686,11 @@ def describe_node_error(node_id: str, class_type: str, error: Mapping[str, Any])
         )
     if kind == "value_not_in_list":
         options = _options(config)
+        if not options:  # long lists come without input_config: "(list of length 44)"
+            return (
+                f"{where} = {value!r} is not one of the allowed values; pick one of those that "
+                f'client.object_info("{class_type}") lists for it'
+            )
         shown = ", ".join(repr(o) for o in options[:12]) + (", ..." if len(options) > 12 else "")
         return f"{where} = {value!r} is not one of the allowed values ({shown}); pick one of them"
     if kind == "return_type_mismatch":

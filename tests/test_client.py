@@ -483,6 +483,9 @@ def test_rejections_of_the_default_graph_read_as_advice(
     assert 'node "3" (KSampler) input "steps" = 0 is below the minimum 1; set it to at least 1' in (
         message
     )
-    assert "input \"sampler_name\" = 'no-such-sampler' is not one of the allowed values" in message
+    assert (
+        "input \"sampler_name\" = 'no-such-sampler' is not one of the allowed values; pick one "
+        'of those that client.object_info("KSampler") lists for it'
+    ) in message
     report = finished(client, client.queue_prompt(txt2img(steps=3)).prompt_id)
     assert report.status is PromptStatus.COMPLETED and report.outputs[0].node_id == "9"

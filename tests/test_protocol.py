@@ -523,3 +523,19 @@ def test_terminal_events_synthesized_from_reports() -> None:
     assert events.terminal_from_report(protocol.JobReport("p", PromptStatus.RUNNING)) is None
     lost = events.terminal_for_lost_job("p")
     assert lost.error.exception_type == "JobNotFound" and lost.synthesized
+
+
+def test_a_long_combo_without_input_config_points_to_object_info() -> None:
+    error = {
+        "type": "value_not_in_list",
+        "details": "sampler_name: 'nope' not in (list of length 44)",
+        "extra_info": {
+            "input_name": "sampler_name",
+            "input_config": None,
+            "received_value": "nope",
+        },
+    }
+    assert protocol.describe_node_error("3", "KSampler", error) == (
+        'node "3" (KSampler) input "sampler_name" = \'nope\' is not one of the allowed values; '
+        'pick one of those that client.object_info("KSampler") lists for it'
+    )
