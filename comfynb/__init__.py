@@ -40,7 +40,7 @@ from .errors import (
     UnsafePath,
     WorkflowError,
 )
-from .jobs import enqueue, record_result, select_next_job
+from .jobs import enqueue, record_result, select_next_job, select_next_jobs
 from .lifecycle import JobStatus, transition, transition_many
 from .models import Candidate, Job, NewCandidate, Run, Step
 from .protocol import ImageRef, JobReport, PromptStatus, QueuedPrompt, RetryPolicy
@@ -95,6 +95,7 @@ __all__ = [
     "open",
     "record_result",
     "select_next_job",
+    "select_next_jobs",
     "transition",
     "transition_many",
 ]

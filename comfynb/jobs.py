@@ -21,7 +21,7 @@ from .models import Candidate, Job, NewCandidate, Run, Step
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["check_workflow", "enqueue", "record_result", "select_next_job"]
+__all__ = ["check_workflow", "enqueue", "record_result", "select_next_job", "select_next_jobs"]
 
 _UI_HINT = (
     "this looks like a UI workflow (it has 'nodes' and 'links'); in ComfyUI use "
@@ -211,6 +211,17 @@ def select_next_job(store: Store, *, server: str | None = None) -> Job | None:
         server: claim only jobs for this server (or for any server), and pin the job to it.
     """
     return store.claim_next_job(server=server)
+
+
+def select_next_jobs(store: Store, n: int, *, server: str | None = None) -> list[Job]:
+    """Claim up to ``n`` pending jobs at once (see :func:`select_next_job`); maybe fewer.
+
+    Example::
+
+        >>> [j.id for j in select_next_jobs(store, 3, server="http://127.0.0.1:8188")]
+        [1, 5, 2]
+    """
+    return store.claim_next_jobs(n, server=server)
 
 
 def record_result(

@@ -34,6 +34,7 @@ from comfynb import (
     enqueue,
     record_result,
     select_next_job,
+    select_next_jobs,
     transition,
 )
 from comfynb.store import MIGRATIONS, Migration, is_secret_key, strip_secrets
@@ -319,6 +320,21 @@ def test_select_next_job_is_fair_between_runs(store: Store) -> None:
     assert taken == [a[0], b[0], a[1], b[1], a[2], b[2]]
 
 
+def test_select_next_jobs_claims_a_batch_in_the_same_fair_order(store: Store) -> None:
+    a = [enqueue(store, WORKFLOW, run=store.new_run("a")).id for _ in range(3)]
+    b = [enqueue(store, WORKFLOW, run=store.new_run("b")).id for _ in range(2)]
+    urgent = enqueue(store, WORKFLOW, run="b", priority=1).id
+    first = select_next_jobs(store, 4, server="http://a")
+    assert [j.id for j in first] == [urgent, a[0], b[0], a[1]]
+    assert all(j.status is S.PENDING and j.prompt_id and j.server == "http://a" for j in first)
+    assert len({j.prompt_id for j in first}) == 4
+    rest = select_next_jobs(store, 10)
+    assert [j.id for j in rest] == [b[1], a[2]]
+    assert select_next_jobs(store, 3) == [] and select_next_job(store) is None
+    with pytest.raises(InvalidInput, match="an int from 1"):
+        select_next_jobs(store, 0)
+
+
 def test_select_next_job_respects_and_pins_the_server(store: Store) -> None:
     run = store.new_run("r")
     job = enqueue(store, WORKFLOW, run=run)
@@ -344,6 +360,7 @@ def test_two_threads_never_claim_the_same_job(store: Store) -> None:
             start.wait()
             while (job := select_next_job(store)) is not None:
                 mine.append(job.id)
+                mine.extend(j.id for j in select_next_jobs(store, 3))
         except BaseException as exc:  # surface in the main thread
             errors.append(exc)
 
