@@ -764,8 +764,8 @@ def prompt_rejected(body: Any) -> PromptRejected:
     node_errors = _dict(data.get("node_errors"))
     kind = str(error.get("type") or "unknown")
     lines = describe_node_errors(node_errors) or [_describe_prompt_error(error)]
-    message = "ComfyUI refused the prompt: " + (
-        lines[0] if len(lines) == 1 else "\n  " + "\n  ".join(lines)
+    message = "ComfyUI refused the prompt:" + (
+        f" {lines[0]}" if len(lines) == 1 else "".join(f"\n  {line}" for line in lines)
     )
     return PromptRejected(message, error_type=kind, error=error, node_errors=node_errors)
 
