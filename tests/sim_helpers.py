@@ -56,6 +56,34 @@ def capture_types(
     return types[skip_first:]
 
 
+def capture_frames(
+    name: str, *, start: str | None = None, stop: str | None = None, skip_first: int = 0
+) -> list[dict[str, Any]]:
+    """The server's frames in a WS capture, between client notes containing ``start``/``stop``."""
+    frames: list[dict[str, Any]] = []
+    recording = start is None
+    for frame in load_capture(name):
+        if frame["dir"] == "client":
+            note = frame.get("note", "")
+            if start is not None and start in note:
+                recording = True
+            elif stop is not None and stop in note and recording:
+                break
+            continue
+        if recording:
+            frames.append(frame)
+    return frames[skip_first:]
+
+
+def assert_same_messages(got: list[Message], frames: list[dict[str, Any]]) -> None:
+    """Same types in the same order, and each text message's data of the captured shape."""
+    assert [m.kind for m in got] == [frame_type(f) for f in frames]
+    for message, frame in zip(got, frames, strict=True):
+        if frame.get("frame") == "text":
+            differences = shape_diff(shape(message.data), shape(frame["msg"]["data"]))
+            assert not differences, (message.kind, differences)
+
+
 def capture_prompt(name: str, key: str | None = None) -> dict[str, Any]:
     """The API prompt of a captured history entry (``history_*.json``)."""
     data = load_capture(name)

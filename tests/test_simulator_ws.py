@@ -14,6 +14,8 @@ from conftest import trivial_prompt
 from sim_helpers import (
     HTTP,
     Recorder,
+    assert_same_messages,
+    capture_frames,
     capture_prompt,
     capture_types,
     history_of,
@@ -48,8 +50,10 @@ def run(sim: Simulator, ws: Recorder, prompt: dict[str, Any], client_id: str) ->
 
 def test_success_order_matches_capture(legacy_sim: Simulator) -> None:
     with recorder(legacy_sim, "cap-success") as ws:
-        got = run(legacy_sim, ws, capture_prompt("history_after_success.json"), "cap-success")
-    assert got == capture_types("ws_success.jsonl", start="POST /prompt returned")
+        run(legacy_sim, ws, capture_prompt("history_after_success.json"), "cap-success")
+    frames = capture_frames("ws_success.jsonl", start="POST /prompt returned")
+    assert_same_messages(ws.messages[1:], frames)
+    assert_same_messages(ws.messages[:1], capture_frames("ws_success.jsonl")[:1])
 
 
 def test_trivial_prompt_round_trip(sim: Simulator) -> None:
@@ -79,10 +83,13 @@ def test_cached_rerun_with_and_without_client_id(legacy_sim: Simulator) -> None:
         without_client = ws.until(
             lambda m: m.kind == "status" and m.data["status"]["exec_info"]["queue_remaining"] == 0
         )
-    assert ws.types(with_client) == capture_types(
-        "ws_cached_rerun.jsonl", start="client_id set", stop="NO client_id"
+    assert_same_messages(
+        with_client,
+        capture_frames("ws_cached_rerun.jsonl", start="client_id set", stop="NO client_id"),
     )
-    assert ws.types(without_client) == capture_types("ws_cached_rerun.jsonl", start="NO client_id")
+    assert_same_messages(
+        without_client, capture_frames("ws_cached_rerun.jsonl", start="NO client_id")
+    )
     cached = next(m for m in with_client if m.kind == "execution_cached")
     assert cached.data["nodes"] == ["1", "2", "3", "4", "5"]
     executed = next(m for m in with_client if m.kind == "executed")
@@ -93,9 +100,10 @@ def test_cached_rerun_with_and_without_client_id(legacy_sim: Simulator) -> None:
 def test_execution_error_order_and_message(legacy_sim: Simulator) -> None:
     prompt = capture_prompt("history_after_execution_error.json")
     with recorder(legacy_sim, "cap-error") as ws:
-        got = run(legacy_sim, ws, prompt, "cap-error")
+        run(legacy_sim, ws, prompt, "cap-error")
         error = next(m for m in ws.messages if m.kind == "execution_error").data
-    assert got == capture_types("ws_execution_error.jsonl", start="POST /prompt returned")
+    frames = capture_frames("ws_execution_error.jsonl", start="POST /prompt returned")
+    assert_same_messages(ws.messages[1:], frames)
     captured = next(
         f["msg"]["data"]
         for f in _frames("ws_execution_error.jsonl")
@@ -111,10 +119,9 @@ def test_error_after_one_output_keeps_that_output(legacy_sim: Simulator) -> None
     prompt = capture_prompt("history_execution_error_with_partial_outputs.json")
     with recorder(legacy_sim, "cap-partial-err") as ws:
         response = post_prompt(legacy_sim, prompt, client_id="cap-partial-err")
-        got = ws.types(ws.until_idle(response.json()["prompt_id"]))
-    assert got == capture_types(
-        "ws_execution_error_after_one_output_saved.jsonl", start="POST /prompt"
-    )
+        got = ws.until_idle(response.json()["prompt_id"])
+    frames = capture_frames("ws_execution_error_after_one_output_saved.jsonl", start="POST /prompt")
+    assert_same_messages(got, frames)
     entry = history_of(legacy_sim, response.json()["prompt_id"])
     assert entry["status"]["status_str"] == "error"
     assert list(entry["outputs"]) == ["2"]
@@ -130,8 +137,9 @@ def test_interrupt_takes_effect_at_next_node(legacy_sim: Simulator) -> None:
         HTTP.post(f"{legacy_sim.url}/interrupt", json={"prompt_id": "not-running-id"})
         HTTP.post(f"{legacy_sim.url}/interrupt", json={"prompt_id": prompt_id})
         ws.until_idle(prompt_id)
-    expected = capture_types("ws_interrupt.jsonl", start="POST /prompt")
-    assert ws.types(ws.messages[1:]) == expected
+    assert_same_messages(
+        ws.messages[1:], capture_frames("ws_interrupt.jsonl", start="POST /prompt")
+    )
     interrupted = next(m for m in ws.messages if m.kind == "execution_interrupted").data
     assert interrupted["node_id"] == "4" and interrupted["node_type"] == "SaveImage"
     assert sorted(interrupted["executed"]) == ["1", "2", "3"]
@@ -247,8 +255,8 @@ def test_binary_previews_in_both_formats(
     with recorder(legacy_sim, "cap-progress", metadata=metadata) as ws:
         response = post_prompt(legacy_sim, ws_save_prompt(), client_id="cap-progress")
         prompt_id = response.json()["prompt_id"]
-        got = ws.types(ws.until_idle(prompt_id))
-    assert got == capture_types(capture, start="POST /prompt")
+        got = ws.until_idle(prompt_id)
+    assert_same_messages(got, capture_frames(capture, start="POST /prompt"))
     frames = [m.data for m in ws.messages if m.kind == binary]
     assert len(frames) == 4
     if metadata:
@@ -283,11 +291,12 @@ def test_observer_sees_only_broadcasts_of_prompts_without_client_id(legacy_sim: 
         HTTP.post(f"{legacy_sim.url}/interrupt")
         ws.until(_queue_empty)
         interrupted = ws.messages[mark:]
-    assert ws.types(success) == capture_types(
-        observer_capture, start="invert_blur", stop="exec error"
+    frames = capture_frames(observer_capture, start="invert_blur", stop="exec error")
+    assert_same_messages(success, frames)
+    assert_same_messages(
+        error, capture_frames(observer_capture, start="exec error", stop="slow_blur")
     )
-    assert ws.types(error) == capture_types(observer_capture, start="exec error", stop="slow_blur")
-    assert ws.types(interrupted) == capture_types(observer_capture, start="slow_blur")
+    assert_same_messages(interrupted, capture_frames(observer_capture, start="slow_blur"))
 
 
 def _queue_empty(message: Any) -> bool:
@@ -328,21 +337,21 @@ def test_reconnect_during_execution_gets_executing_without_prompt_id(legacy_sim:
             "prompt_id"
         ]
         before = ws.until(lambda m: m.kind == "executing" and m.node == "3")
-    assert ws.types(before) == capture_types("ws_reconnect_before.jsonl", start="POST /prompt")
+    assert_same_messages(before, capture_frames("ws_reconnect_before.jsonl", start="POST /prompt"))
     with recorder(legacy_sim, "reconnector") as again:
         greeting = again.messages[0]
         rest = again.until_idle(prompt_id)
     assert greeting.data["status"]["exec_info"]["queue_remaining"] == 1
     assert rest[0].kind == "executing" and rest[0].data == {"node": "3"}
-    expected = capture_types("ws_reconnect_after_during_execution.jsonl", skip_first=1)
-    assert again.types(rest) == expected
+    frames = capture_frames("ws_reconnect_after_during_execution.jsonl")
+    assert_same_messages(again.messages, frames)
 
 
 def test_interrupt_while_idle_does_not_touch_the_next_prompt(legacy_sim: Simulator) -> None:
     assert HTTP.post(f"{legacy_sim.url}/interrupt").status_code == 200
     with recorder(legacy_sim, "cap-after-idle-int") as ws:
-        got = run(legacy_sim, ws, trivial_prompt(), "cap-after-idle-int")
-    assert got == capture_types("ws_prompt_after_idle_interrupt.jsonl", skip_first=1)
+        run(legacy_sim, ws, trivial_prompt(), "cap-after-idle-int")
+    assert_same_messages(ws.messages, capture_frames("ws_prompt_after_idle_interrupt.jsonl"))
 
 
 def test_status_broadcasts_on_queue_delete_and_clear(legacy_sim: Simulator) -> None:
