@@ -40,7 +40,7 @@ from .errors import (
     UnsafePath,
     WorkflowError,
 )
-from .jobs import enqueue, record_result, select_next_job, select_next_jobs
+from .jobs import enqueue, record_result, record_results, select_next_job, select_next_jobs
 from .lifecycle import JobStatus, transition, transition_many
 from .models import Candidate, Job, NewCandidate, Run, Step
 from .protocol import ImageRef, JobReport, PromptStatus, QueuedPrompt, RetryPolicy
@@ -94,6 +94,7 @@ __all__ = [
     "enqueue",
     "open",
     "record_result",
+    "record_results",
     "select_next_job",
     "select_next_jobs",
     "transition",

@@ -15,13 +15,20 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInput, WorkflowError
-from .lifecycle import JobStatus, check_move, transition_read
+from .lifecycle import JobStatus, check_move, transition_read_many
 from .models import Candidate, Job, NewCandidate, Run, Step
 
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["check_workflow", "enqueue", "record_result", "select_next_job", "select_next_jobs"]
+__all__ = [
+    "check_workflow",
+    "enqueue",
+    "record_result",
+    "record_results",
+    "select_next_job",
+    "select_next_jobs",
+]
 
 _UI_HINT = (
     "this looks like a UI workflow (it has 'nodes' and 'links'); in ComfyUI use "
@@ -248,15 +255,63 @@ def record_result(
         InvalidTransition: the job cannot complete from its status; nothing changed.
         InvalidInput: an image path outside the output folder; nothing changed.
     """
+    return record_results(store, {job_id: images}, detail=detail)[job_id]
+
+
+def record_results(
+    store: Store,
+    results: Mapping[int, Sequence[NewCandidate]],
+    *,
+    detail: Mapping[str, Any] | None = None,
+) -> dict[int, list[Candidate]]:
+    """Complete many jobs with their images in ONE transaction: :func:`record_result` in bulk.
+
+    A handful of statements for the whole batch (not per job), for workers that finish
+    many prompts at once. Jobs already completed are left as they are; if any job cannot
+    complete, nothing is written.
+
+    Example::
+
+        >>> done = record_results(store, {7: [NewCandidate("9", "r/a.png")], 8: []})
+        >>> {job_id: len(cands) for job_id, cands in done.items()}
+        {7: 1, 8: 0}
+
+    Raises:
+        JobNotInStore, InvalidTransition, InvalidInput: as :func:`record_result`.
+    """
     with store.transaction() as tx:
-        job = tx.job(job_id)
-        if job.status is JobStatus.COMPLETED:
-            return tx.candidates_of(job_id)
-        check_move(job, JobStatus.COMPLETED)  # before writing anything
-        made = tx.insert_candidates(job, images)
-        if job.parent_candidate_id is not None and made:
-            tx.add_child_count(job.parent_candidate_id, len(made))
-        transition_read(
-            tx, job, JobStatus.COMPLETED, detail={"candidates": len(made), **(detail or {})}
+        ids = list(results)
+        jobs = tx.jobs_by_id(ids)
+        missing = [i for i in ids if i not in jobs]
+        if missing:
+            tx.job(missing[0])  # raises JobNotInStore naming it
+        done = {i: tx.candidates_of(i) for i in ids if jobs[i].status is JobStatus.COMPLETED}
+        todo = [jobs[i] for i in ids if i not in done]
+        for job in todo:
+            check_move(job, JobStatus.COMPLETED)  # before writing anything
+        made = tx.insert_candidates_many(
+            [(job, image) for job in todo for image in results[job.id]]
         )
-        return made
+        by_job: dict[int, list[Candidate]] = {job.id: [] for job in todo}
+        for candidate in made:
+            by_job[candidate.job_id].append(candidate)
+        children: dict[int, int] = {}
+        for job in todo:
+            if job.parent_candidate_id is not None and by_job[job.id]:
+                children[job.parent_candidate_id] = children.get(job.parent_candidate_id, 0) + len(
+                    by_job[job.id]
+                )
+        tx.add_child_counts(children)
+        transition_read_many(
+            tx,
+            [
+                (
+                    job,
+                    JobStatus.COMPLETED,
+                    {},
+                    {"candidates": len(by_job[job.id]), **(detail or {})},
+                )
+                for job in todo
+            ],
+        )
+    return {i: done[i] if i in done else by_job[i] for i in ids}

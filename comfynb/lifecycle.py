@@ -20,7 +20,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
@@ -39,6 +39,7 @@ __all__ = [
     "transition",
     "transition_many",
     "transition_read",
+    "transition_read_many",
 ]
 
 
@@ -315,8 +316,24 @@ def transition_read(
         ...     job = tx.job(7)
         ...     transition_read(tx, job, JobStatus.COMPLETED, detail={"candidates": 4})
     """
-    state = JobState(job.status, job.retries, job.prompt_id)
-    tx.apply_plan(plan_moves({job.id: state}, [(job.id, to, fields, detail)]), fetch=False)
+    transition_read_many(tx, [(job, to, fields, detail)])
+
+
+def transition_read_many(
+    tx: Transaction,
+    moves: Sequence[tuple[Job, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]],
+) -> None:
+    """:func:`transition_read` for many jobs at once: one UPDATE per shape, one INSERT.
+
+    Example::
+
+        >>> with store.transaction() as tx:
+        ...     jobs = tx.jobs_by_id([7, 8])
+        ...     transition_read_many(tx, [(j, JobStatus.COMPLETED, {}, None) for j in jobs.values()])
+    """
+    states = {job.id: JobState(job.status, job.retries, job.prompt_id) for job, *_ in moves}
+    plan = plan_moves(states, [(job.id, to, fields, detail) for job, to, fields, detail in moves])
+    tx.apply_plan(plan, fetch=False)
 
 
 def _normal_move(

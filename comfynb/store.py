@@ -1358,51 +1358,66 @@ class Transaction:
 
     def insert_candidates(self, job: Job, images: Sequence[NewCandidate]) -> list[Candidate]:
         """Insert one candidate row per image of ``job``; returns them in order."""
-        for image in images:
+        return self.insert_candidates_many([(job, image) for image in images])
+
+    def insert_candidates_many(self, pairs: Sequence[tuple[Job, NewCandidate]]) -> list[Candidate]:
+        """Insert one candidate row per (job, image), in ONE statement; returns them in order."""
+        for _, image in pairs:
             _check_relative(image.path)
-        if not images:
+        if not pairs:
             return []
-        rows = [_candidate_values(job, image) for image in images]
+        rows = [(*_job_keys(job), *_candidate_values(job, image)) for job, image in pairs]
+        columns = (*_JOB_KEY_COLUMNS, *_NEW_CANDIDATE_COLUMNS)
         unnests = ", ".join(
             f"unnest(?::{kind}[])" + ("::JSON" if name == "params" else "")
-            for name, kind in _NEW_CANDIDATE_COLUMNS
+            for name, kind in columns
         )
-        names = ", ".join(name for name, _ in _NEW_CANDIDATE_COLUMNS)
         returned = self.fetch(
-            f"INSERT INTO candidates (job_id, run_id, step_id, parent_candidate_id, {names}) "
-            f"SELECT ?, ?, ?, ?, {unnests} RETURNING id, timezone('UTC', created_at)",
-            [
-                job.id,
-                job.run_id,
-                job.step_id,
-                job.parent_candidate_id,
-                *([row[i] for row in rows] for i in range(len(_NEW_CANDIDATE_COLUMNS))),
-            ],
+            f"INSERT INTO candidates ({', '.join(name for name, _ in columns)}) "
+            f"SELECT {unnests} RETURNING id, timezone('UTC', created_at)",
+            [[row[i] for row in rows] for i in range(len(columns))],
         )
         # built here rather than read back: a SELECT would cost another ~1 ms per job
-        return [
-            Candidate(
-                id=int(id_),
-                job_id=job.id,
-                run_id=job.run_id,
-                step_id=job.step_id,
-                parent_candidate_id=job.parent_candidate_id,
-                child_count=0,
-                node_id=row[0],
-                path=row[1],
-                sha256=row[2],
-                width=row[3],
-                height=row[4],
-                bytes=row[5],
-                seed=row[6],
-                prompt=row[7],
-                params=_from_json(row[8]) or {},
-                picked=False,
-                stars=None,
-                created_at=created_at.replace(tzinfo=UTC),
+        names = [name for name, _ in columns]
+        made = []
+        for (id_, created_at), row in zip(sorted(returned), rows, strict=True):
+            values = dict(zip(names, row, strict=True))
+            values["params"] = _from_json(values["params"]) or {}
+            made.append(
+                Candidate(
+                    **values,
+                    id=int(id_),
+                    child_count=0,
+                    picked=False,
+                    stars=None,
+                    created_at=created_at.replace(tzinfo=UTC),
+                )
             )
-            for (id_, created_at), row in zip(sorted(returned), rows, strict=True)
-        ]
+        return made
+
+    def add_child_counts(self, counts: Mapping[int, int]) -> None:
+        """Add to several candidates' ``child_count`` in one statement (``{id: n}``)."""
+        if not counts:
+            return
+        if len(counts) == 1:
+            [(candidate_id, n)] = counts.items()
+            self.add_child_count(candidate_id, n)
+            return
+        rows = self.fetch(
+            "UPDATE candidates SET child_count = child_count + m.n FROM (SELECT "
+            "unnest(?::BIGINT[]) AS id, unnest(?::INTEGER[]) AS n) m WHERE candidates.id = m.id",
+            [list(counts), list(counts.values())],
+        )
+        if rows[0][0] != len(counts):
+            found = {
+                r[0]
+                for r in self.fetch(
+                    "SELECT id FROM candidates WHERE id IN (SELECT unnest(?::BIGINT[]))",
+                    [list(counts)],
+                )
+            }
+            missing = sorted(set(counts) - found)
+            raise CandidateNotFound(missing[0] if missing else None, "its parent was deleted")
 
     def add_child_count(self, candidate_id: int, n: int) -> None:
         """Add ``n`` to a candidate's ``child_count`` (``CandidateNotFound`` if missing)."""
@@ -1447,6 +1462,18 @@ def _set_clauses(
             selects.append(f"unnest(?::{_COLUMN_TYPES[name]}[]) AS {name}")
             args.append([_param_value(name, m[2][name]) for m in members])
     return sets, selects, args
+
+
+_JOB_KEY_COLUMNS: Final = (
+    ("job_id", "BIGINT"),
+    ("run_id", "BIGINT"),
+    ("step_id", "BIGINT"),
+    ("parent_candidate_id", "BIGINT"),
+)
+
+
+def _job_keys(job: Job) -> tuple[int, int, int | None, int | None]:
+    return job.id, job.run_id, job.step_id, job.parent_candidate_id
 
 
 _NEW_CANDIDATE_COLUMNS: Final = (

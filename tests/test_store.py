@@ -33,6 +33,7 @@ from comfynb import (
     WorkflowError,
     enqueue,
     record_result,
+    record_results,
     select_next_job,
     select_next_jobs,
     transition,
@@ -443,6 +444,31 @@ def test_record_result_failures_leave_nothing_behind(store: Store) -> None:
     assert store.job(running.id).status is S.SUBMITTED
     assert store.candidate(parent).child_count == 0
     assert len(store.candidates()) == 1
+
+
+def test_record_results_completes_many_jobs_in_one_transaction(store: Store) -> None:
+    parent = completed_job(store, n=1)[0]
+    jobs = [enqueue(store, WORKFLOW, run="r", parent=parent, params={"seed": i}) for i in range(3)]
+    done_before = completed_job(store, n=1)
+    for job in jobs:
+        transition(store, job.id, S.SUBMITTED)
+    pending = enqueue(store, WORKFLOW, run="r")
+    images = {j.id: [NewCandidate("2", f"r/{j.id}_{k}.png") for k in range(j.id % 3)] for j in jobs}
+    with pytest.raises(InvalidTransition, match=f"job {pending.id} cannot move"):
+        record_results(store, {**images, pending.id: [NewCandidate("2", "r/p.png")]})
+    assert len(store.candidates()) == 2 and store.candidate(parent).child_count == 0
+    old_job = store.candidate(done_before[0]).job_id
+    made = record_results(store, {**images, old_job: [NewCandidate("2", "r/ignored.png")]})
+    assert {j: [c.path for c in cs] for j, cs in made.items() if j != old_job} == {
+        j: [i.path for i in imgs] for j, imgs in images.items()
+    }
+    assert [c.id for c in made[old_job]] == done_before  # already completed: unchanged
+    assert [store.job(j.id).status for j in jobs] == [S.COMPLETED] * 3
+    assert [c.seed for c in made[jobs[1].id]] == [1] * len(images[jobs[1].id])
+    total = sum(len(v) for v in images.values())
+    assert store.candidate(parent).child_count == total
+    assert len(store.candidates()) == 2 + total
+    assert store.events()["detail"].str.contains('"candidates"').sum() == 2 + 3
 
 
 def test_the_last_statement_failing_rolls_back_the_whole_transaction(store: Store) -> None:
