@@ -374,3 +374,24 @@ def test_status_broadcasts_on_queue_delete_and_clear(legacy_sim: Simulator) -> N
         ws.until_idle(ids[0]["prompt_id"])
     for deleted in ids[1:]:
         assert HTTP.get(f"{legacy_sim.url}/history/{deleted['prompt_id']}").json() == {}
+
+
+def test_cached_node_feeds_an_uncached_one(sim: Simulator) -> None:
+    from PIL import Image
+
+    first = trivial_prompt("plain")
+    first["1"]["inputs"]["color"] = 0x102030
+    history_of(sim, post_prompt(sim, first).json()["prompt_id"])
+    second = {
+        "1": first["1"],
+        "3": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "inv"}},
+    }
+    with recorder(sim, "c") as ws:
+        prompt_id = post_prompt(sim, second, client_id="c").json()["prompt_id"]
+        messages = ws.until_idle(prompt_id)
+    assert next(m for m in messages if m.kind == "execution_cached").data["nodes"] == ["1"]
+    assert [m.node for m in messages if m.kind == "executing"] == ["3", "2", None]
+    name = history_of(sim, prompt_id)["outputs"]["2"]["images"][0]["filename"]
+    with Image.open(sim.root / "output" / name) as image:
+        assert image.convert("RGB").getpixel((0, 0)) == (0xEF, 0xDF, 0xCF)

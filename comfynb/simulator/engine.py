@@ -356,8 +356,11 @@ class _Cached:
     ui: Json | None
 
 
-class _Stop(Exception):
-    """The prompt was abandoned by a restart: report nothing."""
+class _Stop(BaseException):
+    """The prompt was abandoned by a restart: report nothing.
+
+    A BaseException, so that node code catching ``Exception`` lets it through.
+    """
 
 
 class _Failed(Exception):
@@ -676,8 +679,11 @@ class Engine:
             self._finish(run, outcome, stop)
             return
         except _Failed as failure:
-            outcome = "error"
-            self._finish(run, outcome, failure)
+            self._finish(run, "error", failure)
+            return
+        except Exception as exc:  # a bug of the simulator: report it as ComfyUI would, go on
+            failure = _Failed(run.node_id or "", type(exc).__name__, str(exc), _traceback(exc))
+            self._finish(run, "error", failure)
             return
         self._finish(run, outcome, None)
 
