@@ -338,3 +338,9 @@ def test_stop_leaves_no_thread(tmp_path: Any) -> None:
         post_prompt(sim, trivial_prompt(), client_id="c")
         ws.until_idle()
     wait_for(lambda: set(threading.enumerate()) <= before)
+
+
+def test_shorter_node_seconds_lets_a_waiting_node_finish(sim: Simulator) -> None:
+    prompt_id = start_blocker(sim)
+    sim.configure(node_seconds=0)  # the waiting node re-decides: no interrupt, a success
+    assert history_of(sim, prompt_id)["status"]["status_str"] == "success"

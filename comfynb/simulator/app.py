@@ -156,7 +156,7 @@ class Server:
             self.version = version
             self.engine.version = version
         if node_seconds is not None:
-            self.engine.node_seconds = float(node_seconds)
+            self.engine.set_node_seconds(float(node_seconds))
         if step_seconds is not None:
             self.engine.step_seconds = float(step_seconds)
         return self.config()

@@ -682,8 +682,8 @@ class Engine:
             self._finish(run, "error", failure)
             return
         except Exception as exc:  # a bug of the simulator: report it as ComfyUI would, go on
-            failure = _Failed(run.node_id or "", type(exc).__name__, str(exc), _traceback(exc))
-            self._finish(run, "error", failure)
+            bug = _Failed(run.node_id or "", type(exc).__name__, str(exc), _traceback(exc))
+            self._finish(run, "error", bug)
             return
         self._finish(run, outcome, None)
 
@@ -752,10 +752,9 @@ class Engine:
             raise _Failed(node_id, exc.exception_type, exc.message + "\n", tb) from None
         except Exception as exc:
             raise _Failed(node_id, type(exc).__name__, str(exc), _traceback(exc)) from None
-        if self.node_seconds > 0:
-            # The node's simulated work: after ComfyUI's start-of-node interrupt check, so an
-            # interrupt takes effect at the next node (it only cuts the waiting short).
-            self._wake.wait(self.node_seconds)
+        # The node's simulated work: after ComfyUI's start-of-node interrupt check, so an
+        # interrupt takes effect at the next node (it only cuts the waiting short).
+        self._simulate_work(run)
         self._flush_progress(run)
         values = tuple(result.values)
         run.outputs[node_id] = values
@@ -772,6 +771,23 @@ class Engine:
         maximum = run.states[node_id]["max"]
         run.states[node_id] = self._node_state(run, node_id, maximum, maximum, "finished")
         self._progress_state(run)
+
+    def _simulate_work(self, run: _Run) -> None:
+        """Wait ``node_seconds``; a new ``node_seconds``, an interrupt or a restart re-decide."""
+        started = time.monotonic()
+        while True:
+            left = started + self.node_seconds - time.monotonic()
+            with self._cond:
+                if left <= 0 or self._interrupted or run.task.epoch != self._epoch:
+                    return
+                self._wake.clear()
+            self._wake.wait(left)
+
+    def set_node_seconds(self, seconds: float) -> None:
+        """Change the time per node; a node waiting now re-decides with the new value."""
+        with self._cond:
+            self.node_seconds = seconds
+            self._wake.set()
 
     def _resolve(self, run: _Run, node: Json) -> Json:
         out: Json = {}
