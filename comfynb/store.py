@@ -401,6 +401,13 @@ class Store:
         folder = Path.cwd() if memory else Path(text).resolve().parent
         outputs = Path(output_dir) if output_dir is not None else folder / "outputs"
         key = f"memory:{uuid.uuid4()}" if memory else str(Path(text).resolve())
+        if not memory and not Path(text).resolve().parent.is_dir():
+            raise InvalidInput(
+                f"the folder of {text} does not exist; create it first "
+                f"(Path({str(Path(text).resolve().parent)!r}).mkdir(parents=True))"
+            )
+        if outputs.exists() and not outputs.is_dir():
+            raise InvalidInput(f"output_dir {str(outputs)!r} is a file; pass a folder")
         try:
             con = duckdb.connect(text, config={"autoinstall_known_extensions": False})
         except duckdb.Error as exc:

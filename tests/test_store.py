@@ -173,6 +173,17 @@ def test_another_process_holding_the_file_raises_store_locked(tmp_path: Path) ->
         assert store.schema_version == len(MIGRATIONS)
 
 
+def test_bad_paths_are_refused_before_anything_is_created(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="does not exist; create it first"):
+        Store.open(tmp_path / "missing" / "lab.duckdb")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InvalidInput, match="is a file; pass a folder"):
+        Store.open(tmp_path / "lab.duckdb", output_dir=tmp_path / "afile")
+    with pytest.raises(InvalidInput, match="must be a file path"):
+        Store.open(42)  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_a_closed_store_says_so(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "lab.duckdb")
     store.close()
