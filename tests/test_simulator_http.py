@@ -558,3 +558,24 @@ def test_misc_bodies_are_json(legacy_sim: Simulator) -> None:
         response = HTTP.get(legacy_sim.url + path)
         assert response.status_code == 200 and isinstance(response.json(), dict), path
     assert json.loads(HTTP.get(f"{legacy_sim.url}/api/jobs").text)["jobs"] == []
+
+
+@pytest.mark.parametrize(
+    "key", ["/embeddings", "/models", "/models/nope", "/extensions", "/internal/files/bogus"]
+)
+def test_misc_get_routes(legacy_sim: Simulator, key: str) -> None:
+    # No frontend here: /extensions is an empty list (the captured one listed the frontend's files).
+    replay(legacy_sim, load_capture("misc_get_routes.json")[key], body=key != "/extensions")
+
+
+def test_model_lists_and_internal_files(legacy_sim: Simulator) -> None:
+    checkpoints = HTTP.get(f"{legacy_sim.url}/api/models/checkpoints").json()
+    info = HTTP.get(f"{legacy_sim.url}/object_info/CheckpointLoaderSimple").json()
+    assert checkpoints == info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+    first = post_prompt(legacy_sim, trivial_prompt("a")).json()["prompt_id"]
+    history_of(legacy_sim, first)
+    second = post_prompt(legacy_sim, trivial_prompt("b")).json()["prompt_id"]
+    history_of(legacy_sim, second)
+    files = HTTP.get(f"{legacy_sim.url}/internal/files/output").json()
+    assert files[0] == "b_00001_.png" and "a_00001_.png" in files  # newest first
+    assert HTTP.get(f"{legacy_sim.url}/api/internal/files/output").status_code == 404

@@ -52,6 +52,30 @@ Json = dict[str, Any]
 _SECRET_KEYS = ("api_key_comfy_org", "auth_token_comfy_org")
 _FOLDER_TYPES = ("input", "output", "temp")
 _MAX_UPLOAD = 104857600
+# GET /models of the captured server (folder_paths' names).
+_MODEL_FOLDERS = (
+    "checkpoints",
+    "configs",
+    "loras",
+    "vae",
+    "text_encoders",
+    "diffusion_models",
+    "clip_vision",
+    "style_models",
+    "embeddings",
+    "diffusers",
+    "vae_approx",
+    "controlnet",
+    "gligen",
+    "upscale_models",
+    "latent_upscale_models",
+    "custom_nodes",
+    "hypernetworks",
+    "photomaker",
+    "classifiers",
+    "model_patches",
+    "audio_encoders",
+)
 
 
 def _internal_error() -> web.Response:
@@ -197,11 +221,17 @@ class Server:
             ("GET", "/system_stats", self.system_stats),
             ("GET", "/features", self.features),
             ("POST", "/free", self.free),
+            ("GET", "/embeddings", self.embeddings),
+            ("GET", "/models", self.models),
+            ("GET", "/models/{folder}", self.model_files),
+            ("GET", "/extensions", self.extensions),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, "/api" + path, handler)
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
+        # /internal/* has no /api twin on the real server.
+        app.router.add_get("/internal/files/{directory_type}", self.internal_files)
         app.router.add_get("/_sim/prompts", self.sim_prompts)
         app.router.add_get("/_sim/faults", self.sim_get_faults)
         app.router.add_post("/_sim/faults", self.sim_set_faults)
@@ -609,6 +639,30 @@ class Server:
     async def free(self, request: web.Request) -> web.Response:
         await request.json()
         return _empty()
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        return web.json_response([])
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(list(_MODEL_FOLDERS))
+
+    async def model_files(self, request: web.Request) -> web.Response:
+        folder = request.match_info["folder"]
+        if folder not in _MODEL_FOLDERS:
+            return _empty(404)
+        return web.json_response(list(_specs.CHECKPOINTS) if folder == "checkpoints" else [])
+
+    async def extensions(self, request: web.Request) -> web.Response:
+        return web.json_response([])
+
+    async def internal_files(self, request: web.Request) -> web.Response:
+        kind = request.match_info["directory_type"]
+        if kind not in _FOLDER_TYPES:
+            return web.json_response({"error": "Invalid directory type"}, status=400)
+        folder = self.root / kind
+        files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+        files.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)  # newest first
+        return web.json_response([p.name for p in files])
 
     # -- /_sim ------------------------------------------------------------------------------------
 
