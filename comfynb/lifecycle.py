@@ -157,13 +157,31 @@ def _automatic_fields(state: JobState, to: JobStatus) -> dict[str, Any]:
     }
 
 
-def _check_fields(job_id: int, fields: Mapping[str, object]) -> None:
+_FIELD_KINDS: Final[Mapping[str, tuple[str, tuple[type, ...]]]] = {
+    "prompt_id": ("a string", (str,)),
+    "server": ("a URL string", (str,)),
+    "error": ("a dict", (Mapping,)),
+    "metadata": ("a dict", (Mapping,)),
+    "retries": ("an int from 0", (int,)),
+    "progress_value": ("an int from 0", (int,)),
+    "progress_max": ("an int from 0", (int,)),
+}
+
+
+def check_fields(job_id: int, fields: Mapping[str, object]) -> None:
     unknown = sorted(set(fields) - TRANSITION_FIELDS)
     if unknown:
         raise InvalidInput(
             f"transition of job {job_id} got unknown field(s) {', '.join(unknown)}; "
             f"a transition may set {', '.join(sorted(TRANSITION_FIELDS))}"
         )
+    for name, value in fields.items():
+        what, types = _FIELD_KINDS[name]
+        bad_int = isinstance(value, bool) or (isinstance(value, int) and value < 0)
+        if value is not None and (not isinstance(value, types) or bad_int):
+            raise InvalidInput(
+                f"transition of job {job_id}: {name} must be {what} or None, got {value!r}"
+            )
 
 
 def plan_moves(
@@ -188,7 +206,7 @@ def plan_moves(
         if to not in ALLOWED[state.status]:
             allowed = sorted(s.value for s in ALLOWED[state.status])
             raise InvalidTransition(job_id, state.status.value, to.value, allowed)
-        _check_fields(job_id, fields)
+        check_fields(job_id, fields)
         before, columns = plan.updates.get(job_id, (state.status, {}))
         auto = _automatic_fields(state, to)
         columns.update(auto)

@@ -54,7 +54,7 @@ from .errors import (
     StoreError,
     StoreLocked,
 )
-from .lifecycle import NOW, JobState, JobStatus, Plan
+from .lifecycle import NOW, JobState, JobStatus, Plan, check_fields
 from .models import Candidate, Job, NewCandidate, Run, Step
 
 __all__ = ["MIGRATIONS", "Migration", "Store", "Transaction", "open", "strip_secrets"]
@@ -858,6 +858,7 @@ class Store:
                 f"update_job cannot set {', '.join(unknown)}{hint}; it sets "
                 f"{', '.join(sorted(allowed))}"
             )
+        check_fields(job_id, fields)
         if not fields:
             return self.job(job_id)
         sets = ", ".join(

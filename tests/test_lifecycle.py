@@ -141,6 +141,12 @@ def test_bad_input_raises_and_changes_nothing(store: Store) -> None:
         transition(store, 999, S.SUBMITTED)
     with pytest.raises(InvalidInput, match="must be JSON"):
         transition(store, job_id, S.FAILED, error={"bad": object()})
+    with pytest.raises(InvalidInput, match="retries must be an int from 0 or None, got -1"):
+        transition(store, job_id, S.FAILED, retries=-1)
+    with pytest.raises(InvalidInput, match="error must be a dict"):
+        transition(store, job_id, S.FAILED, error="boom")
+    with pytest.raises(InvalidInput, match="prompt_id must be a string"):
+        transition(store, job_id, S.SUBMITTED, prompt_id=7)
     assert store.job(job_id) == job and event_count(store) == events
 
 

@@ -414,6 +414,8 @@ def test_update_job_never_sets_the_status(store: Store) -> None:
         store.update_job(job.id, status="running")
     with pytest.raises(JobNotInStore):
         store.update_job(555, retries=1)
+    with pytest.raises(InvalidInput, match="progress_value must be an int from 0"):
+        store.update_job(job.id, progress_value="half")
     assert store.job(job.id).status is S.PENDING
 
 
