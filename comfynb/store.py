@@ -898,6 +898,20 @@ class Store:
             raise CandidateNotFound(candidate_id, "store.candidates() lists them")
         return _candidate(rows[0])
 
+    def image_path(self, candidate: Candidate | int) -> Path:
+        """The absolute path of a candidate's image file under ``output_dir``.
+
+        Example::
+
+            >>> store.image_path(12)
+            PosixPath('/home/me/outputs/portraits/cnb_00012_.png')
+
+        Raises:
+            CandidateNotFound: no such candidate.
+        """
+        found = candidate if isinstance(candidate, Candidate) else self.candidate(candidate)
+        return self.output_dir / found.path
+
     def pick(self, candidate: Candidate | int, picked: bool = True) -> Candidate:
         """Mark a candidate as picked (or not, with ``picked=False``).
 

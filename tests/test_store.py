@@ -589,6 +589,14 @@ def test_pick_and_star_validate_and_change_only_that_candidate(store: Store) -> 
     assert frame["picked"].tolist() == [False, False] and frame["stars"].isna().all()
 
 
+def test_image_path_is_under_the_output_folder(store: Store) -> None:
+    cid = completed_job(store, n=1)[0]
+    assert store.image_path(cid) == store.output_dir / store.candidate(cid).path
+    assert store.image_path(store.candidate(cid)).is_relative_to(store.output_dir)
+    with pytest.raises(CandidateNotFound):
+        store.image_path(999)
+
+
 def test_lineage_walks_up_to_the_root(store: Store) -> None:
     root = completed_job(store, n=1)[0]
     child = completed_job(store, parent=root, n=1)[0]
