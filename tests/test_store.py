@@ -184,6 +184,54 @@ def test_bad_paths_are_refused_before_anything_is_created(tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+def test_sigkill_mid_results_leaves_whole_transactions_only(tmp_path: Path) -> None:
+    """A worker killed while completing jobs: each job has all its candidates, or none."""
+    path = tmp_path / "crash.duckdb"
+    code = textwrap.dedent(
+        f"""
+        import comfynb
+        from comfynb import NewCandidate, enqueue, record_result, transition
+        wf = {WORKFLOW!r}
+        store = comfynb.open({str(path)!r})
+        run = store.new_run("r")
+        root = enqueue(store, wf, run=run)
+        transition(store, root.id, "submitted")
+        parent = record_result(store, root.id, [NewCandidate("2", "r/root.png")])[0].id
+        jobs = [enqueue(store, wf, run=run, parent=parent).id for _ in range(300)]
+        for job_id in jobs:
+            transition(store, job_id, "submitted")
+        print("go", flush=True)
+        for job_id in jobs:
+            images = [NewCandidate("2", f"r/{{job_id}}_{{k}}.png") for k in range(4)]
+            record_result(store, job_id, images)
+            print(job_id, flush=True)
+        """
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None
+    try:
+        assert worker.stdout.readline().strip() == "go"
+        for _ in range(25):  # let it commit some, then kill it wherever it is
+            assert worker.stdout.readline().strip().isdigit()
+        worker.kill()
+        worker.wait(timeout=30)
+    finally:
+        worker.stdout.close()
+    with Store.open(path) as store:
+        jobs = store.jobs()
+        counts = store.candidates().groupby("job_id").size().to_dict()
+        completed = jobs[jobs["status"] == "completed"]["id"].tolist()
+        assert len(completed) >= 25 + 1
+        for job_id, status in zip(jobs["id"], jobs["status"], strict=True):
+            assert counts.get(job_id, 0) == (
+                (4 if job_id != 1 else 1) if status == "completed" else 0
+            )
+        parent = store.candidate(1)
+        assert parent.child_count == 4 * (len(completed) - 1)
+        events = store.events()
+        assert (events["to_status"] == "completed").sum() == len(completed)
+
+
 def test_a_closed_store_says_so(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "lab.duckdb")
     store.close()
