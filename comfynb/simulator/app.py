@@ -31,18 +31,10 @@ from PIL import Image
 
 from . import specs as _specs
 from . import validation as _validation
-from .engine import (
-    HISTORY_LIMIT,
-    Engine,
-    Hub,
-    JobQueryError,
-    Task,
-    _Socket,
-    find_job,
-    list_jobs,
-    now_ms,
-)
+from .engine import HISTORY_LIMIT, Engine, Task, now_ms
 from .faults import INTERNAL_ERROR_TEXT, Faults
+from .hub import Hub, Socket
+from .jobs import JobQueryError, find_job, list_jobs
 
 __all__ = ["Server"]
 
@@ -292,7 +284,7 @@ class Server:
         ws = web.WebSocketResponse(max_msg_size=0, compress=False)
         await ws.prepare(request)
         sid = request.query.get("clientId", "") or uuid.uuid4().hex
-        sock = _Socket(ws)
+        sock = Socket(ws)
         hub.sockets[sid] = sock  # replaces an older socket with this id: it gets nothing more
         queue_info = {"exec_info": {"queue_remaining": self._engine().queue_remaining()}}
         hub.send("status", {"status": queue_info, "sid": sid}, sid)
@@ -310,7 +302,7 @@ class Server:
                 hub.sockets.pop(sid, None)
         return ws
 
-    def _on_client_message(self, sock: _Socket, sid: str, text: str) -> None:
+    def _on_client_message(self, sock: Socket, sid: str, text: str) -> None:
         try:
             message = json.loads(text)
         except ValueError:

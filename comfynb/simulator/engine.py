@@ -1,10 +1,8 @@
-"""The simulator's engine: the queue, one executor thread, the cache, history and the WS fan-out.
+"""The simulator's engine: the queue, one executor thread, the cache and the history.
 
 Like ComfyUI's prompt worker, one thread takes the prompt with the smallest ``number`` from a
-heap, runs its nodes in dependency order and reports each step as a WebSocket message. The
-messages go to a ``Hub`` that lives on the aiohttp event loop: the executor appends them to a
-deque and wakes the loop once per batch (``call_soon_threadsafe``), so a burst of prompts costs
-few wake-ups.
+heap, runs its nodes in ComfyUI's order (skipping what the cache holds) and reports each step
+as a WebSocket message through the ``Hub`` (:mod:`.hub`).
 
 Example (what ``Simulator`` does)::
 
@@ -17,12 +15,9 @@ Example (what ``Simulator`` does)::
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import hashlib
 import heapq
 import json
-import socket
 import threading
 import time
 import traceback
@@ -33,17 +28,9 @@ from typing import Any
 
 from . import nodes as _nodes
 from .faults import Faults
+from .hub import Hub, dumps
 
-__all__ = [
-    "HISTORY_LIMIT",
-    "Engine",
-    "Hub",
-    "JobQueryError",
-    "Task",
-    "find_job",
-    "list_jobs",
-    "now_ms",
-]
+__all__ = ["HISTORY_LIMIT", "Engine", "Task", "execution_order", "now_ms", "signatures"]
 
 # ComfyUI drops the oldest entry before adding one past 10 000, so 10 001 entries stay.
 HISTORY_LIMIT = 10_000
@@ -54,10 +41,6 @@ Json = dict[str, Any]
 def now_ms() -> int:
     """Milliseconds since the epoch, ComfyUI's ``timestamp``/``create_time`` unit."""
     return int(time.time() * 1000)
-
-
-def _dumps(kind: str, data: Any) -> str:
-    return json.dumps({"type": kind, "data": data})
 
 
 @dataclass(eq=False)
@@ -79,148 +62,6 @@ class Task:
 
     def item(self) -> list[Any]:
         return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
-
-
-# ---------------------------------------------------------------------------------------------
-# The WebSocket side: sockets by client id, one publisher task that keeps the order.
-
-
-@dataclass(eq=False)
-class _Socket:
-    ws: Any  # aiohttp.web.WebSocketResponse
-    metadata: bool = False  # the client sent feature_flags supports_preview_metadata
-    dropped: bool = False  # the server closed it (restart, ws_drop fault)
-
-
-_CORK = getattr(socket, "TCP_CORK", 0)  # Linux only; elsewhere frames go out one by one
-
-
-# Frames the engine posts: ("text", target, text) | ("preview", target, progress_text|None,
-# image, fmt, metadata) | ("close_all",). target None means every socket.
-Frame = tuple[Any, ...]
-
-
-class Hub:
-    """The open sockets by client id, and one publisher that sends frames to them in order."""
-
-    def __init__(self, loop: Any) -> None:
-        self.loop = loop
-        self.sockets: dict[str, _Socket] = {}
-        self._pending: collections.deque[Frame] = collections.deque()
-        self._lock = threading.Lock()
-        self._scheduled = False
-        self._wakeup: Any = None  # asyncio.Event, made on the loop
-        self._task: Any = None
-
-    def start(self) -> None:
-        """Start the publisher; call on the event loop."""
-        import asyncio
-
-        self._wakeup = asyncio.Event()
-        self._task = self.loop.create_task(self._publish())
-
-    async def stop(self) -> None:
-        """Stop the publisher and close every socket; call on the event loop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
-        await self.close_all()
-
-    def post(self, frame: Frame) -> None:
-        """Queue a frame for sending; safe from any thread."""
-        self._pending.append(frame)
-        with self._lock:
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self.loop.call_soon_threadsafe(self._kick)
-
-    def send(self, kind: str, data: Any, target: str | None) -> None:
-        """Queue one JSON message for ``target`` (None: every socket)."""
-        self.post(("text", target, _dumps(kind, data)))
-
-    def _kick(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    async def _publish(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            with self._lock:
-                self._scheduled = False
-            corked = self._cork(True)
-            try:
-                while self._pending:
-                    await self._deliver(self._pending.popleft())
-            finally:
-                self._cork(False, corked)
-
-    def _cork(self, on: bool, socks: list[Any] | None = None) -> list[Any]:
-        """Hold back partial TCP segments while a batch is written (one push per batch).
-
-        A prompt sends ~15 small frames; without this each one is its own segment and wakes
-        the reader, which costs more than the rest of the fan-out.
-        """
-        if not _CORK:
-            return []
-        if socks is None:
-            socks = []
-            for sock in self.sockets.values():
-                transport = getattr(sock.ws, "_req", None) and sock.ws._req.transport
-                raw = transport.get_extra_info("socket") if transport is not None else None
-                if raw is not None:
-                    socks.append(raw)
-        for raw in socks:
-            with contextlib.suppress(OSError):
-                raw.setsockopt(socket.IPPROTO_TCP, _CORK, 1 if on else 0)
-        return socks
-
-    def _targets(self, target: str | None) -> list[_Socket]:
-        if target is None:
-            return list(self.sockets.values())
-        sock = self.sockets.get(target)
-        return [] if sock is None else [sock]
-
-    async def _deliver(self, frame: Frame) -> None:
-        if frame[0] == "close_all":
-            await self.close_all()
-            return
-        for sock in self._targets(frame[1]):
-            try:
-                if frame[0] == "text":
-                    await sock.ws.send_str(frame[2])
-                else:
-                    await self._send_preview(sock, frame)
-            except Exception:
-                pass
-
-    async def _send_preview(self, sock: _Socket, frame: Frame) -> None:
-        _, _, progress_text, image, fmt, metadata = frame
-        # Order as observed: metadata format sends the image before `progress`, legacy after.
-        if sock.metadata:
-            meta = json.dumps(metadata).encode()
-            header = (4).to_bytes(4, "big") + len(meta).to_bytes(4, "big")
-            await sock.ws.send_bytes(header + meta + image)
-            if progress_text is not None:
-                await sock.ws.send_str(progress_text)
-        else:
-            if progress_text is not None:
-                await sock.ws.send_str(progress_text)
-            code = 2 if fmt == "PNG" else 1
-            await sock.ws.send_bytes((1).to_bytes(4, "big") + code.to_bytes(4, "big") + image)
-
-    async def close_all(self) -> None:
-        """Close every socket (a restart, or the ws_drop fault)."""
-        socks = list(self.sockets.values())
-        self.sockets.clear()
-        for sock in socks:
-            sock.dropped = True
-        for sock in socks:
-            with contextlib.suppress(Exception):
-                await sock.ws.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,7 +453,7 @@ class Engine:
         target = run.cid
         if target is None and not broadcast:
             return
-        self.hub.post(("text", target, _dumps(kind, data)))
+        self.hub.post(("text", target, dumps(kind, data)))
 
     def _flush_progress(self, run: _Run) -> None:
         if run.pending_progress is not None:
@@ -823,7 +664,7 @@ class Engine:
                 "prompt_id": run.task.prompt_id,
                 "node": node_id,
             }
-            run.pending_progress = _dumps("progress", data)
+            run.pending_progress = dumps("progress", data)
 
         def send_preview(image: bytes, fmt: str) -> None:
             text, run.pending_progress = run.pending_progress, None
@@ -958,206 +799,3 @@ def _traceback(exc: BaseException) -> list[str]:
 
 def _fake_traceback() -> list[str]:
     return ['  File "execution.py", line 1, in execute\n    raise\n']
-
-
-# ---------------------------------------------------------------------------------------------
-# The /api/jobs view: queue items and history entries as one list of job objects (pure).
-
-
-class JobQueryError(ValueError):
-    """A bad ``/api/jobs`` query parameter; the message is the 400 body's ``error``."""
-
-
-_JOB_STATUSES = ("pending", "in_progress", "completed", "failed")
-_PREVIEWABLE = frozenset({"images", "video", "audio"})
-
-
-def _workflow_id(extra_data: Json) -> Any:
-    pnginfo = extra_data.get("extra_pnginfo")
-    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
-    return workflow.get("id") if isinstance(workflow, dict) else None
-
-
-def _pruned(job: Json) -> Json:
-    return {key: value for key, value in job.items() if value is not None}
-
-
-def _queue_job(item: list[Any], status: str, newer: bool) -> Json:
-    number, prompt_id, _, extra_data, _ = item
-    job = {
-        "id": prompt_id,
-        "status": status,
-        "priority": number,
-        "create_time": extra_data.get("create_time"),
-        "outputs_count": 0,
-        "workflow_id": _workflow_id(extra_data),
-    }
-    if newer:
-        job["previewable_outputs_count"] = 0
-    return _pruned(job)
-
-
-def _outputs_summary(outputs: Json) -> tuple[int, int, Json | None]:
-    """(count, previewable count, preview): the first output-type image, else the first preview."""
-    count = previewable = 0
-    preview: Json | None = None
-    fallback: Json | None = None
-    for node_id, node_outputs in outputs.items():
-        if not isinstance(node_outputs, dict):
-            continue
-        for media, items in node_outputs.items():
-            if media == "animated" or not isinstance(items, list):
-                continue
-            for item in items:
-                if not isinstance(item, dict):
-                    continue
-                count += 1
-                if media not in _PREVIEWABLE:
-                    continue
-                previewable += 1
-                enriched = {**item, "nodeId": node_id, "mediaType": media}
-                if preview is None and item.get("type") == "output":
-                    preview = enriched
-                elif fallback is None:
-                    fallback = enriched
-    return count, previewable, preview or fallback
-
-
-def _history_job(prompt_id: str, entry: Json, newer: bool, details: bool) -> Json:
-    number, _, prompt, extra_data, _ = entry["prompt"]
-    status = entry.get("status") or {}
-    start = end = error = None
-    for kind, data in status.get("messages", []):
-        if kind == "execution_start":
-            start = data.get("timestamp")
-        elif kind in ("execution_success", "execution_error", "execution_interrupted"):
-            end = data.get("timestamp")
-            if kind == "execution_error":
-                error = data
-    outputs = entry.get("outputs", {})
-    count, previewable, preview = _outputs_summary(outputs)
-    job = {
-        "id": prompt_id,
-        "status": "failed" if status.get("status_str") == "error" else "completed",
-        "priority": number,
-        "create_time": extra_data.get("create_time"),
-        "execution_start_time": start,
-        "execution_end_time": end,
-        "execution_error": error,
-        "outputs_count": count,
-        "preview_output": preview,
-        "workflow_id": _workflow_id(extra_data),
-    }
-    if newer:
-        job["previewable_outputs_count"] = previewable
-    job = _pruned(job)
-    if details:
-        job["outputs"] = outputs
-        job["execution_status"] = status
-        job["workflow"] = {"prompt": prompt, "extra_data": extra_data}
-    return job
-
-
-def find_job(
-    prompt_id: str,
-    running: list[list[Any]],
-    pending: list[list[Any]],
-    history: dict[str, Json],
-    *,
-    newer: bool = True,
-) -> Json | None:
-    """``GET /api/jobs/{id}``: the finished job with its details, else the queued one, else None."""
-    if prompt_id in history:
-        return _history_job(prompt_id, history[prompt_id], newer, details=True)
-    for item in running:
-        if item[1] == prompt_id:
-            return _queue_job(item, "in_progress", newer)
-    for item in pending:
-        if item[1] == prompt_id:
-            return _queue_job(item, "pending", newer)
-    return None
-
-
-def _positive_int(query: Any, name: str, default: int | None, *, minimum: int) -> int | None:
-    if name not in query:
-        return default
-    try:
-        value = int(query[name])
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise JobQueryError(
-            f"{name} must be a positive integer" if minimum > 0 else f"{name} must be non-negative"
-        )
-    return value
-
-
-def _status_filter(query: Any) -> list[str]:
-    if "status" not in query:
-        return list(_JOB_STATUSES)
-    wanted = [part.strip() for part in query["status"].split(",") if part.strip()]
-    bad = [part for part in wanted if part not in _JOB_STATUSES]
-    if bad:
-        raise JobQueryError(
-            f"Invalid status value(s): {', '.join(bad)}. Valid values: {', '.join(_JOB_STATUSES)}"
-        )
-    return wanted
-
-
-def list_jobs(
-    query: Any,
-    running: list[list[Any]],
-    pending: list[list[Any]],
-    history: dict[str, Json],
-    *,
-    newer: bool = True,
-) -> Json:
-    """``GET /api/jobs``: filter, sort (newest first by default) and page every job.
-
-    Raises:
-        JobQueryError: a bad ``status``, ``sort_by``, ``sort_order``, ``limit`` or ``offset``.
-    """
-    statuses = _status_filter(query)
-    sort_by = query.get("sort_by", "created_at")
-    if sort_by not in ("created_at", "execution_duration"):
-        raise JobQueryError("sort_by must be 'created_at' or 'execution_duration'")
-    sort_order = query.get("sort_order", "desc")
-    if sort_order not in ("asc", "desc"):
-        raise JobQueryError("sort_order must be 'asc' or 'desc'")
-    limit = _positive_int(query, "limit", None, minimum=1)
-    offset = _positive_int(query, "offset", 0, minimum=0) or 0
-    jobs: list[Json] = []
-    if "in_progress" in statuses:
-        jobs += [_queue_job(item, "in_progress", newer) for item in running]
-    if "pending" in statuses:
-        jobs += [_queue_job(item, "pending", newer) for item in pending]
-    for prompt_id, entry in history.items():
-        failed = (entry.get("status") or {}).get("status_str") == "error"
-        if ("failed" if failed else "completed") in statuses:
-            jobs.append(_history_job(prompt_id, entry, newer, details=False))
-    workflow_id = query.get("workflow_id")
-    if workflow_id:
-        jobs = [job for job in jobs if job.get("workflow_id") == workflow_id]
-    jobs.sort(key=_sort_key(sort_by), reverse=sort_order == "desc")
-    total = len(jobs)
-    page = jobs[offset:] if limit is None else jobs[offset : offset + limit]
-    return {
-        "jobs": page,
-        "pagination": {
-            "offset": offset,
-            "limit": limit,
-            "total": total,
-            "has_more": offset + len(page) < total,
-        },
-    }
-
-
-def _sort_key(sort_by: str) -> Any:
-    if sort_by == "execution_duration":
-
-        def duration(job: Json) -> float:
-            start, end = job.get("execution_start_time", 0), job.get("execution_end_time", 0)
-            return float(end - start) if start and end else 0.0
-
-        return duration
-    return lambda job: job.get("create_time", 0)
