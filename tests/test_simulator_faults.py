@@ -344,3 +344,20 @@ def test_shorter_node_seconds_lets_a_waiting_node_finish(sim: Simulator) -> None
     prompt_id = start_blocker(sim)
     sim.configure(node_seconds=0)  # the waiting node re-decides: no interrupt, a success
     assert history_of(sim, prompt_id)["status"]["status_str"] == "success"
+
+
+def test_main_serves_until_stop_is_set(tmp_path: Any) -> None:
+    import threading
+
+    from comfynb.simulator.__main__ import main
+
+    stop = threading.Event()
+    codes: list[int] = []
+    thread = threading.Thread(
+        target=lambda: codes.append(main(["--port", "0", "--root", str(tmp_path)], stop=stop))
+    )
+    thread.start()
+    wait_for(lambda: (tmp_path / "output").is_dir())
+    stop.set()
+    thread.join(timeout=20)
+    assert codes == [0]

@@ -62,11 +62,21 @@ def _stop_on_sigterm(stop: threading.Event) -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
 
 
-def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = None) -> int:
-    """Serve until Ctrl-C, SIGTERM or ``stop`` is set; return the exit status."""
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stop: threading.Event | None = None,
+    prog: str = "python -m comfynb.simulator",
+) -> int:
+    """Serve until Ctrl-C, SIGTERM or ``stop`` is set; return the exit status.
+
+    Example::
+
+        main(["--port", "8188", "--root", "sim"], prog="comfynb simulator")
+    """
     from . import Simulator
 
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         faults = _faults(args)
