@@ -284,7 +284,7 @@ class Server:
         ws = web.WebSocketResponse(max_msg_size=0, compress=False)
         await ws.prepare(request)
         sid = request.query.get("clientId", "") or uuid.uuid4().hex
-        sock = Socket(ws)
+        sock = Socket(ws, transport=request.transport)
         hub.sockets[sid] = sock  # replaces an older socket with this id: it gets nothing more
         queue_info = {"exec_info": {"queue_remaining": self._engine().queue_remaining()}}
         hub.send("status", {"status": queue_info, "sid": sid}, sid)
