@@ -395,3 +395,20 @@ def test_cached_node_feeds_an_uncached_one(sim: Simulator) -> None:
     name = history_of(sim, prompt_id)["outputs"]["2"]["images"][0]["filename"]
     with Image.open(sim.root / "output" / name) as image:
         assert image.convert("RGB").getpixel((0, 0)) == (0xEF, 0xDF, 0xCF)
+
+
+def test_large_preview_frames_arrive_whole(sim: Simulator) -> None:
+    import io
+
+    from PIL import Image
+
+    prompt = ws_save_prompt(batch=2)
+    prompt["1"]["inputs"].update(width=300, height=300)  # noisy PNGs of ~270 kB: 64-bit lengths
+    with recorder(sim, "big", metadata=True) as ws:
+        prompt_id = post_prompt(sim, prompt, client_id="big").json()["prompt_id"]
+        messages = ws.until_idle(prompt_id)
+    frames = [m.data for m in messages if m.kind == "binary:4"]
+    assert len(frames) == 2 and len(frames[0]) > 65536
+    size = int.from_bytes(frames[0][4:8], "big")
+    with Image.open(io.BytesIO(frames[0][8 + size :])) as image:
+        assert image.size == (300, 300)
