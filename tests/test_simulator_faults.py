@@ -361,3 +361,24 @@ def test_main_serves_until_stop_is_set(tmp_path: Any) -> None:
     stop.set()
     thread.join(timeout=20)
     assert codes == [0]
+
+
+def test_restart_does_not_hang_on_a_client_that_never_reads(sim: Simulator) -> None:
+    import base64
+    import os
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", sim.port)) as raw:
+        key = base64.b64encode(os.urandom(16)).decode()
+        raw.sendall(
+            (
+                f"GET /ws?clientId=mute HTTP/1.1\r\nHost: 127.0.0.1:{sim.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        assert raw.recv(12) == b"HTTP/1.1 101"
+        started = time.monotonic()
+        sim.restart()  # waits for the mute client's close reply only up to the close timeout
+        assert time.monotonic() - started < 5

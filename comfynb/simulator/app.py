@@ -281,7 +281,7 @@ class Server:
     async def ws(self, request: web.Request) -> web.StreamResponse:
         hub = self.hub
         assert hub is not None
-        ws = web.WebSocketResponse(max_msg_size=0, compress=False)
+        ws = web.WebSocketResponse(max_msg_size=0, compress=False, timeout=2.0)
         await ws.prepare(request)
         sid = request.query.get("clientId", "") or uuid.uuid4().hex
         sock = Socket(ws, transport=request.transport)

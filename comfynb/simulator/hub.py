@@ -182,6 +182,5 @@ class Hub:
         self.sockets.clear()
         for sock in socks:
             sock.dropped = True
-        for sock in socks:
-            with contextlib.suppress(Exception):
-                await sock.ws.close()
+        # Concurrently: each close waits (up to the socket's close timeout) for the client's reply.
+        await asyncio.gather(*(sock.ws.close() for sock in socks), return_exceptions=True)
