@@ -21,7 +21,7 @@ import json
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -377,14 +377,6 @@ class Engine:
             if self._running is None:
                 return None, None
             return self._running.client_id, self.last_node_id
-
-    def is_known(self, prompt_id: str) -> bool:
-        with self._cond:
-            if prompt_id in self._history:
-                return True
-            if self._running is not None and self._running.prompt_id == prompt_id:
-                return True
-            return any(entry[2].prompt_id == prompt_id for entry in self._heap)
 
     # -- history ------------------------------------------------------------------------------
 
@@ -767,11 +759,6 @@ class Engine:
             "current_outputs": list(run.outputs),
             "timestamp": now_ms(),
         }
-
-    def iter_history(self) -> Iterator[tuple[str, Json]]:
-        with self._cond:
-            items = list(self._history.items())
-        yield from items
 
 
 def _hidden_inputs(version: str, class_type: Any) -> list[str]:
