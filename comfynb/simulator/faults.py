@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import random
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +150,7 @@ class Faults:
             return HttpFault(delay=delay, error=error, reset=reset)
 
     def _hit(self, key: str) -> bool:
-        rate = self._config.get(key, 0.0)
+        rate = float(self._config.get(key, 0.0))
         return rate > 0 and self._rng.random() < rate
 
     def take_ws_drop(self) -> bool:
@@ -170,7 +171,7 @@ class Faults:
                 return None
             return HOSTILE_NAMES[kind]
 
-    def take_fail_node(self, node_ids: set[str]) -> dict[str, Any] | None:
+    def take_fail_node(self, node_ids: Collection[str]) -> dict[str, Any] | None:
         """The node failure this prompt must raise (if it has that node), consuming one use."""
         with self._lock:
             fail = self._config.get("fail_node")
