@@ -579,3 +579,29 @@ def test_model_lists_and_internal_files(legacy_sim: Simulator) -> None:
     files = HTTP.get(f"{legacy_sim.url}/internal/files/output").json()
     assert files[0] == "b_00001_.png" and "a_00001_.png" in files  # newest first
     assert HTTP.get(f"{legacy_sim.url}/api/internal/files/output").status_code == 404
+
+
+def test_history_while_running_and_interrupt_mid_node(legacy_sim: Simulator) -> None:
+    from test_simulator_ws import ksampler_prompt
+
+    legacy_sim.configure(step_seconds=0.01)
+    prompt_id = post_prompt(legacy_sim, ksampler_prompt(steps=500), client_id="c").json()[
+        "prompt_id"
+    ]
+    wait_for(lambda: HTTP.get(f"{legacy_sim.url}/queue").json()["queue_running"])
+    replay(legacy_sim, load_capture("history_while_running.json"), f"/history/{prompt_id}")
+    replay(legacy_sim, load_capture("post_interrupt.json")["targeted_running"], None)
+    HTTP.post(f"{legacy_sim.url}/interrupt", json={"prompt_id": prompt_id})
+    entry = history_of(legacy_sim, prompt_id)
+    captured = next(iter(load_capture("history_after_interrupt_mid_node.json")["body"].values()))
+    for one in (entry, captured):  # another graph than the captured one: leave the prompt out
+        one["prompt"][2] = {}
+    assert_same_shape(entry, captured)
+    interrupted = entry["status"]["messages"][-1]
+    assert interrupted[0] == "execution_interrupted" and interrupted[1]["node_type"] == "KSampler"
+
+
+def test_interrupt_when_idle_and_internal_files(legacy_sim: Simulator) -> None:
+    replay(legacy_sim, load_capture("post_interrupt_when_idle.json"))
+    upload(legacy_sim, "probe_upload.png", _png())
+    replay(legacy_sim, load_capture("internal_files_input.json"))
