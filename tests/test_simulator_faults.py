@@ -382,3 +382,14 @@ def test_restart_does_not_hang_on_a_client_that_never_reads(sim: Simulator) -> N
         started = time.monotonic()
         sim.restart()  # waits for the mute client's close reply only up to the close timeout
         assert time.monotonic() - started < 5
+
+
+def test_reset_restores_the_start_times(tmp_path: Any) -> None:
+    with Simulator(root=tmp_path, step_seconds=0.005, version="0.8.0") as sim:
+        sim.configure(node_seconds=3, step_seconds=1)
+        sim.reset()
+        assert HTTP.get(f"{sim.url}/_sim/config").json() == {
+            "node_seconds": 0.0,
+            "step_seconds": 0.005,
+            "version": "0.8.0",
+        }

@@ -147,7 +147,11 @@ class Server:
         await self.hub.close_all()
 
     async def reset(self, version: str | None = None) -> None:
-        """Empty everything a test can see: queue, history, cache, faults, prompt log, files."""
+        """Empty everything a test can see: queue, history, cache, faults, prompt log, files.
+
+        The per-node and per-step times return to the start values; the version changes only
+        when given.
+        """
         await self.restart()
         self.faults.set({})
         self.prompt_log.clear()
@@ -155,7 +159,10 @@ class Server:
         self._engine().history_limit = HISTORY_LIMIT
         for kind in _FOLDER_TYPES:
             self._clear_folder(kind)
-        self.configure(version=version, node_seconds=0.0, step_seconds=0.0)
+        # Times go back to what the server was started with (fast by default).
+        self.configure(
+            version=version, node_seconds=self._node_seconds, step_seconds=self._step_seconds
+        )
 
     def configure(
         self,
