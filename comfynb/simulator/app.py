@@ -294,10 +294,10 @@ class Server:
         sock = Socket(ws, transport=request.transport)
         hub.sockets[sid] = sock  # replaces an older socket with this id: it gets nothing more
         queue_info = {"exec_info": {"queue_remaining": self._engine().queue_remaining()}}
-        hub.send("status", {"status": queue_info, "sid": sid}, sid)
+        hub.send_now(sock, "status", {"status": queue_info, "sid": sid})
         client_id, last_node = self._engine().running_prompt()
         if client_id == sid and last_node is not None:
-            hub.send("executing", {"node": last_node}, sid)
+            hub.send_now(sock, "executing", {"node": last_node})
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -319,7 +319,7 @@ class Server:
         data = message.get("data")
         sock.metadata = isinstance(data, dict) and data.get("supports_preview_metadata") is True
         assert self.hub is not None
-        self.hub.send("feature_flags", self._features(), sid)
+        self.hub.send_now(sock, "feature_flags", self._features())
 
     # -- /prompt ----------------------------------------------------------------------------------
 

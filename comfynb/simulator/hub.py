@@ -117,6 +117,16 @@ class Hub:
         """Queue one JSON message for ``target`` (None: every socket)."""
         self.post(("text", target, dumps(kind, data)))
 
+    def send_now(self, sock: Socket, kind: str, data: Any) -> None:
+        """Write one JSON message to one socket at once, ahead of anything still queued.
+
+        ComfyUI sends the greeting ``status``, the reconnect ``executing`` and the
+        ``feature_flags`` reply this way, not through its message queue; call on the loop.
+        """
+        transport = sock.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(ws_frame(_TEXT, dumps(kind, data).encode()))
+
     def _kick(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
