@@ -605,3 +605,8 @@ def test_interrupt_when_idle_and_internal_files(legacy_sim: Simulator) -> None:
     replay(legacy_sim, load_capture("post_interrupt_when_idle.json"))
     upload(legacy_sim, "probe_upload.png", _png())
     replay(legacy_sim, load_capture("internal_files_input.json"))
+
+
+def test_unknown_path_is_a_static_404(legacy_sim: Simulator) -> None:
+    replay(legacy_sim, load_capture("misc_get_routes.json")["/no/such/route"])
+    assert HTTP.get(f"{legacy_sim.url}/").headers["content-type"].startswith("text/html")

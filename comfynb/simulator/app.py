@@ -238,6 +238,10 @@ class Server:
         app.router.add_get("/_sim/config", self.sim_get_config)
         app.router.add_post("/_sim/config", self.sim_set_config)
         app.router.add_post("/_sim/reset", self.sim_reset)
+        # The real server serves its frontend as static files at "/": an unknown path is a
+        # static 404 (empty body, application/octet-stream), not aiohttp's text 404.
+        app.router.add_get("/", self.index)
+        app.router.add_get("/{tail:.*}", self.static_not_found)
         return app
 
     @web.middleware
@@ -662,6 +666,13 @@ class Server:
         files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
         files.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)  # newest first
         return web.json_response([p.name for p in files])
+
+    async def index(self, request: web.Request) -> web.Response:
+        html = "<!doctype html><title>comfynb simulator</title><p>A simulated ComfyUI server."
+        return web.Response(text=html, content_type="text/html")
+
+    async def static_not_found(self, request: web.Request) -> web.Response:
+        return web.Response(status=404, body=b"", content_type="application/octet-stream")
 
     # -- /_sim ------------------------------------------------------------------------------------
 
