@@ -44,6 +44,13 @@ class Socket:
     metadata: bool = False  # the client sent feature_flags supports_preview_metadata
     dropped: bool = False  # the server closed it (restart, ws_drop fault)
 
+    def writable(self) -> Any:
+        """The transport to write frames to, or None once a close frame went either way."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            return None
+        return transport
+
 
 # Frames the engine posts: ("text", target, text) | ("preview", target, progress_text|None,
 # image, fmt, metadata) | ("close_all",). target None means every socket.
@@ -125,8 +132,8 @@ class Hub:
         ComfyUI sends the greeting ``status``, the reconnect ``executing`` and the
         ``feature_flags`` reply this way, not through its message queue; call on the loop.
         """
-        transport = sock.transport
-        if transport is not None and not transport.is_closing():
+        transport = sock.writable()
+        if transport is not None:
             transport.write(ws_frame(_TEXT, dumps(kind, data).encode()))
 
     def _kick(self) -> None:
@@ -166,20 +173,17 @@ class Hub:
 
     def _write(self, out: dict[int, tuple[Socket, list[bytes]]]) -> None:
         for sock, chunks in out.values():
-            transport = sock.transport
-            if chunks and transport is not None and not transport.is_closing():
+            transport = sock.writable()
+            if chunks and transport is not None:
                 transport.write(b"".join(chunks))
         out.clear()
 
     async def _drain(self, socks: Iterable[Socket]) -> None:
         """Let a socket whose client reads slowly catch up before sending it more."""
         for sock in socks:
-            transport = sock.transport
             while (
-                transport is not None
-                and not transport.is_closing()
-                and transport.get_write_buffer_size() > _HIGH_WATER
-            ):
+                transport := sock.writable()
+            ) and transport.get_write_buffer_size() > _HIGH_WATER:
                 await asyncio.sleep(0.005)
 
     def _targets(self, target: str | None) -> list[Socket]:
