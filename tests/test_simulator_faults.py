@@ -393,3 +393,14 @@ def test_reset_restores_the_start_times(tmp_path: Any) -> None:
             "step_seconds": 0.005,
             "version": "0.8.0",
         }
+
+
+def test_start_and_stop_are_idempotent(tmp_path: Any) -> None:
+    sim = Simulator(root=tmp_path, version="0.8.0")
+    assert "stopped" in repr(sim)
+    assert sim.start() is sim.start()
+    assert repr(sim) == f"<Simulator {sim.url} ComfyUI 0.8.0 running>"
+    sim.stop()
+    sim.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        sim.reset()

@@ -78,6 +78,11 @@ class Simulator:
         self._server: Any = None
         self._runner: Any = None
 
+    def __repr__(self) -> str:
+        state = "running" if self._thread is not None else "stopped"
+        version = self._server.version if self._server is not None else self._options["version"]
+        return f"<Simulator {self.url} ComfyUI {version} {state}>"
+
     @property
     def url(self) -> str:
         """The base URL, e.g. ``http://127.0.0.1:8188``."""
