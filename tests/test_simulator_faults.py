@@ -404,3 +404,24 @@ def test_start_and_stop_are_idempotent(tmp_path: Any) -> None:
     sim.stop()
     with pytest.raises(RuntimeError, match="not running"):
         sim.reset()
+
+
+def test_restart_in_the_middle_of_a_burst_leaves_a_working_server(sim: Simulator) -> None:
+    from contextlib import ExitStack
+
+    from websockets.exceptions import ConnectionClosed
+
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(recorder(sim, f"c{i}")) for i in range(4)]
+        for index in range(40):
+            post_prompt(sim, trivial_prompt(f"p{index}"), client_id=f"c{index % 4}")
+        sim.restart()
+        for ws in sockets:
+            with pytest.raises(ConnectionClosed):
+                ws.until(lambda m: False)
+    with recorder(sim, "after") as ws:
+        prompt_id = post_prompt(sim, trivial_prompt("after"), client_id="after").json()["prompt_id"]
+        ws.until_idle(prompt_id)
+    queue = HTTP.get(f"{sim.url}/queue").json()
+    assert queue == {"queue_running": [], "queue_pending": []}
+    assert len(sim.prompts()) == 41
