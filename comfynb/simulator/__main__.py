@@ -23,15 +23,32 @@ def build_parser(prog: str = "python -m comfynb.simulator") -> argparse.Argument
     from .specs import DEFAULT_VERSION, SERVER_VERSIONS
 
     parser = argparse.ArgumentParser(prog=prog, description="A simulated ComfyUI server.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8188, help="port (0: a free one)")
-    parser.add_argument("--root", default=None, help="folder for input/, output/, temp/")
+    parser.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")
     parser.add_argument(
-        "--comfyui-version", choices=SERVER_VERSIONS, default=DEFAULT_VERSION, dest="version"
+        "--port", type=int, default=8188, help="0: a free one (default: %(default)s)"
     )
-    parser.add_argument("--node-seconds", type=float, default=0.0, help="time per node")
-    parser.add_argument("--step-seconds", type=float, default=0.0, help="time per sampler step")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random faults")
+    parser.add_argument(
+        "--root", default=None, help="folder for input/, output/, temp/ (default: a temp folder)"
+    )
+    parser.add_argument(
+        "--comfyui-version",
+        choices=SERVER_VERSIONS,
+        default=DEFAULT_VERSION,
+        dest="version",
+        help="behave as this ComfyUI (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--node-seconds", type=float, default=0.0, help="simulated time per node (default: 0)"
+    )
+    parser.add_argument(
+        "--step-seconds",
+        type=float,
+        default=0.0,
+        help="simulated time per sampler step (default: 0)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random faults (default: 0)"
+    )
     parser.add_argument(
         "--faults", default=None, help='fault set as JSON, e.g. {"http_500_rate": 0.1}'
     )
