@@ -40,7 +40,18 @@ from .errors import (
     UnsafePath,
     WorkflowError,
 )
-from .jobs import enqueue, record_result, record_results, select_next_job, select_next_jobs
+from .jobs import (
+    cancel,
+    enqueue,
+    poll_job_status,
+    process_job_result,
+    record_result,
+    record_results,
+    recover,
+    select_next_job,
+    select_next_jobs,
+    submit_job,
+)
 from .lifecycle import JobStatus, transition, transition_many
 from .models import Candidate, Job, NewCandidate, Run, Step
 from .protocol import ImageRef, JobReport, PromptStatus, QueuedPrompt, RetryPolicy
@@ -91,12 +102,17 @@ __all__ = [
     "UnexpectedResponse",
     "UnsafePath",
     "WorkflowError",
+    "cancel",
     "enqueue",
     "open",
+    "poll_job_status",
+    "process_job_result",
     "record_result",
     "record_results",
+    "recover",
     "select_next_job",
     "select_next_jobs",
+    "submit_job",
     "transition",
     "transition_many",
 ]

@@ -16,19 +16,25 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import io
 import os
 import re
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from . import _crashpoints
 from .errors import CorruptImage, UnsafePath
 
 __all__ = [
     "AtomicImageWriter",
+    "ImageFacts",
     "atomic_image_file",
     "check_image",
+    "image_facts",
     "safe_output_path",
     "write_image_atomic",
 ]
@@ -113,6 +119,38 @@ def check_image(path: str | os.PathLike[str]) -> str:
         ) from exc
 
 
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the store keeps about an image file: its size on disk, digest and pixel size."""
+
+    bytes: int
+    sha256: str
+    width: int
+    height: int
+
+
+def image_facts(path: str | os.PathLike[str]) -> ImageFacts:
+    """Size, SHA-256 and pixel size of the image at ``path``.
+
+    Example::
+
+        >>> image_facts("out/trivial_00001_.png")
+        ImageFacts(bytes=178, sha256='9f2c...', width=64, height=64)
+
+    Raises:
+        CorruptImage: the file is not an image pillow can read.
+    """
+    from PIL import Image
+
+    content = Path(path).read_bytes()
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImage(f"{os.fspath(path)!r} is not an image ({exc})") from exc
+    return ImageFacts(len(content), hashlib.sha256(content).hexdigest(), width, height)
+
+
 @functools.cache
 def _file_mode() -> int:
     """The mode a plain ``open()`` would give a new file (mkstemp's temp files are 0600)."""
@@ -154,6 +192,7 @@ class AtomicImageWriter:
     def write(self, data: bytes) -> None:
         """Append ``data``."""
         self._file.write(data)
+        _crashpoints.reached("download.write")  # the crash test's "middle of a download"
 
     def commit(self) -> Path:
         """Check, sync and rename onto ``target``; the target path."""

@@ -1,33 +1,79 @@
-"""Job functions a notebook cell calls: queue a prompt, claim the next one, record its images.
+"""Job functions a notebook cell calls: queue a prompt, send it, follow it, collect its images.
+
+Each function does one step of a job's life and can be called on its own; a worker is these
+functions in a loop (``select_next_job``, ``submit_job``, ``poll_job_status``), and ``recover``
+puts a store and a server back in agreement after a crash.
 
 Example::
 
     >>> import comfynb
     >>> store = comfynb.open("lab.duckdb")
     >>> job = comfynb.enqueue(store, workflow, run="portraits", params={"seed": 42})
-    >>> comfynb.select_next_job(store).id == job.id
-    True
+    >>> with comfynb.Client("http://127.0.0.1:8188") as client:
+    ...     job = comfynb.submit_job(store, client, job)
+    ...     while not job.status.is_terminal:
+    ...         job = comfynb.poll_job_status(store, client, job)
+    >>> job.status.value, len(store.candidates(job=job))
+    ('completed', 1)
+
+Decisions (see README.md, "The store"):
+
+* ``completed`` always means "every image recorded": polling a job the server finished calls
+  ``process_job_result``, which downloads the images and completes the job with its candidates
+  in ONE transaction.
+* A job the server reports interrupted that ``cancel`` did not stop (someone pressed Cancel in
+  ComfyUI) is ``failed`` with ``error.type == "Interrupted"``; ``cancel`` itself moves the job
+  to ``cancelled`` before the server reports anything.
+* Image files go to ``<output_dir>/run-<run id>/job-<job id>/<type>/<subfolder>/<file name>``:
+  server file names repeat (counters restart, several servers), so each job has its folder.
+* Secrets go in ``extra_data`` to ``submit_job`` and ``recover``; they are posted, never stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidInput, WorkflowError
-from .lifecycle import JobStatus, check_move, transition_read_many
+from . import _crashpoints
+from .errors import (
+    CorruptImage,
+    InvalidInput,
+    InvalidTransition,
+    JobNotFound,
+    OutputError,
+    PromptRejected,
+    ServerFailed,
+    ServerTimeout,
+    ServerUnreachable,
+    UnsafePath,
+    WorkflowError,
+)
+from .lifecycle import JobStatus, check_move, transition, transition_read_many
 from .models import Candidate, Job, NewCandidate, Run, Step
+from .protocol import ImageRef, JobReport, PromptStatus, RetryPolicy, new_prompt_id
 
 if TYPE_CHECKING:
+    from .client import Client
     from .store import Store
 
 __all__ = [
+    "DOWNLOAD_ATTEMPTS",
+    "Recovery",
+    "cancel",
     "check_workflow",
     "enqueue",
+    "poll_job_status",
+    "process_job_result",
     "record_result",
     "record_results",
+    "recover",
     "select_next_job",
     "select_next_jobs",
+    "submit_job",
 ]
 
 _UI_HINT = (
@@ -211,7 +257,7 @@ def select_next_job(store: Store, *, server: str | None = None) -> Job | None:
 
         >>> job = select_next_job(store, server="http://127.0.0.1:8188")
         >>> job.status.value, len(job.prompt_id)
-        ('pending', 32)
+        ('pending', 36)
 
     Args:
         store: the open store.
@@ -314,4 +360,547 @@ def record_results(
                 for job in todo
             ],
         )
+        _crashpoints.reached("result.transaction")  # the crash test kills a worker here
     return {i: done[i] if i in done else by_job[i] for i in ids}
+
+
+# --------------------------------------------------------------------------- talking to a server
+
+#: Attempts at downloading one image that arrives truncated or undecodable before the job fails
+#: with ``CorruptImage`` (a cut connection or a proxy hiccup is usually gone on the next try).
+DOWNLOAD_ATTEMPTS = 3
+
+_TRANSIENT = (ServerUnreachable, ServerTimeout, ServerFailed)
+_IMAGE_TYPES = frozenset({"output", "temp", "input"})
+# the workflow inputs a candidate's seed and prompt text are read from when params lack them
+_SEED_INPUTS = ("seed", "noise_seed")
+
+
+def _load(store: Store, job: Job | int) -> Job:
+    """The job as stored now (a ``Job`` passed in may be stale)."""
+    return store.job(job.id if isinstance(job, Job) else job)
+
+
+def _check_server(job: Job, client: Client) -> None:
+    if job.server is not None and job.server != client.url:
+        raise InvalidInput(
+            f"job {job.id} belongs to server {job.server}, not {client.url}; use a client "
+            f"for that server: comfynb.Client({job.server!r})"
+        )
+
+
+def _arrived(client: Client, prompt_id: str) -> JobReport | None:
+    """The server's report of ``prompt_id``, or None if it never saw it."""
+    try:
+        return client.job(prompt_id)
+    except JobNotFound:
+        return None
+
+
+def _error(exc: BaseException, **extra: Any) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": str(exc), **extra}
+
+
+def submit_job(
+    store: Store,
+    client: Client,
+    job: Job | int,
+    *,
+    extra_data: Mapping[str, Any] | None = None,
+) -> Job:
+    """Send a pending job to the server; it becomes ``submitted`` (or ``failed`` if refused).
+
+    The prompt_id is recorded in the store before the POST (a claimed job already has one), so
+    after a crash ``recover`` finds the job by it. A job that already had a prompt_id may have
+    been posted before (a crash, an interrupted cell): the server is asked first, and a prompt
+    it has is recorded as submitted, never posted again. Transient faults (unreachable,
+    timeout, 5xx, after the client's own retries) are retried here with backoff and counted in
+    ``retries``, reusing the same prompt_id; after ``max_retries`` the job fails. A rejected
+    prompt fails at once with ComfyUI's node errors in ``error``.
+
+    Example::
+
+        >>> job = submit_job(store, client, job, extra_data={"api_key_comfy_org": key})
+        >>> job.status.value, job.server
+        ('submitted', 'http://127.0.0.1:8188')
+
+    Args:
+        store: the open store.
+        client: the server to send it to (a job pinned to another server is refused).
+        job: a pending job (or its id).
+        extra_data: ComfyUI's ``extra_data``, API keys included: posted, never stored.
+
+    Returns:
+        The job as stored afterwards: ``submitted``, or ``failed`` with ``error``.
+
+    Raises:
+        InvalidTransition: the job is not pending.
+        InvalidInput: the job is pinned to another server.
+        UnexpectedResponse: the server answered something unreadable (the job stays pending).
+    """
+    current = _load(store, job)
+    if current.status is not JobStatus.PENDING:
+        check_move(current, JobStatus.SUBMITTED)  # raises, naming the status
+    _check_server(current, client)
+    maybe_posted = current.prompt_id is not None
+    if current.prompt_id is None:
+        current = store.record_intent(current.id, prompt_id=new_prompt_id(), server=client.url)
+    prompt_id = current.prompt_id
+    assert prompt_id is not None
+    delays = RetryPolicy(
+        attempts=current.max_retries + 1,
+        base=client.retry.base,
+        max_delay=client.retry.max_delay,
+        seed=client.retry.seed,
+    ).delays()
+    while True:
+        try:
+            if maybe_posted and (report := _arrived(client, prompt_id)) is not None:
+                return _mark_submitted(
+                    store, client, current.id, {"found_on_server": report.status.value}
+                )
+            _crashpoints.reached("submit.before_post")
+            maybe_posted = True
+            queued = client.queue_prompt(
+                current.workflow, prompt_id=prompt_id, extra_data=extra_data
+            )
+            _crashpoints.reached("submit.after_post")
+            detail: dict[str, Any] = {"number": queued.number}
+            if queued.node_errors:  # accepted, but only the valid outputs will run
+                detail["problems"] = queued.problems
+            return _mark_submitted(store, client, current.id, detail)
+        except PromptRejected as exc:
+            error = _error(exc, error_type=exc.error_type, node_errors=exc.node_errors)
+            return transition(store, current.id, JobStatus.FAILED, error=error)
+        except _TRANSIENT as exc:
+            current = store.job(current.id)
+            delay = next(delays, None)
+            if delay is None or current.retries >= current.max_retries:
+                return transition(store, current.id, JobStatus.FAILED, error=_error(exc))
+            current = store.update_job(current.id, retries=current.retries + 1, error=_error(exc))
+            time.sleep(delay)
+
+
+def _mark_submitted(store: Store, client: Client, job_id: int, detail: dict[str, Any]) -> Job:
+    try:
+        return transition(
+            store, job_id, JobStatus.SUBMITTED, server=client.url, error=None, detail=detail
+        )
+    except InvalidTransition:
+        # cancelled while the POST was on its way: take the prompt back off the server
+        job = store.job(job_id)
+        if job.status is JobStatus.CANCELLED and job.prompt_id is not None:
+            _withdraw(client, job.prompt_id)
+            return job
+        raise
+
+
+def _withdraw(client: Client, prompt_id: str) -> None:
+    # delete first, then interrupt: a prompt that starts in between is caught by the interrupt
+    client.delete_from_queue([prompt_id])
+    client.interrupt(prompt_id)
+
+
+def poll_job_status(store: Store, client: Client, job: Job | int) -> Job:
+    """Ask the server about a submitted or running job and move it along.
+
+    Running on the server -> ``running``; finished -> ``process_job_result`` collects the images
+    and completes the job with them; failed -> ``failed`` with the server's error (exception
+    type, message, node id and type, traceback) in ``error``; interrupted by someone else ->
+    ``failed`` with ``error["type"] == "Interrupted"``. A job the server does not know (it
+    restarted, or its queue was cleared) goes back to ``pending`` with a fresh prompt_id on
+    the next claim, counted in ``retries``; once ``max_retries`` is used up it fails instead.
+    Jobs in any other status are returned unchanged.
+
+    Example::
+
+        >>> job = submit_job(store, client, job)
+        >>> while not job.status.is_terminal:
+        ...     job = poll_job_status(store, client, job)
+        >>> job.status.value
+        'completed'
+
+    Returns:
+        The job as stored afterwards.
+
+    Raises:
+        ServerUnreachable, ServerTimeout, ServerFailed: the server did not answer; the job is
+            unchanged, poll again later.
+    """
+    current = _load(store, job)
+    if current.status not in (JobStatus.SUBMITTED, JobStatus.RUNNING):
+        return current
+    assert current.prompt_id is not None
+    _check_server(current, client)
+    try:
+        report = client.job(current.prompt_id)
+    except JobNotFound as exc:
+        return _forgotten(store, current, exc)
+    if report.status is PromptStatus.COMPLETED:
+        return process_job_result(store, client, current, report=report)
+    return _apply_report(store, current, report)
+
+
+def _forgotten(store: Store, job: Job, exc: JobNotFound) -> Job:
+    if job.retries >= job.max_retries:
+        return transition(store, job.id, JobStatus.FAILED, error=_error(exc))
+    return transition(
+        store, job.id, JobStatus.PENDING, detail={"reason": "the server does not know the prompt"}
+    )
+
+
+def _apply_report(store: Store, job: Job, report: JobReport) -> Job:
+    """Move ``job`` as a report that is not ``completed`` says."""
+    if report.status is PromptStatus.RUNNING and job.status is JobStatus.SUBMITTED:
+        return transition(store, job.id, JobStatus.RUNNING)
+    if report.status is PromptStatus.FAILED:
+        failure = report.error
+        error: dict[str, Any] = {
+            "type": "ExecutionError",
+            "message": "the server reports an error",
+        }
+        if failure is not None:
+            error = {
+                "type": "ExecutionError",
+                "exception_type": failure.exception_type,
+                "message": failure.message.strip(),
+                "node_id": failure.node_id,
+                "node_type": failure.node_type,
+                "traceback": list(failure.traceback),
+            }
+        detail = {"outputs_listed": len(report.outputs)} if report.outputs else None
+        return transition(store, job.id, JobStatus.FAILED, error=error, detail=detail)
+    if report.status is PromptStatus.INTERRUPTED:
+        where = f" at node {report.interrupted_at}" if report.interrupted_at else ""
+        stopped: dict[str, Any] = {
+            "type": "Interrupted",
+            "message": f"interrupted on the server{where}, not by comfynb.cancel; "
+            "enqueue the workflow again to run it",
+            "node_id": report.interrupted_at,
+        }
+        return transition(store, job.id, JobStatus.FAILED, error=stopped)
+    return job  # pending, still running, or a state this client cannot read
+
+
+def process_job_result(
+    store: Store, client: Client, job: Job | int, *, report: JobReport | None = None
+) -> Job:
+    """Download every image of a finished job and complete it with its candidates.
+
+    Every output node, every batch element, ``output`` and ``temp`` images go under the store's
+    output folder (one folder per job); each file is checked to decode and renamed into place
+    whole. Then ONE transaction creates a candidate per image (size, bytes, sha256, seed, prompt
+    text, params), adds to the parent candidate's ``child_count`` and completes the job.
+    Calling it again on a completed job changes nothing.
+
+    A server file name that would escape the output folder (``UnsafePath``), or an image that is
+    still corrupt after ``DOWNLOAD_ATTEMPTS`` downloads (``CorruptImage``), fails the job with
+    that in ``error``; no candidate is written and the job's files are removed. A fully cached
+    re-run that an older ComfyUI reports with no outputs (the fact sheet's quirk 2) takes the
+    images of the latest earlier run of the same prompt in the server's history; without one,
+    the job fails with ``error["type"] == "OutputsNotListed"`` rather than completing with none.
+
+    Example::
+
+        >>> job = process_job_result(store, client, job)
+        >>> job.status.value, store.candidates(job=job)[["node_id", "width", "height"]]
+        ('completed',   node_id  width  height
+        0       9    512     512)
+
+    Args:
+        report: the server's report, when the caller already has it (``poll_job_status``).
+
+    Returns:
+        The job as stored afterwards; if the server has not finished it, it is moved as
+        ``poll_job_status`` would.
+
+    Raises:
+        InvalidTransition: the job is pending, failed or cancelled.
+        ServerUnreachable, ServerTimeout, ServerFailed: the server did not answer; the job
+            is unchanged and no file of it is left, call it again later.
+    """
+    current = _load(store, job)
+    if current.status is JobStatus.COMPLETED:
+        return current
+    check_move(current, JobStatus.COMPLETED)
+    assert current.prompt_id is not None
+    if report is None:
+        try:
+            report = client.job(current.prompt_id)
+        except JobNotFound as exc:
+            return _forgotten(store, current, exc)
+    if report.status is not PromptStatus.COMPLETED:
+        return _apply_report(store, current, report)
+    refs: Sequence[ImageRef] = report.outputs
+    detail: dict[str, Any] = {}
+    if not refs:
+        refs, detail = _unlisted_outputs(client, current)
+        if detail.get("type") == "OutputsNotListed":
+            return transition(store, current.id, JobStatus.FAILED, error=detail)
+    written: list[Path] = []
+    with _removed_on_failure(store, current, written):
+        try:
+            images = [_download(store, client, current, ref, written) for ref in refs]
+        except OutputError as exc:
+            _remove_files(store, current, written)
+            return transition(store, current.id, JobStatus.FAILED, error=_error(exc))
+        try:
+            record_result(store, current.id, images, detail=detail or None)
+        except InvalidTransition:
+            _remove_files(store, current, written)  # cancelled meanwhile: no candidate, no file
+            return store.job(current.id)
+    return store.job(current.id)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(store: Store, job: Job, written: list[Path]) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        _remove_files(store, job, written)
+        raise
+
+
+def _job_folder(store: Store, job: Job) -> Path:
+    """The folder of a job's image files under the store's output folder."""
+    return store.output_dir / f"run-{job.run_id}" / f"job-{job.id}"
+
+
+def _download(
+    store: Store, client: Client, job: Job, ref: ImageRef, written: list[Path]
+) -> NewCandidate:
+    from .files import image_facts
+
+    if ref.type not in _IMAGE_TYPES:
+        raise UnsafePath(
+            f"the server named an image type {ref.type!r}; expected one of "
+            f"{', '.join(sorted(_IMAGE_TYPES))}. Refusing to download it"
+        )
+    dest = _job_folder(store, job) / ref.type
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        try:
+            path = client.download(ref, dest)
+            break
+        except CorruptImage:
+            if attempt == DOWNLOAD_ATTEMPTS:
+                raise
+    written.append(path)
+    facts = image_facts(path)
+    return NewCandidate(
+        node_id=ref.node_id or "",
+        path=path.relative_to(store.output_dir).as_posix(),
+        sha256=facts.sha256,
+        width=facts.width,
+        height=facts.height,
+        bytes=facts.bytes,
+        seed=_seed_of(job),
+        prompt=_prompt_of(job),
+    )
+
+
+def _remove_files(store: Store, job: Job, paths: Sequence[Path]) -> None:
+    """Remove files of ``job`` that no candidate will point to, and its emptied folders."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+    top = _job_folder(store, job)
+    folders = sorted({p.parent for p in paths}, key=lambda p: len(p.parts), reverse=True)
+    for folder in folders:
+        while folder.is_relative_to(top):
+            with contextlib.suppress(OSError):  # not empty: another image of the job stays
+                folder.rmdir()
+            if folder == top:
+                break
+            folder = folder.parent
+
+
+def _seed_of(job: Job) -> int | None:
+    """The job's seed: ``params["seed"]``, else the workflow's one seed input (if only one)."""
+    seed = job.params.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
+        return seed
+    seeds = {
+        value
+        for node in job.workflow.values()
+        for name, value in node.get("inputs", {}).items()
+        if name in _SEED_INPUTS and isinstance(value, int) and not isinstance(value, bool)
+    }
+    return seeds.pop() if len(seeds) == 1 and min(seeds) >= 0 else None
+
+
+def _prompt_of(job: Job) -> str | None:
+    """``params["prompt"]``, else the text of the node linked as a sampler's ``positive``."""
+    prompt = job.params.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    for node in job.workflow.values():
+        link = node.get("inputs", {}).get("positive")
+        if isinstance(link, list) and link and link[0] in job.workflow:
+            text = job.workflow[link[0]].get("inputs", {}).get("text")
+            if isinstance(text, str):
+                return text
+    return None
+
+
+def _unlisted_outputs(client: Client, job: Job) -> tuple[Sequence[ImageRef], dict[str, Any]]:
+    """Images of a completed job whose report lists none, and the event detail saying whence.
+
+    An older ComfyUI lists no outputs for a fully cached re-run posted without a client_id
+    (quirk 2). comfynb always sends one, but a proxy may drop it: the images are then those of
+    the latest earlier run of the same prompt, found in the server's history. A job that was not
+    fully cached really made no image files (e.g. only ``SaveImageWebsocket``): no images.
+    """
+    assert job.prompt_id is not None
+    history = client.history()
+    ours = history.get(job.prompt_id)
+    if ours is None:
+        return (), {"note": "the server listed no image outputs"}
+    cached = {
+        n
+        for kind, data in ours.messages
+        if kind == "execution_cached"
+        for n in data.get("nodes", [])
+    }
+    if not set(ours.prompt) <= {str(n) for n in cached}:
+        return (), {"note": "the server listed no image outputs"}
+    earlier = None
+    for prompt_id, entry in history.items():
+        if prompt_id == job.prompt_id:
+            break
+        if entry.prompt == ours.prompt and entry.report.outputs:
+            earlier = entry
+    if earlier is None:
+        return (), {
+            "type": "OutputsNotListed",
+            "message": "the server ran this prompt from its cache and listed no images (an "
+            "older ComfyUI reached without a client_id), and its history has no earlier run "
+            "of the same prompt to take them from; enqueue it again with one input changed "
+            "(e.g. the seed)",
+        }
+    return earlier.report.outputs, {"outputs_from": earlier.prompt_id}
+
+
+def cancel(store: Store, job: Job | int, client: Client | None = None) -> Job:
+    """Cancel a job: a pending one at once; a submitted or running one on its server first.
+
+    A submitted or running job is deleted from the server's queue and interrupted by its
+    prompt_id (only if it is the one running), then ``cancelled``. Cancelling a cancelled job
+    changes nothing.
+
+    Example::
+
+        >>> cancel(store, job).status.value                       # pending
+        'cancelled'
+        >>> cancel(store, running_job, client=client).status.value
+        'cancelled'
+
+    Args:
+        client: the job's server; needed for submitted and running jobs.
+
+    Raises:
+        InvalidTransition: the job is completed or failed.
+        InvalidInput: a submitted or running job and no client (or one for another server).
+    """
+    current = _load(store, job)
+    if current.status is JobStatus.CANCELLED:
+        return current
+    check_move(current, JobStatus.CANCELLED)
+    detail: dict[str, Any] = {"by": "comfynb.cancel"}
+    on_server = current.status in (JobStatus.SUBMITTED, JobStatus.RUNNING)
+    if client is None and on_server:
+        raise InvalidInput(
+            f"job {current.id} is {current.status.value} on {current.server}; pass its client "
+            "to take it off that server: cancel(store, job, client=client)"
+        )
+    if client is not None and current.prompt_id is not None:
+        _check_server(current, client)
+        _withdraw(client, current.prompt_id)
+        detail["withdrawn_from"] = client.url
+    return transition(store, current.id, JobStatus.CANCELLED, detail=detail)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What ``recover`` did, as job ids per outcome.
+
+    ``adopted``: posted before the crash, found on the server, now recorded as submitted;
+    ``posted``: never reached the server, posted now (once); ``requeued``: the server forgot
+    them, back to pending; ``completed``/``failed``: finished now; ``in_progress``: still
+    queued or running on the server; ``skipped``: jobs of another server;
+    ``partial_files``: temporary download files removed.
+    """
+
+    adopted: tuple[int, ...] = ()
+    posted: tuple[int, ...] = ()
+    requeued: tuple[int, ...] = ()
+    completed: tuple[int, ...] = ()
+    failed: tuple[int, ...] = ()
+    in_progress: tuple[int, ...] = ()
+    skipped: tuple[int, ...] = ()
+    partial_files: tuple[Path, ...] = ()
+
+
+def recover(
+    store: Store, client: Client, *, extra_data: Mapping[str, Any] | None = None
+) -> Recovery:
+    """After a crash, bring every job caught between states in line with the server.
+
+    A worker calls it when it starts, before it claims anything. For each job that is
+    submitted, running, or pending with a prompt_id (claimed, maybe posted): a prompt_id the
+    server has (queued, running or in its history) is recorded as submitted and never posted
+    again; one the server never saw is posted, once; finished ones are processed (images
+    downloaded, candidates recorded) or failed; ones the server forgot go back to pending.
+    Temporary files of interrupted downloads are removed from the output folder, and files of
+    unfinished jobs that no candidate points to.
+
+    Example::
+
+        >>> summary = recover(store, client)
+        >>> summary.adopted, summary.posted, summary.completed
+        ((41,), (42,), (38, 39, 40, 41))
+
+    Args:
+        extra_data: as for ``submit_job``, for the prompts that must be posted now.
+
+    Raises:
+        ServerUnreachable, ServerTimeout, ServerFailed: the server did not answer; what was
+            reconciled so far stays, call it again.
+    """
+    partial = tuple(path for path in store.output_dir.rglob(".*.part") if path.is_file())
+    for path in partial:
+        path.unlink(missing_ok=True)
+    outcomes: dict[str, list[int]] = {name: [] for name in Recovery.__dataclass_fields__}
+    for job in store.unsettled_jobs():
+        if job.server not in (None, client.url):
+            outcomes["skipped"].append(job.id)
+            continue
+        after = job
+        if job.status is JobStatus.PENDING:
+            assert job.prompt_id is not None
+            seen = _arrived(client, job.prompt_id) is not None
+            after = submit_job(store, client, job, extra_data=extra_data)
+            if after.status is JobStatus.SUBMITTED:
+                outcomes["adopted" if seen else "posted"].append(job.id)
+        after = poll_job_status(store, client, after)
+        if after.status is JobStatus.PENDING and job.status is not JobStatus.PENDING:
+            outcomes["requeued"].append(job.id)
+        elif after.status is JobStatus.COMPLETED:
+            outcomes["completed"].append(job.id)
+        elif after.status is JobStatus.FAILED:
+            outcomes["failed"].append(job.id)
+        elif after.status in (JobStatus.SUBMITTED, JobStatus.RUNNING):
+            outcomes["in_progress"].append(job.id)
+        _remove_strays(store, after)
+    fields: dict[str, Any] = {name: tuple(ids) for name, ids in outcomes.items()}
+    fields["partial_files"] = partial
+    return Recovery(**fields)
+
+
+def _remove_strays(store: Store, job: Job) -> None:
+    """Remove files in a job's folder that none of its candidates points to."""
+    top = _job_folder(store, job)
+    if not top.is_dir():
+        return
+    with store.transaction() as tx:
+        kept = {store.output_dir / c.path for c in tx.candidates_of(job.id)}
+    strays = [p for p in top.rglob("*") if p.is_file() and p not in kept]
+    _remove_files(store, job, strays)

@@ -759,7 +759,7 @@ class Store:
             "AND (?::VARCHAR IS NULL OR j.server IS NULL OR j.server = ?) "
             "ORDER BY j.priority DESC, r.last_claim ASC NULLS FIRST, j.id LIMIT 1) "
             f"RETURNING {JOB_SELECT}",
-            [uuid.uuid4().hex, server, server, server],
+            [str(uuid.uuid4()), server, server, server],
         )
         return _job(rows[0]) if rows else None
 
@@ -801,7 +801,7 @@ class Store:
                 "claimed_at = now() + to_microseconds(m.turn) FROM (SELECT unnest(?::BIGINT[]) "
                 "AS id, unnest(?::VARCHAR[]) AS prompt_id, unnest(?::BIGINT[]) AS turn) m "
                 "WHERE jobs.id = m.id",
-                [server, ids, [uuid.uuid4().hex for _ in ids], list(range(len(ids)))],
+                [server, ids, [str(uuid.uuid4()) for _ in ids], list(range(len(ids)))],
             )
             jobs = Transaction(self).jobs_by_id(ids)
         return [jobs[i] for i in ids]

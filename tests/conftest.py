@@ -21,6 +21,7 @@ from comfynb.client import AsyncClient, Client, RetryPolicy
 
 if TYPE_CHECKING:
     from comfynb.simulator import Simulator
+    from comfynb.store import Store
 
 SHARED = (
     Path(os.environ.get("COMFYNB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -57,6 +58,15 @@ def legacy_sim(_sim_server: Simulator) -> Simulator:
     """The same simulator switched to the older captured ComfyUI (0.8.0), reset to empty."""
     _sim_server.reset(version="0.8.0")
     return _sim_server
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A real store: a DuckDB file and an output folder under tmp_path."""
+    from comfynb.store import Store
+
+    with Store.open(tmp_path / "lab.duckdb", output_dir=tmp_path / "outputs") as opened:
+        yield opened
 
 
 def trivial_prompt(prefix: str = "trivial", size: int = 64) -> dict[str, Any]:
