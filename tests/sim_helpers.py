@@ -77,11 +77,12 @@ def capture_frames(
 
 def assert_same_messages(got: list[Message], frames: list[dict[str, Any]]) -> None:
     """Same types in the same order, and each text message's data of the captured shape."""
-    assert [m.kind for m in got] == [frame_type(f) for f in frames]
+    kinds, expected = [m.kind for m in got], [frame_type(f) for f in frames]
+    assert kinds == expected, f"message types\n  got      {kinds}\n  captured {expected}"
     for message, frame in zip(got, frames, strict=True):
         if frame.get("frame") == "text":
             differences = shape_diff(shape(message.data), shape(frame["msg"]["data"]))
-            assert not differences, (message.kind, differences)
+            assert not differences, f"{message.kind}: {differences}"
 
 
 def capture_prompt(name: str, key: str | None = None) -> dict[str, Any]:

@@ -212,7 +212,14 @@ def test_prompt_log_counts_posts_of_each_prompt_id(legacy_sim: Simulator) -> Non
 
 def test_config_route(sim: Simulator) -> None:
     config = HTTP.post(f"{sim.url}/_sim/config", json={"node_seconds": 0.5}).json()
-    assert config == {"node_seconds": 0.5, "step_seconds": 0.0, "version": "0.33.0"}
+    assert config == {
+        "node_seconds": 0.5,
+        "node_seconds_by_id": {},
+        "step_seconds": 0.0,
+        "version": "0.33.0",
+    }
+    held = HTTP.post(f"{sim.url}/_sim/config", json={"node_seconds_by_id": {"3": 9}}).json()
+    assert held["node_seconds_by_id"] == {"3": 9.0} and held["node_seconds"] == 0.5
     assert HTTP.post(f"{sim.url}/_sim/config", json={"version": "9"}).status_code == 400
     assert HTTP.post(f"{sim.url}/_sim/config", json={"speed": 1}).status_code == 400
 
@@ -390,6 +397,7 @@ def test_reset_restores_the_start_times(tmp_path: Any) -> None:
         sim.reset()
         assert HTTP.get(f"{sim.url}/_sim/config").json() == {
             "node_seconds": 0.0,
+            "node_seconds_by_id": {},
             "step_seconds": 0.005,
             "version": "0.8.0",
         }

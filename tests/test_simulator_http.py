@@ -20,6 +20,7 @@ from sim_helpers import (
     capture_prompt,
     history_of,
     post_prompt,
+    recorder,
     release,
     start_blocker,
     wait_for,
@@ -585,13 +586,14 @@ def test_history_while_running_and_interrupt_mid_node(legacy_sim: Simulator) -> 
     from test_simulator_ws import ksampler_prompt
 
     legacy_sim.configure(step_seconds=0.01)
-    prompt_id = post_prompt(legacy_sim, ksampler_prompt(steps=500), client_id="c").json()[
-        "prompt_id"
-    ]
-    wait_for(lambda: HTTP.get(f"{legacy_sim.url}/queue").json()["queue_running"])
-    replay(legacy_sim, load_capture("history_while_running.json"), f"/history/{prompt_id}")
-    replay(legacy_sim, load_capture("post_interrupt.json")["targeted_running"], None)
-    HTTP.post(f"{legacy_sim.url}/interrupt", json={"prompt_id": prompt_id})
+    with recorder(legacy_sim, "c") as ws:
+        response = post_prompt(legacy_sim, ksampler_prompt(steps=500), client_id="c")
+        prompt_id = response.json()["prompt_id"]
+        ws.until(lambda m: m.kind == "progress")  # the sampler is ticking
+        replay(legacy_sim, load_capture("history_while_running.json"), f"/history/{prompt_id}")
+        replay(legacy_sim, load_capture("post_interrupt.json")["targeted_running"], None)
+        HTTP.post(f"{legacy_sim.url}/interrupt", json={"prompt_id": prompt_id})
+        ws.until_idle(prompt_id)
     entry = history_of(legacy_sim, prompt_id)
     captured = next(iter(load_capture("history_after_interrupt_mid_node.json")["body"].values()))
     for one in (entry, captured):  # another graph than the captured one: leave the prompt out

@@ -129,7 +129,7 @@ def test_error_after_one_output_keeps_that_output(legacy_sim: Simulator) -> None
 
 
 def test_interrupt_takes_effect_at_next_node(legacy_sim: Simulator) -> None:
-    legacy_sim.configure(node_seconds=0.2)
+    legacy_sim.configure(node_seconds_by_id={"3": 30})  # node 3 runs until interrupted
     with recorder(legacy_sim, "cap-interrupt") as ws:
         response = post_prompt(legacy_sim, small_slow_blur(), client_id="cap-interrupt")
         prompt_id = response.json()["prompt_id"]
@@ -284,7 +284,7 @@ def test_observer_sees_only_broadcasts_of_prompts_without_client_id(legacy_sim: 
         success = ws.until(_queue_empty)
         post_prompt(legacy_sim, capture_prompt("history_after_execution_error.json"))
         error = ws.until(_queue_empty)
-        legacy_sim.configure(node_seconds=0.2)
+        legacy_sim.configure(node_seconds_by_id={"3": 30})
         mark = len(ws.messages)
         post_prompt(legacy_sim, small_slow_blur())
         ws.until(lambda m: m.kind == "progress_state" and "3" in m.data["nodes"])
@@ -297,6 +297,14 @@ def test_observer_sees_only_broadcasts_of_prompts_without_client_id(legacy_sim: 
         error, capture_frames(observer_capture, start="exec error", stop="slow_blur")
     )
     assert_same_messages(interrupted, capture_frames(observer_capture, start="slow_blur"))
+
+
+def _remaining(message: Any) -> int | None:
+    """``queue_remaining`` of a ``status`` message, None for other messages."""
+    if message.kind != "status":
+        return None
+    remaining: int = message.data["status"]["exec_info"]["queue_remaining"]
+    return remaining
 
 
 def _queue_empty(message: Any) -> bool:
@@ -331,7 +339,7 @@ def test_after_older_socket_closes_the_newer_one_gets_nothing(sim: Simulator) ->
 
 
 def test_reconnect_during_execution_gets_executing_without_prompt_id(legacy_sim: Simulator) -> None:
-    legacy_sim.configure(node_seconds=0.2)
+    legacy_sim.configure(node_seconds_by_id={"3": 30})  # node 3 runs until released
     with recorder(legacy_sim, "reconnector") as ws:
         prompt_id = post_prompt(legacy_sim, small_slow_blur(), client_id="reconnector").json()[
             "prompt_id"
@@ -340,6 +348,7 @@ def test_reconnect_during_execution_gets_executing_without_prompt_id(legacy_sim:
     assert_same_messages(before, capture_frames("ws_reconnect_before.jsonl", start="POST /prompt"))
     with recorder(legacy_sim, "reconnector") as again:
         greeting = again.messages[0]
+        legacy_sim.configure(node_seconds_by_id={})  # node 3 finishes now
         rest = again.until_idle(prompt_id)
     assert greeting.data["status"]["exec_info"]["queue_remaining"] == 1
     assert rest[0].kind == "executing" and rest[0].data == {"node": "3"}
@@ -355,13 +364,14 @@ def test_interrupt_while_idle_does_not_touch_the_next_prompt(legacy_sim: Simulat
 
 
 def test_status_broadcasts_on_queue_delete_and_clear(legacy_sim: Simulator) -> None:
-    legacy_sim.configure(node_seconds=0.2)
+    legacy_sim.configure(node_seconds_by_id={"3": 30})  # the first prompt holds at its node 3
     with recorder(legacy_sim, "cap-queue") as ws:
         ids = [post_prompt(legacy_sim, small_slow_blur(), client_id="cap-queue").json()]
         ids += [post_prompt(legacy_sim, trivial_prompt(str(i))).json() for i in range(3)]
-        ws.until(
-            lambda m: m.kind == "status" and m.data["status"]["exec_info"]["queue_remaining"] == 4
-        )
+        # The first prompt must be running (held at node 3) before the queue is cleared.
+        seen = ws.until(lambda m: m.kind == "executing" and m.node == "3")
+        if not any(_remaining(m) == 4 for m in seen):
+            ws.until(lambda m: _remaining(m) == 4)
         HTTP.post(f"{legacy_sim.url}/queue", json={"delete": [ids[1]["prompt_id"]]})
         ws.until(
             lambda m: m.kind == "status" and m.data["status"]["exec_info"]["queue_remaining"] == 3

@@ -216,19 +216,28 @@ class Simulator:
         self,
         *,
         node_seconds: float | None = None,
+        node_seconds_by_id: dict[str, float] | None = None,
         step_seconds: float | None = None,
         version: str | None = None,
     ) -> dict[str, Any]:
-        """Set per-node time, per-step time or the version; return the configuration.
+        """Set per-node time (for all nodes or by node id), per-step time or the version.
+
+        A node that is waiting right now re-decides with the new times, so a test can hold a
+        prompt at one node and let it go on. Returns the whole configuration.
 
         Example::
 
-            sim.configure(node_seconds=0.2)   # each executed node takes 0.2 s
+            sim.configure(node_seconds=0.2)                # each executed node takes 0.2 s
+            sim.configure(node_seconds_by_id={"3": 60})    # node "3" of every prompt is held...
+            sim.configure(node_seconds_by_id={})           # ... until now (or an interrupt)
         """
 
         async def apply() -> dict[str, Any]:
             result: dict[str, Any] = self._server.configure(
-                node_seconds=node_seconds, step_seconds=step_seconds, version=version
+                node_seconds=node_seconds,
+                node_seconds_by_id=node_seconds_by_id,
+                step_seconds=step_seconds,
+                version=version,
             )
             return result
 

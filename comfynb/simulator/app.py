@@ -161,25 +161,36 @@ class Server:
             self._clear_folder(kind)
         # Times go back to what the server was started with (fast by default).
         self.configure(
-            version=version, node_seconds=self._node_seconds, step_seconds=self._step_seconds
+            version=version,
+            node_seconds=self._node_seconds,
+            node_seconds_by_id={},
+            step_seconds=self._step_seconds,
         )
 
     def configure(
         self,
         *,
         node_seconds: float | None = None,
+        node_seconds_by_id: dict[str, float] | None = None,
         step_seconds: float | None = None,
         version: str | None = None,
     ) -> Json:
-        """Change per-node time, per-step time or the server version; return the config."""
+        """Change per-node time (all nodes, or by node id), per-step time or the server version.
+
+        Returns the whole configuration. A node waiting right now re-decides with new times.
+        """
         assert self.engine is not None
         if version is not None:
             if version not in _specs.SERVER_VERSIONS:
                 raise ValueError(f"unknown ComfyUI version {version!r}")
             self.version = version
             self.engine.version = version
-        if node_seconds is not None:
-            self.engine.set_node_seconds(float(node_seconds))
+        if node_seconds is not None or node_seconds_by_id is not None:
+            if node_seconds_by_id is not None and not isinstance(node_seconds_by_id, dict):
+                raise ValueError("node_seconds_by_id must map node ids to seconds")
+            self.engine.set_node_seconds(
+                None if node_seconds is None else float(node_seconds), node_seconds_by_id
+            )
         if step_seconds is not None:
             self.engine.step_seconds = float(step_seconds)
         return self.config()
@@ -188,6 +199,7 @@ class Server:
         assert self.engine is not None
         return {
             "node_seconds": self.engine.node_seconds,
+            "node_seconds_by_id": dict(self.engine.node_seconds_by_id),
             "step_seconds": self.engine.step_seconds,
             "version": self.version,
         }
@@ -715,7 +727,7 @@ class Server:
 def _config_args(body: Any) -> Json:
     if not isinstance(body, dict):
         raise ValueError("config must be an object")
-    unknown = set(body) - {"node_seconds", "step_seconds", "version"}
+    unknown = set(body) - {"node_seconds", "node_seconds_by_id", "step_seconds", "version"}
     if unknown:
         raise ValueError(f"unknown config key(s) {sorted(unknown)}")
     return dict(body)

@@ -235,6 +235,7 @@ class _Run:
     ws_drop: bool = False
     hostile: str | None = None
     node_id: str | None = None
+    start_checked: bool = False  # the running node's start-of-node interrupt check is done
 
 
 class Engine:
@@ -255,6 +256,8 @@ class Engine:
         self.faults = faults
         self.version = version
         self.node_seconds = node_seconds
+        # Per node id, overriding node_seconds: a test holds one node of a prompt, e.g. {"3": 30}.
+        self.node_seconds_by_id: dict[str, float] = {}
         self.step_seconds = step_seconds
         self.output_dir = root / "output"
         self.input_dir = root / "input"
@@ -560,6 +563,11 @@ class Engine:
         node = task.prompt[node_id]
         class_type = node["class_type"]
         run.node_id = node_id
+        # ComfyUI checks the interrupt flag when a node starts, just after announcing it. The
+        # flag is read before the announcement here (the messages are the same), so that once a
+        # client saw the node start, an interrupt it sends takes effect at the next node.
+        interrupted = self._interrupt_pending(run)
+        run.start_checked = True
         run.states[node_id] = self._node_state(run, node_id, 0.0, 1.0, "running")
         self._progress_state(run)
         with self._cond:
@@ -569,7 +577,8 @@ class Engine:
         if run.ws_drop:
             run.ws_drop = False
             self.hub.post(("close_all",))
-        self._check_interrupt(run)
+        if interrupted:
+            raise _Interrupt(node_id)
         inputs = self._resolve(run, node)
         if fail is not None and fail["node_id"] == node_id:
             raise _Failed(node_id, fail["exception_type"], fail["message"], _fake_traceback())
@@ -585,9 +594,10 @@ class Engine:
             raise _Failed(node_id, exc.exception_type, exc.message + "\n", tb) from None
         except Exception as exc:
             raise _Failed(node_id, type(exc).__name__, str(exc), _traceback(exc)) from None
+        run.start_checked = False
         # The node's simulated work: after ComfyUI's start-of-node interrupt check, so an
         # interrupt takes effect at the next node (it only cuts the waiting short).
-        self._simulate_work(run)
+        self._simulate_work(run, node_id)
         self._flush_progress(run)
         values = tuple(result.values)
         run.outputs[node_id] = values
@@ -605,21 +615,27 @@ class Engine:
         run.states[node_id] = self._node_state(run, node_id, maximum, maximum, "finished")
         self._progress_state(run)
 
-    def _simulate_work(self, run: _Run) -> None:
-        """Wait ``node_seconds``; a new ``node_seconds``, an interrupt or a restart re-decide."""
+    def _simulate_work(self, run: _Run, node_id: str) -> None:
+        """Wait the node's time; new times, an interrupt or a restart re-decide."""
         started = time.monotonic()
         while True:
-            left = started + self.node_seconds - time.monotonic()
+            seconds = self.node_seconds_by_id.get(node_id, self.node_seconds)
+            left = started + seconds - time.monotonic()
             with self._cond:
                 if left <= 0 or self._interrupted or run.task.epoch != self._epoch:
                     return
                 self._wake.clear()
             self._wake.wait(left)
 
-    def set_node_seconds(self, seconds: float) -> None:
-        """Change the time per node; a node waiting now re-decides with the new value."""
+    def set_node_seconds(
+        self, seconds: float | None = None, by_id: dict[str, float] | None = None
+    ) -> None:
+        """Change the time per node (or per node id); a node waiting now re-decides."""
         with self._cond:
-            self.node_seconds = seconds
+            if seconds is not None:
+                self.node_seconds = seconds
+            if by_id is not None:
+                self.node_seconds_by_id = {str(k): float(v) for k, v in by_id.items()}
             self._wake.set()
 
     def _resolve(self, run: _Run, node: Json) -> Json:
@@ -634,6 +650,12 @@ class Engine:
                 out[name] = value
         return out
 
+    def _interrupt_pending(self, run: _Run) -> bool:
+        with self._cond:
+            if run.task.epoch != self._epoch:
+                raise _Stop
+            return self._interrupted
+
     def _check_interrupt(self, run: _Run) -> None:
         with self._cond:
             if run.task.epoch != self._epoch:
@@ -643,6 +665,7 @@ class Engine:
 
     def _context(self, run: _Run, node_id: str) -> Any:
         def progress(value: int, maximum: int) -> None:
+            run.start_checked = False
             try:
                 self._check_interrupt(run)
             except _Interrupt:
@@ -673,6 +696,9 @@ class Engine:
             self.hub.post(("preview", run.cid, text, image, fmt, metadata))
 
         def check_interrupt() -> None:
+            if run.start_checked:  # nodes.execute's own start check: already done above
+                run.start_checked = False
+                return
             try:
                 self._check_interrupt(run)
             except _Interrupt:
