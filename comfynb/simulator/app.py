@@ -237,10 +237,12 @@ class Server:
             ("GET", "/models/{folder}", self.model_files),
             ("GET", "/extensions", self.extensions),
         ]
-        for method, path, handler in routes:
-            app.router.add_route(method, "/api" + path, handler)
-        for method, path, handler in routes:
-            app.router.add_route(method, path, handler)
+        for prefix in ("/api", ""):
+            for method, path, handler in routes:
+                # GET routes also answer HEAD, as aiohttp's RouteTableDef.get gives ComfyUI's.
+                app.router.add_route(method, prefix + path, handler)
+                if method == "GET" and path != "/ws":
+                    app.router.add_route("HEAD", prefix + path, handler)
         # /internal/* has no /api twin on the real server.
         app.router.add_get("/internal/files/{directory_type}", self.internal_files)
         app.router.add_get("/_sim/prompts", self.sim_prompts)
