@@ -827,6 +827,11 @@ class Recovery:
     them, back to pending; ``completed``/``failed``: finished now; ``in_progress``: still
     queued or running on the server; ``skipped``: jobs of another server;
     ``partial_files``: temporary download files removed.
+
+    Example::
+
+        >>> recover(store, client)
+        Recovery(adopted=(41,), posted=(42,), requeued=(), completed=(38, 39, 40, 41), ...)
     """
 
     adopted: tuple[int, ...] = ()

@@ -7,6 +7,7 @@ the faults of docs/simulator-interface.md, real PNG files under tmp_path. Nothin
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import FAST_RETRY, trivial_prompt
 from PIL import Image
-from sim_helpers import HTTP, wait_for
+from sim_helpers import HTTP, release, start_blocker, wait_for
 
 from comfynb import (
     Client,
@@ -499,6 +500,29 @@ def test_cancel_takes_a_queued_job_off_the_server(
     assert client.job(blocker.prompt_id or "").status.value == "interrupted"
     assert poll_job_status(store, client, blocker).status is S.CANCELLED  # stays cancelled
     assert store.candidates().empty
+
+
+def test_a_job_cancelled_while_its_post_is_on_the_way_is_taken_back_off_the_server(
+    store: Store, client: Client, sim: Simulator
+) -> None:
+    blocker = start_blocker(sim)  # the queue is busy: the job would wait there
+    try:
+        enqueue(store, trivial_prompt(), run=store.new_run("r"))
+        claimed = select_next_job(store, server=client.url)
+        assert claimed is not None
+        sim.set_faults(routes=["/prompt"], slow_seconds=0.3, slow_next=1)
+        done: list[Job] = []
+        poster = threading.Thread(target=lambda: done.append(submit_job(store, client, claimed)))
+        poster.start()
+        wait_for(lambda: HTTP.get(f"{sim.url}/_sim/faults").json().get("slow_next") == 0)
+        cancel(store, claimed)  # pending in the store: no client needed
+        poster.join(timeout=10)
+        assert [job.status for job in done] == [S.CANCELLED]
+        assert claimed.prompt_id not in client.queue()
+    finally:
+        release(sim, blocker)
+    assert posts(sim)[claimed.prompt_id or ""] == 1
+    assert list(store.events(job=claimed.id)["to_status"]) == ["cancelled"]
 
 
 def test_cancel_refuses_a_finished_job(store: Store, client: Client) -> None:
