@@ -433,3 +433,11 @@ def test_restart_in_the_middle_of_a_burst_leaves_a_working_server(sim: Simulator
     queue = HTTP.get(f"{sim.url}/queue").json()
     assert queue == {"queue_running": [], "queue_pending": []}
     assert len(sim.prompts()) == 41
+
+
+def test_fail_node_hits_a_prompt_that_would_be_cached(sim: Simulator) -> None:
+    history_of(sim, post_prompt(sim, trivial_prompt()).json()["prompt_id"])
+    sim.set_faults(fail_node={"node_id": "1", "message": "boom"})
+    entry = history_of(sim, post_prompt(sim, trivial_prompt()).json()["prompt_id"])
+    assert entry["status"]["messages"][-1][1]["exception_message"] == "boom"
+    assert entry["status"]["messages"][-1][1]["exception_type"] == "RuntimeError"
