@@ -490,8 +490,9 @@ class Engine:
             wanted = set(sigs.values())
             self._cache = {key: hit for key, hit in self._cache.items() if key in wanted}
             cache = self._cache
-        # A prompt hit by fail_node runs uncached, so that the failing node really runs.
-        cached = set() if fail else {node_id for node_id, key in sigs.items() if key in cache}
+        # A prompt hit by fail_node or ws_drop runs uncached, so that the fault really happens.
+        uncached = fail is not None or run.ws_drop
+        cached = set() if uncached else {node_id for node_id, key in sigs.items() if key in cache}
 
         def is_output(node_id: str) -> bool:
             return _nodes.is_output_node(_class_of(prompt, node_id))
