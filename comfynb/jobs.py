@@ -849,7 +849,8 @@ def recover(
 ) -> Recovery:
     """After a crash, bring every job caught between states in line with the server.
 
-    A worker calls it when it starts, before it claims anything. For each job that is
+    A worker calls it when it starts, before it claims anything; no other thread of this store
+    may be downloading meanwhile (it removes files of unfinished jobs). For each job that is
     submitted, running, or pending with a prompt_id (claimed, maybe posted): a prompt_id the
     server has (queued, running or in its history) is recorded as submitted and never posted
     again; one the server never saw is posted, once; finished ones are processed (images
