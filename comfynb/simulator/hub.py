@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging
 import struct
 import threading
 from collections.abc import Iterable
@@ -147,7 +148,10 @@ class Hub:
             with self._lock:
                 self._scheduled = False
             while self._pending:
-                await self._deliver_batch()
+                try:
+                    await self._deliver_batch()
+                except Exception:  # the publisher must outlive any one bad frame or socket
+                    logging.getLogger(__name__).exception("could not deliver a WebSocket batch")
 
     async def _deliver_batch(self) -> None:
         """Send what is pending: all of a socket's frames of the batch in one write.
