@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import logging
 import threading
 import time
 import traceback
@@ -434,6 +435,8 @@ class Engine:
                 self._execute(task)
             except _Stop:
                 pass
+            except Exception:  # the executor must outlive a bug in one prompt
+                logging.getLogger(__name__).exception("prompt %s failed", task.prompt_id)
             finally:
                 with self._cond:
                     self._running = None
