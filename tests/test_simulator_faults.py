@@ -441,3 +441,9 @@ def test_fail_node_hits_a_prompt_that_would_be_cached(sim: Simulator) -> None:
     entry = history_of(sim, post_prompt(sim, trivial_prompt()).json()["prompt_id"])
     assert entry["status"]["messages"][-1][1]["exception_message"] == "boom"
     assert entry["status"]["messages"][-1][1]["exception_type"] == "RuntimeError"
+
+
+@pytest.mark.parametrize("body", [[1], {"seed": "x"}, {"http_500_rate": None}, {"routes": "/p"}])
+def test_bad_fault_sets_are_refused(sim: Simulator, body: Any) -> None:
+    response = HTTP.post(f"{sim.url}/_sim/faults", json=body)
+    assert response.status_code == 400 and isinstance(response.json()["error"], str)

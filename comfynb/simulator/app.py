@@ -699,7 +699,9 @@ class Server:
     async def sim_set_faults(self, request: web.Request) -> web.Response:
         body = await request.json()
         try:
-            return web.json_response(self.faults.set(body if isinstance(body, dict) else {}))
+            if not isinstance(body, dict):
+                raise ValueError("the fault set must be a JSON object ({} clears it)")
+            return web.json_response(self.faults.set(body))
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
 

@@ -60,12 +60,12 @@ def _check(config: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown fault key(s) {unknown}; known: {sorted(known)}")
     out: dict[str, Any] = {}
-    for key in _FLOAT_KEYS:
+    for key, kind in [*((k, float) for k in _FLOAT_KEYS), *((k, int) for k in _INT_KEYS)]:
         if key in config:
-            out[key] = float(config[key])
-    for key in _INT_KEYS:
-        if key in config:
-            out[key] = int(config[key])
+            try:
+                out[key] = kind(config[key])
+            except (TypeError, ValueError):
+                raise ValueError(f"{key} must be a number, got {config[key]!r}") from None
     if "routes" in config:
         routes = config["routes"]
         if not isinstance(routes, list) or not all(isinstance(r, str) for r in routes):
