@@ -49,6 +49,7 @@ from .errors import (
     ServerFailed,
     ServerTimeout,
     ServerUnreachable,
+    UnexpectedResponse,
     UnsafePath,
     WorkflowError,
 )
@@ -595,7 +596,8 @@ def process_job_result(
 
     A server file name that would escape the output folder (``UnsafePath``), or an image that is
     still corrupt after ``DOWNLOAD_ATTEMPTS`` downloads (``CorruptImage``), fails the job with
-    that in ``error``; no candidate is written and the job's files are removed. A fully cached
+    that in ``error``; no candidate is written and the job's files are removed. So does an
+    image the server no longer has (``UnexpectedResponse``, HTTP 404). A fully cached
     re-run that an older ComfyUI reports with no outputs (the fact sheet's quirk 2) takes the
     images of the latest earlier run of the same prompt in the server's history; without one,
     the job fails with ``error["type"] == "OutputsNotListed"`` rather than completing with none.
@@ -641,7 +643,9 @@ def process_job_result(
     with _removed_on_failure(store, current, written):
         try:
             images = [_download(store, client, current, ref, written) for ref in refs]
-        except OutputError as exc:
+        except (OutputError, UnexpectedResponse) as exc:
+            # unsafe, corrupt, or gone from the server (/view answered 404): asking again
+            # would get the same answer, so the job fails rather than stay stuck
             _remove_files(store, current, written)
             return transition(store, current.id, JobStatus.FAILED, error=_error(exc))
         try:

@@ -409,6 +409,19 @@ def test_an_image_corrupt_on_every_try_fails_the_job_and_leaves_no_file(
     assert files_under(store.output_dir) == []
 
 
+def test_an_image_gone_from_the_server_fails_the_job(
+    store: Store, client: Client, sim: Simulator
+) -> None:
+    job = submit_job(store, client, enqueue(store, two_outputs(), run=store.new_run("r")))
+    wait_for(lambda: client.job(job.prompt_id or "").status.is_terminal)
+    (sim.root / "output" / "sub" / "x_00002_.png").unlink()  # deleted by hand on the server
+    failed = poll_job_status(store, client, job)
+    assert failed.status is S.FAILED and failed.error is not None
+    assert failed.error["type"] == "UnexpectedResponse" and "404" in failed.error["message"]
+    assert store.candidates(job=job).empty
+    assert files_under(store.output_dir) == []
+
+
 # ----------------------------------------------------------------------------- quirk 2
 
 
