@@ -557,15 +557,17 @@ class Server:
         if not os.path.isfile(path):
             return _empty(404)
         disposition = {"Content-Disposition": f'filename="{filename}"'}
-        if "preview" in query or query.get("channel") in ("rgb", "a"):
+        converted = "preview" in query or query.get("channel") in ("rgb", "a")
+        truncated = self.faults.take_truncate_view()
+        if not converted and not truncated:
+            return web.FileResponse(path, headers=disposition)
+        if converted:
             body, content_type = await asyncio.to_thread(_converted, path, query)
-            return web.Response(body=body, content_type=content_type, headers=disposition)
-        if self.faults.take_truncate_view():
-            data = Path(path).read_bytes()
-            return web.Response(
-                body=data[: len(data) // 2], content_type="image/png", headers=disposition
-            )
-        return web.FileResponse(path, headers=disposition)
+        else:
+            body, content_type = Path(path).read_bytes(), "image/png"
+        if truncated:  # the fault: half the body, with a Content-Length that matches the cut
+            body = body[: len(body) // 2]
+        return web.Response(body=body, content_type=content_type, headers=disposition)
 
     async def upload_image(self, request: web.Request) -> web.Response:
         post = await request.post()
