@@ -447,3 +447,18 @@ def test_fail_node_hits_a_prompt_that_would_be_cached(sim: Simulator) -> None:
 def test_bad_fault_sets_are_refused(sim: Simulator, body: Any) -> None:
     response = HTTP.post(f"{sim.url}/_sim/faults", json=body)
     assert response.status_code == 400 and isinstance(response.json()["error"], str)
+
+
+def test_a_simulator_never_stopped_is_stopped_at_exit() -> None:
+    code = "from comfynb.simulator import Simulator\nsim = Simulator().start()\nprint(sim.root)\n"
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stderr == ""
+    from pathlib import Path
+
+    assert not Path(result.stdout.strip()).exists()  # the temporary root is gone

@@ -14,6 +14,7 @@ with its own event loop; ``python -m comfynb.simulator`` runs the same server in
 from __future__ import annotations
 
 import asyncio
+import atexit
 import socket
 import tempfile
 import threading
@@ -119,6 +120,8 @@ class Simulator:
             self._loop = None
             self._cleanup_tempdir()
             raise failure[0]
+        # A notebook may never call stop(): do it at interpreter exit (removes the temp root).
+        atexit.register(self.stop)
         return self
 
     def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
@@ -172,6 +175,7 @@ class Simulator:
         """Stop the server, close every socket and join the thread."""
         if self._thread is None or self._loop is None:
             return
+        atexit.unregister(self.stop)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

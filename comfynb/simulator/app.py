@@ -129,7 +129,9 @@ class Server:
 
     async def shutdown(self) -> None:
         if self.engine is not None:
-            await asyncio.to_thread(self.engine.stop)
+            # Blocking the loop here is fine (the executor never waits for it), and no worker
+            # thread is needed: this also runs from atexit, when none can be started.
+            self.engine.stop()
         if self.hub is not None:
             await self.hub.stop()
 
