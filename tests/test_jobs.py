@@ -241,6 +241,18 @@ def test_transient_faults_are_retried_with_the_same_prompt_id_and_counted(
     assert posts(sim) == {job.prompt_id: 1}
 
 
+def test_a_job_level_retry_after_the_prompt_arrived_does_not_post_it_again(
+    store: Store, client: Client, sim: Simulator
+) -> None:
+    # the POST is queued but its answer lost; the client's own arrival check is cut off too
+    # (4 resets), so the client gives up: the job-level retry must find it, not post it
+    sim.set_faults(routes=["/prompt", "/jobs"], reset_next=1 + FAST_RETRY.attempts)
+    job = submit_job(store, client, enqueue(store, trivial_prompt(), run=store.new_run("r")))
+    assert job.status is S.SUBMITTED and job.retries == 1
+    assert "found_on_server" in store.events(job=job.id)["detail"].iloc[-1]
+    assert posts(sim) == {job.prompt_id: 1}
+
+
 def test_transient_faults_fail_the_job_after_max_retries(
     store: Store, client: Client, sim: Simulator
 ) -> None:
