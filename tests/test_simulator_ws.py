@@ -422,3 +422,11 @@ def test_large_preview_frames_arrive_whole(sim: Simulator) -> None:
     size = int.from_bytes(frames[0][4:8], "big")
     with Image.open(io.BytesIO(frames[0][8 + size :])) as image:
         assert image.size == (300, 300)
+
+
+def test_another_client_sees_only_status_broadcasts(sim: Simulator) -> None:
+    with recorder(sim, "a") as mine, recorder(sim, "b") as other:
+        prompt_id = post_prompt(sim, trivial_prompt(), client_id="a").json()["prompt_id"]
+        assert "execution_success" in mine.types(mine.until_idle(prompt_id))
+        seen = other.until(_queue_empty)
+    assert {m.kind for m in seen} == {"status"}
