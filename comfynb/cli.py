@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] == "simulator":
         from .simulator.__main__ import main as simulator_main
 
-        return simulator_main(args[1:])
+        return simulator_main(args[1:], prog="comfynb simulator")
     parser = _parser()
     parsed = parser.parse_args(args)
     if parsed.command == "demo":
