@@ -28,6 +28,7 @@ workflows) loses every key that looks like a secret (``api_key*``, ``*_token``, 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import re
 import threading
@@ -328,9 +329,10 @@ def _write_lock(key: str) -> threading.RLock:
 
 
 def _check_id(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    # numbers.Integral admits numpy integers: ids read from a DataFrame (df.id[0]) are np.int64
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidInput(f"{what} must be an int id, got {value!r}")
-    return value
+    return int(value)
 
 
 class Store:

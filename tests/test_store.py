@@ -637,6 +637,16 @@ def test_pick_and_star_validate_and_change_only_that_candidate(store: Store) -> 
     assert frame["picked"].tolist() == [False, False] and frame["stars"].isna().all()
 
 
+def test_ids_read_from_a_dataframe_are_accepted(store: Store) -> None:
+    completed_job(store)
+    frame = store.candidates()
+    first = frame["id"][0]  # a numpy integer, as a notebook user gets it
+    assert store.pick(first).picked is True
+    assert store.star(frame["id"][1], 3).stars == 3
+    assert store.candidate(first).id == int(first)
+    assert store.job(store.jobs()["id"][0]).id == int(store.jobs()["id"][0])
+
+
 def test_image_path_is_under_the_output_folder(store: Store) -> None:
     cid = completed_job(store, n=1)[0]
     assert store.image_path(cid) == store.output_dir / store.candidate(cid).path
