@@ -54,7 +54,7 @@ class Step:
     run_id: int
     kind: str
     parent_candidate_id: int | None
-    workflow: dict[str, Any]
+    workflow: dict[str, Any] = field(repr=False)  # whole graphs drown a notebook's output
     params_spec: dict[str, Any] | None
     created_at: datetime
 
@@ -81,7 +81,7 @@ class Job:
     server: str | None
     status: JobStatus
     priority: int
-    workflow: dict[str, Any]
+    workflow: dict[str, Any] = field(repr=False)  # whole graphs drown a notebook's output
     params: dict[str, Any]
     error: dict[str, Any] | None
     retries: int

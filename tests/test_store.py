@@ -784,3 +784,10 @@ def test_two_threads_and_two_stores_writing_one_row_never_conflict(tmp_path: Pat
     finally:
         first.close()
         second.close()
+
+
+def test_a_job_shows_in_a_cell_without_its_whole_workflow(store: Store) -> None:
+    job = enqueue(store, WORKFLOW, run=store.new_run("r"), params={"seed": 1})
+    assert "class_type" not in repr(job)
+    assert "params={'seed': 1}" in repr(job)
+    assert store.job(job.id).workflow == WORKFLOW
