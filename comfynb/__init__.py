@@ -38,6 +38,7 @@ from .errors import (
     StoreLocked,
     UnexpectedResponse,
     UnsafePath,
+    WorkerError,
     WorkflowError,
 )
 from .jobs import (
@@ -62,6 +63,12 @@ if TYPE_CHECKING:
     from .simulator import Simulator as Simulator
     from .store import Store as Store
     from .store import open as open
+    from .waiting import WaitSummary as WaitSummary
+    from .waiting import wait as wait
+    from .worker import RunSummary as RunSummary
+    from .worker import ServerStatus as ServerStatus
+    from .worker import Worker as Worker
+    from .worker import WorkerStatus as WorkerStatus
 
 __version__ = "0.1.0"
 
@@ -89,9 +96,11 @@ __all__ = [
     "RetryPolicy",
     "Run",
     "RunNotFound",
+    "RunSummary",
     "SchemaTooNew",
     "ServerError",
     "ServerFailed",
+    "ServerStatus",
     "ServerTimeout",
     "ServerUnreachable",
     "Step",
@@ -101,6 +110,10 @@ __all__ = [
     "StoreLocked",
     "UnexpectedResponse",
     "UnsafePath",
+    "WaitSummary",
+    "Worker",
+    "WorkerError",
+    "WorkerStatus",
     "WorkflowError",
     "cancel",
     "enqueue",
@@ -115,6 +128,7 @@ __all__ = [
     "submit_job",
     "transition",
     "transition_many",
+    "wait",
 ]
 
 # Names whose modules are heavy (aiohttp, widget libraries): imported on first use.
@@ -126,6 +140,12 @@ _LAZY = {
     "Simulator": ".simulator",
     "Store": ".store",
     "open": ".store",
+    "RunSummary": ".worker",
+    "ServerStatus": ".worker",
+    "WaitSummary": ".waiting",
+    "Worker": ".worker",
+    "WorkerStatus": ".worker",
+    "wait": ".waiting",
 }
 
 

@@ -13,6 +13,7 @@
     - CorruptImage               downloaded bytes that are not a whole image
   + StoreError                   the DuckDB store refused or failed (comfynb.open, Store)
     - StoreLocked                another process holds the file; ``.pid`` names it
+    - WorkerGone                 the worker process serving the store has exited (comfynb.open)
     - SchemaTooNew               the file was written by a newer comfynb
     - InvalidTransition          a job status move the lifecycle table forbids
     - InvalidInput               a bad argument to a store call (also a ``ValueError``)
@@ -20,6 +21,7 @@
       . RunNotFound, StepNotFound, CandidateNotFound
       . JobNotInStore            no job with that id in the store (``JobNotFound`` is the server's)
   + WorkflowError                a workflow that is not a ComfyUI API prompt; ``.node_id`` names the node
+  + WorkerError                  a worker cannot start (another one runs on the store)
 
 Catch ``ComfynbError`` to catch them all; each message says what was wrong and what to do.
 """
@@ -50,6 +52,8 @@ __all__ = [
     "StoreLocked",
     "UnexpectedResponse",
     "UnsafePath",
+    "WorkerError",
+    "WorkerGone",
     "WorkflowError",
 ]
 
@@ -156,6 +160,24 @@ class StoreLocked(StoreError):
         self.holder = holder
 
 
+class WorkerGone(StoreError):
+    """The ``comfynb worker`` process that served this store no longer answers.
+
+    ``path`` is the store's file, ``pid`` the worker's process id and ``url`` its endpoint.
+    """
+
+    def __init__(self, path: str, *, pid: int | None, url: str, reason: str = "") -> None:
+        why = f" ({reason})" if reason else ""
+        super().__init__(
+            f"the comfynb worker (PID {pid}) that served {path} at {url} is gone{why}; "
+            f"open the store again with comfynb.open({path!r}): it opens the file itself when "
+            f"no worker runs, or start the worker again (comfynb worker --db {path} ...)"
+        )
+        self.path = path
+        self.pid = pid
+        self.url = url
+
+
 class SchemaTooNew(StoreError):
     """The file's schema is newer than this comfynb knows; upgrade comfynb to open it."""
 
@@ -225,3 +247,7 @@ class WorkflowError(ComfynbError):
         super().__init__(message)
         self.node_id = node_id
         self.input_name = input_name
+
+
+class WorkerError(ComfynbError):
+    """A worker cannot start or run: another worker already runs on the same store."""

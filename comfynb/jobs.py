@@ -59,6 +59,7 @@ from .protocol import ImageRef, JobReport, PromptStatus, RetryPolicy, new_prompt
 
 if TYPE_CHECKING:
     from .client import Client
+    from .remote import RemoteStore
     from .store import Store
 
 __all__ = [
@@ -173,8 +174,15 @@ def _check_int(value: object, what: str, minimum: int) -> int:
     return value
 
 
+def _remote(store: Store | RemoteStore) -> RemoteStore | None:
+    """The store if a worker process serves it (that process does its writes), else None."""
+    from .store import Store
+
+    return None if isinstance(store, Store) else store
+
+
 def enqueue(
-    store: Store,
+    store: Store | RemoteStore,
     workflow: Mapping[str, Any],
     *,
     run: Run | int | str,
@@ -211,7 +219,7 @@ def enqueue(
         RunNotFound, StepNotFound, CandidateNotFound: an unknown reference.
         InvalidInput: a bad priority, max_retries, params or metadata.
     """
-    from .store import _to_json
+    from .store import Store, _to_json
 
     check_workflow(workflow)
     _check_int(priority, "priority", -(2**31))
@@ -222,6 +230,19 @@ def enqueue(
     params_json = _to_json(dict(params or {}), "params")
     metadata_json = _to_json(dict(metadata or {}), "metadata")
     assert flow is not None
+    remote = _remote(store)
+    if remote is not None:  # checked here, written by the worker process that owns the file
+        return remote._enqueue(
+            workflow,
+            run=run,
+            step=step,
+            params=params,
+            priority=priority,
+            parent=parent,
+            max_retries=max_retries,
+            metadata=metadata,
+        )
+    assert isinstance(store, Store)
     with store.transaction() as tx:
         run_id = tx.run_id(run)
         step_id, parent_id = None, None
@@ -633,27 +654,50 @@ def process_job_result(
             return _forgotten(store, current, exc)
     if report.status is not PromptStatus.COMPLETED:
         return _apply_report(store, current, report)
-    refs: Sequence[ImageRef] = report.outputs
+    collected = _collect(store, client, current, report.outputs)
+    if collected.error is not None:
+        return transition(store, current.id, JobStatus.FAILED, error=collected.error)
+    with _removed_on_failure(store, current, list(collected.written)):
+        try:
+            record_result(store, current.id, collected.images, detail=collected.detail)
+        except InvalidTransition:
+            # cancelled meanwhile: no candidate, no file
+            _remove_files(store, current, collected.written)
+            return store.job(current.id)
+    return store.job(current.id)
+
+
+@dataclass(frozen=True)
+class _Collected:
+    """A finished job's images, downloaded and checked, ready to record; or why it fails."""
+
+    images: tuple[NewCandidate, ...] = ()
+    detail: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    written: tuple[Path, ...] = ()
+
+
+def _collect(store: Store, client: Client, job: Job, refs: Sequence[ImageRef]) -> _Collected:
+    """Download the images ``refs`` of a finished job into its folder (no store write).
+
+    The half of ``process_job_result`` before the transaction, so that a worker can record
+    many jobs' results in one. A transient server error removes the files and propagates.
+    """
     detail: dict[str, Any] = {}
     if not refs:
-        refs, detail = _unlisted_outputs(client, current)
+        refs, detail = _unlisted_outputs(client, job)
         if detail.get("type") == "OutputsNotListed":
-            return transition(store, current.id, JobStatus.FAILED, error=detail)
+            return _Collected(error=detail)
     written: list[Path] = []
-    with _removed_on_failure(store, current, written):
+    with _removed_on_failure(store, job, written):
         try:
-            images = [_download(store, client, current, ref, written) for ref in refs]
+            images = tuple(_download(store, client, job, ref, written) for ref in refs)
         except (OutputError, UnexpectedResponse) as exc:
             # unsafe, corrupt, or gone from the server (/view answered 404): asking again
             # would get the same answer, so the job fails rather than stay stuck
-            _remove_files(store, current, written)
-            return transition(store, current.id, JobStatus.FAILED, error=_error(exc))
-        try:
-            record_result(store, current.id, images, detail=detail or None)
-        except InvalidTransition:
-            _remove_files(store, current, written)  # cancelled meanwhile: no candidate, no file
-            return store.job(current.id)
-    return store.job(current.id)
+            _remove_files(store, job, written)
+            return _Collected(error=_error(exc))
+    return _Collected(images=images, detail=detail or None, written=tuple(written))
 
 
 @contextlib.contextmanager
@@ -783,7 +827,7 @@ def _unlisted_outputs(client: Client, job: Job) -> tuple[Sequence[ImageRef], dic
     return earlier.report.outputs, {"outputs_from": earlier.prompt_id}
 
 
-def cancel(store: Store, job: Job | int, client: Client | None = None) -> Job:
+def cancel(store: Store | RemoteStore, job: Job | int, client: Client | None = None) -> Job:
     """Cancel a job: a pending one at once; a submitted or running one on its server first.
 
     A submitted or running job is deleted from the server's queue and interrupted by its
@@ -803,7 +847,16 @@ def cancel(store: Store, job: Job | int, client: Client | None = None) -> Job:
     Raises:
         InvalidTransition: the job is completed or failed.
         InvalidInput: a submitted or running job and no client (or one for another server).
+
+    A store served by a ``comfynb worker`` process is cancelled there, with that process's
+    client for the job's server; ``client`` is then not needed (and not used).
     """
+    from .store import Store
+
+    remote = _remote(store)
+    if remote is not None:
+        return remote._cancel(job)
+    assert isinstance(store, Store)
     current = _load(store, job)
     if current.status is JobStatus.CANCELLED:
         return current

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
 import numpy as np
@@ -57,6 +57,9 @@ from .errors import (
 )
 from .lifecycle import NOW, JobState, JobStatus, Plan, check_fields
 from .models import Candidate, Job, NewCandidate, Run, Step
+
+if TYPE_CHECKING:
+    from .remote import RemoteStore
 
 __all__ = ["MIGRATIONS", "Migration", "Store", "Transaction", "open", "strip_secrets"]
 
@@ -808,6 +811,73 @@ class Store:
             jobs = Transaction(self).jobs_by_id(ids)
         return [jobs[i] for i in ids]
 
+    def status_counts(
+        self, *, run: Run | int | str | None = None, job_ids: Iterable[int] | None = None
+    ) -> dict[str, int]:
+        """How many jobs are in each status: all, a run's, or these ids'; one cheap query.
+
+        Example::
+
+            >>> store.status_counts(run="portraits")
+            {'completed': 18, 'running': 2}
+
+        Raises:
+            RunNotFound: an unknown run.
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        if run is not None:
+            where.append("run_id = ?")
+            params.append(self._run_id(run))
+        if job_ids is not None:
+            where.append("id IN (SELECT unnest(?::BIGINT[]))")
+            params.append(sorted({_check_id(i, "job") for i in job_ids}))
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._fetch(f"SELECT status, count(*) FROM jobs {clause} GROUP BY status", params)
+        return {str(status): int(n) for status, n in rows}
+
+    def claimable(self, servers: Sequence[str] | None = None) -> int:
+        """How many pending jobs wait to be claimed (by a worker serving ``servers``); no lock.
+
+        Counts pending jobs without a prompt_id that are pinned to none of the servers or to one
+        of ``servers`` (all of them when ``servers`` is None). Cheaper than a claim that finds
+        nothing: an idle worker asks this before it claims.
+
+        Example::
+
+            >>> store.claimable(["http://127.0.0.1:8188"])
+            3
+        """
+        rows = self._fetch(
+            "SELECT count(*) FROM jobs WHERE status = 'pending' AND prompt_id IS NULL AND "
+            "(?::VARCHAR[] IS NULL OR server IS NULL OR list_contains(?::VARCHAR[], server))",
+            [None if servers is None else list(servers)] * 2,
+        )
+        return int(rows[0][0])
+
+    def release_claims(self, job_ids: Iterable[int]) -> int:
+        """Give claimed, never-submitted jobs back to the queue: no prompt_id, claim, or server.
+
+        For a worker that stops (or loses a server) holding jobs it claimed but did not post,
+        or posted to a server that is gone; another worker claims them afresh, with a new
+        prompt_id, so no server ever sees one prompt_id twice. Jobs no longer pending are
+        left alone. Returns how many were released.
+
+        Example::
+
+            >>> store.release_claims([7, 8])
+            2
+        """
+        ids = sorted({_check_id(i, "job") for i in job_ids})
+        if not ids:
+            return 0
+        rows = self._write(
+            "UPDATE jobs SET prompt_id = NULL, claimed_at = NULL, server = NULL "
+            "WHERE id IN (SELECT unnest(?::BIGINT[])) AND status = 'pending'",
+            [ids],
+        )
+        return int(rows[0][0])
+
     def record_intent(self, job_id: int, *, prompt_id: str, server: str | None = None) -> Job:
         """Record, before posting, the prompt_id a pending job will be posted with.
 
@@ -1158,32 +1228,42 @@ class Store:
             what: ``candidates``, ``jobs``, ``runs`` or ``events``.
             **filters: passed to that read, e.g. ``run="portraits"``.
         """
-        target = Path(path)
-        suffix = target.suffix.lower()
-        if suffix not in (".parquet", ".csv"):
-            raise InvalidInput(
-                f"export writes .parquet or .csv files, got {target.name!r}; "
-                "e.g. store.export('runs.parquet')"
-            )
         reads: dict[str, Callable[..., pd.DataFrame]] = {
             "candidates": self.candidates,
             "jobs": self.jobs,
             "runs": self.runs,
             "events": self.events,
         }
-        if what not in reads:
-            raise InvalidInput(f"export what= is one of {', '.join(reads)}, got {what!r}")
-        frame: pd.DataFrame = reads[what](**filters)
-        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
-        try:
-            if suffix == ".parquet":
-                frame.to_parquet(partial, index=False)
-            else:
-                frame.to_csv(partial, index=False)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
-        return target.resolve()
+        return _export(reads, path, what, filters)
+
+
+def _export(
+    reads: Mapping[str, Callable[..., pd.DataFrame]],
+    path: str | os.PathLike[str],
+    what: str,
+    filters: Mapping[str, Any],
+) -> Path:
+    """``Store.export`` given the plural reads (a remote store writes on its own side too)."""
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise InvalidInput(
+            f"export writes .parquet or .csv files, got {target.name!r}; "
+            "e.g. store.export('runs.parquet')"
+        )
+    if what not in reads:
+        raise InvalidInput(f"export what= is one of {', '.join(reads)}, got {what!r}")
+    frame: pd.DataFrame = reads[what](**filters)
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+    try:
+        if suffix == ".parquet":
+            frame.to_parquet(partial, index=False)
+        else:
+            frame.to_csv(partial, index=False)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target.resolve()
 
 
 def _column_type(json_types: Sequence[str | None]) -> str:
@@ -1419,6 +1499,25 @@ class Transaction:
             )
         return made
 
+    def set_progress(self, progress: Mapping[int, tuple[int, int]]) -> None:
+        """Store ``{job_id: (value, max)}`` for jobs still on a server, in one statement.
+
+        Jobs that ended meanwhile are left alone (a late tick never overwrites the end).
+
+        Example::
+
+            >>> with store.transaction() as tx:
+            ...     tx.set_progress({7: (12, 20), 8: (3, 20)})
+        """
+        if not progress:
+            return
+        self.fetch(
+            "UPDATE jobs SET progress_value = m.v, progress_max = m.x FROM (SELECT "
+            "unnest(?::BIGINT[]) AS id, unnest(?::INTEGER[]) AS v, unnest(?::INTEGER[]) AS x) m "
+            "WHERE jobs.id = m.id AND jobs.status IN ('submitted', 'running')",
+            [list(progress), [v for v, _ in progress.values()], [x for _, x in progress.values()]],
+        )
+
     def add_child_counts(self, counts: Mapping[int, int]) -> None:
         """Add to several candidates' ``child_count`` in one statement (``{id: n}``)."""
         if not counts:
@@ -1570,8 +1669,13 @@ def _default_prompt(image: NewCandidate, job: Job) -> str | None:
 def open(
     path: str | os.PathLike[str],
     output_dir: str | os.PathLike[str] | None = None,
-) -> Store:
+) -> Store | RemoteStore:
     """Open or create a store: ``comfynb.open("lab.duckdb", output_dir="outputs")``.
+
+    When a ``comfynb worker`` process owns the file (it names itself in
+    ``lab.duckdb.worker.json``), this returns a ``RemoteStore`` that reaches the same store
+    through that process, with the same methods, results and errors (README.md, "A notebook
+    beside a worker process"). Otherwise it opens the file.
 
     Example::
 
@@ -1579,6 +1683,11 @@ def open(
         >>> store.new_run("portraits").name
         'portraits'
 
-    See ``Store.open`` for the arguments and errors.
+    See ``Store.open`` for the arguments and errors; also ``WorkerGone``: the worker process
+    named beside the file holds it but does not answer.
     """
+    if isinstance(path, str | os.PathLike) and os.fspath(path) != ":memory:":
+        from .remote import open_local_or_remote
+
+        return open_local_or_remote(path, output_dir)
     return Store.open(path, output_dir)

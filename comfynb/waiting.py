@@ -1,0 +1,207 @@
+"""``wait``: block a cell until some jobs end, with a progress bar; the worker runs on.
+
+Example::
+
+    >>> worker = comfynb.Worker(store, servers=[url]).start()
+    >>> jobs = [comfynb.enqueue(store, wf, run="sweep", params={"cfg": c}) for c in (4, 7, 9)]
+    >>> comfynb.wait(store, jobs)
+    WaitSummary(done=3, failed=0, cancelled=0, pending=0, seconds=2.1, interrupted=False, timed_out=False)
+
+The bar is an ``ipywidgets.IntProgress`` in Jupyter (imported only there) and ``tqdm`` on a
+terminal. Interrupting the cell (Ctrl-C, the stop button) ends the waiting and returns the
+summary so far; the worker, on its own thread, goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import InvalidInput
+from .models import Job, Run
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["WaitSummary", "wait"]
+
+#: Seconds between two looks at the store (one small query each).
+POLL_INTERVAL = 0.1
+_ENDED = ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class WaitSummary:
+    """How the jobs waited for stand: ended (by kind), still pending, and the time waited.
+
+    ``interrupted``: the cell was interrupted; ``timed_out``: ``timeout`` passed first.
+
+    Example::
+
+        >>> comfynb.wait(store, "portraits").done
+        20
+    """
+
+    done: int
+    failed: int
+    cancelled: int
+    pending: int
+    seconds: float
+    interrupted: bool = False
+    timed_out: bool = False
+
+    @property
+    def total(self) -> int:
+        """How many jobs were waited for."""
+        return self.done + self.failed + self.cancelled + self.pending
+
+
+class _Bar(Protocol):
+    def show(self, ended: int, counts: dict[str, int]) -> None: ...
+    def close(self) -> None: ...
+
+
+def wait(
+    store: Store,
+    jobs_or_run: Job | int | Run | str | Iterable[Job | int],
+    *,
+    timeout: float | None = None,
+    progress: bool = True,
+) -> WaitSummary:
+    """Block until these jobs are completed, failed or cancelled; show a bar meanwhile.
+
+    Example::
+
+        >>> summary = comfynb.wait(store, run, timeout=600)
+        >>> summary.done, summary.failed
+        (18, 2)
+
+    Args:
+        store: the store the jobs are in (a worker runs them: ``Worker.start``).
+        jobs_or_run: a Job or job id (an ``int`` is a job id), a list of them, a ``Run``, or a
+            run's name.
+        timeout: give up waiting after this many seconds (the jobs go on).
+        progress: show the bar.
+
+    Returns:
+        The summary; ``interrupted`` if the cell was interrupted, ``timed_out`` on timeout.
+
+    Raises:
+        RunNotFound: an unknown run.
+        InvalidInput: ``jobs_or_run`` is none of the above.
+    """
+    run, job_ids = _target(jobs_or_run)
+    started = time.monotonic()
+    counts = store.status_counts(run=run, job_ids=job_ids)
+    total = sum(counts.values())
+    bar = _make_bar(total) if progress else None
+    interrupted = timed_out = False
+    try:
+        while True:
+            ended = sum(counts.get(s, 0) for s in _ENDED)
+            if bar is not None:
+                bar.show(ended, counts)
+            if ended >= total:
+                break
+            if timeout is not None and time.monotonic() - started >= timeout:
+                timed_out = True
+                break
+            time.sleep(POLL_INTERVAL)
+            counts = store.status_counts(run=run, job_ids=job_ids)
+    except KeyboardInterrupt:
+        interrupted = True  # the waiting stops; the worker thread goes on
+    finally:
+        if bar is not None:
+            bar.close()
+    ended = sum(counts.get(s, 0) for s in _ENDED)
+    return WaitSummary(
+        done=counts.get("completed", 0),
+        failed=counts.get("failed", 0),
+        cancelled=counts.get("cancelled", 0),
+        pending=sum(counts.values()) - ended,
+        seconds=round(time.monotonic() - started, 3),
+        interrupted=interrupted,
+        timed_out=timed_out,
+    )
+
+
+def _target(jobs_or_run: Any) -> tuple[Run | str | None, list[int] | None]:
+    """(run, None) or (None, job ids) for what ``wait`` was given."""
+    if isinstance(jobs_or_run, Run | str):
+        return jobs_or_run, None
+    if isinstance(jobs_or_run, Job | int) and not isinstance(jobs_or_run, bool):
+        jobs_or_run = [jobs_or_run]
+    if isinstance(jobs_or_run, Iterable):
+        ids = []
+        for item in jobs_or_run:
+            if isinstance(item, Job):
+                ids.append(item.id)
+            elif isinstance(item, int) and not isinstance(item, bool):
+                ids.append(int(item))
+            elif hasattr(item, "item") and isinstance(item.item(), int):  # numpy ints
+                ids.append(int(item.item()))
+            else:
+                raise InvalidInput(f"wait takes jobs or job ids; got {item!r} in the list")
+        return None, ids
+    raise InvalidInput(
+        "wait takes a Job, a job id, a list of them, a Run or a run name; "
+        f"got {type(jobs_or_run).__name__} {jobs_or_run!r}"
+    )
+
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
+
+
+def _in_jupyter() -> bool:
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _make_bar(total: int) -> _Bar:
+    if _in_jupyter():
+        try:
+            return _WidgetBar(total)
+        except ImportError:  # no ipywidgets: tqdm prints into the cell's output instead
+            pass
+    return _TqdmBar(total)
+
+
+class _TqdmBar:
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, unit="job", desc="jobs", leave=True)
+
+    def show(self, ended: int, counts: dict[str, int]) -> None:
+        self._bar.n = ended
+        self._bar.set_postfix_str(_describe(counts), refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class _WidgetBar:
+    """An ``IntProgress`` with a label; trait changes batched with ``hold_sync``."""
+
+    def __init__(self, total: int) -> None:
+        import ipywidgets
+        from IPython.display import display
+
+        self._bar = ipywidgets.IntProgress(min=0, max=max(total, 1), value=0)
+        self._label = ipywidgets.Label("")
+        display(ipywidgets.HBox([self._bar, self._label]))
+
+    def show(self, ended: int, counts: dict[str, int]) -> None:
+        with self._bar.hold_sync():
+            self._bar.value = ended
+            self._bar.bar_style = "danger" if counts.get("failed") else ""
+        self._label.value = f"{ended}/{self._bar.max} ended · {_describe(counts)}"
+
+    def close(self) -> None:
+        if self._bar.value >= self._bar.max:
+            self._bar.bar_style = "danger" if "failed" in self._label.value else "success"

@@ -1,0 +1,1108 @@
+"""The worker: the job functions in a loop, so that jobs flow by themselves across servers.
+
+Example::
+
+    >>> worker = comfynb.Worker(store, servers=["http://gpu1:8188", "http://gpu2:8188"]).start()
+    >>> worker.status().servers[0]
+    ServerStatus(url='http://gpu1:8188', up=True, queue_depth=2, in_flight=2, done=14, ...)
+    >>> comfynb.wait(store, run)          # a bar until the run's jobs end
+    >>> worker.stop()
+
+    >>> comfynb.Worker(store, servers=[sim.url]).run()      # scripts and tests: until idle
+    RunSummary(completed=20, failed=0, requeued=0, seconds=0.41)
+
+How it works (STYLE.md principle 8, rq's ``SimpleWorker``): one loop on one thread (the caller's
+for ``run``, a daemon thread for ``start``) calls ``recover`` for each server, then, round after
+round: reads what the servers' WebSockets said (one reader thread per server only turns frames
+into events), collects the images of the jobs that ended (``process_job_result``'s download
+half), records every transition of the round in ONE transaction (submitted, running, completed
+with candidates, progress), and claims (``select_next_jobs``) and posts new jobs to keep each
+server's queue at ``target_depth``. A socket that is down or silent is replaced by polling
+(``poll_job_status``) with backoff until it returns.
+
+Many servers: a job goes only to a server whose ``/object_info`` has its node classes and the
+model files it names; a job no server can run fails with a message naming what is missing. A
+server that stops answering is marked down (health checks on ``/system_stats`` with backoff);
+after ``reroute_after`` seconds its unfinished jobs go back to the queue with a fresh prompt_id
+(counted as a retry) and run on the living servers: no prompt_id is ever posted twice.
+
+Threads: the worker writes through the store from its own thread (the store gives each thread
+its own DuckDB cursor); a notebook keeps reading and enqueueing meanwhile.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from . import jobs as _jobs
+from .errors import (
+    InvalidTransition,
+    JobNotFound,
+    PromptRejected,
+    ServerFailed,
+    ServerTimeout,
+    ServerUnreachable,
+    WorkerError,
+)
+from .events import (
+    MIN_RECONNECT_DELAY,
+    Executed,
+    ExecutionError,
+    ExecutionInterrupted,
+    ExecutionStart,
+    ExecutionSuccess,
+    Progress,
+    Status,
+)
+from .lifecycle import JobStatus, transition, transition_many
+from .protocol import PromptStatus
+
+if TYPE_CHECKING:
+    from .client import Client, ClientOptions
+    from .models import Job
+    from .protocol import ImageRef
+    from .store import Store
+
+__all__ = [
+    "Capabilities",
+    "RunSummary",
+    "ServerStatus",
+    "Worker",
+    "WorkerStatus",
+    "capabilities",
+    "missing_capability",
+]
+
+logger = logging.getLogger("comfynb.worker")
+
+_TRANSIENT = (ServerUnreachable, ServerTimeout, ServerFailed)
+_DOWN = (ServerUnreachable, ServerTimeout)
+
+#: Seconds without a word from a server's socket, jobs in flight, before they are polled (the
+#: real server's reconnect race can leave a socket deaf; a long node also stays silent).
+SILENCE = 2.0
+#: Write a running job's progress at most this often (a 1,000-step sampler costs few writes).
+PROGRESS_EVERY = 0.5
+#: The longest pause between health checks of a down server, and between polls.
+MAX_BACKOFF = 2.0
+
+# --------------------------------------------------------------------------- capabilities (pure)
+
+#: Input values ending so are model files; a job naming one goes only where the file is.
+MODEL_SUFFIXES: Final = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a server can run: its node classes and the options of each combo input.
+
+    Example::
+
+        >>> caps = capabilities(client.object_info())
+        >>> "KSampler" in caps.classes, "v1-5.safetensors" in caps.combos["CheckpointLoaderSimple", "ckpt_name"]
+        (True, True)
+    """
+
+    classes: frozenset[str]
+    combos: Mapping[tuple[str, str], frozenset[str]] = field(repr=False)
+
+
+def _combo_options(spec: Any) -> list[str] | None:
+    """The options of a combo input spec in either spelling, else None."""
+    if not isinstance(spec, list | tuple) or not spec:
+        return None
+    first = spec[0]
+    if isinstance(first, list):  # older nodes: [["a", "b"], {...}]
+        return [str(option) for option in first]
+    if first == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):  # v3 nodes
+        options = spec[1].get("options")
+        return [str(o) for o in options] if isinstance(options, list) else None
+    return None
+
+
+def capabilities(object_info: Mapping[str, Any]) -> Capabilities:
+    """Read a server's ``/object_info`` into :class:`Capabilities`; pure.
+
+    Example::
+
+        >>> capabilities({"EmptyImage": {"input": {"required": {}}}}).classes
+        frozenset({'EmptyImage'})
+    """
+    combos: dict[tuple[str, str], frozenset[str]] = {}
+    for class_type, entry in object_info.items():
+        inputs = entry.get("input") if isinstance(entry, dict) else None
+        for section in ("required", "optional"):
+            specs = inputs.get(section) if isinstance(inputs, dict) else None
+            for name, spec in (specs or {}).items():
+                options = _combo_options(spec)
+                if options is not None:
+                    combos[class_type, name] = frozenset(options)
+    return Capabilities(frozenset(object_info), combos)
+
+
+def missing_capability(workflow: Mapping[str, Any], caps: Capabilities) -> str | None:
+    """What a server with ``caps`` lacks to run ``workflow`` (a node class, a model), or None.
+
+    Example::
+
+        >>> missing_capability({"4": {"class_type": "UNETLoader", "inputs": {}}}, caps)
+        'node "4" (UNETLoader) is not installed'
+    """
+    for node_id, node in workflow.items():
+        class_type = node.get("class_type")
+        if class_type not in caps.classes:
+            return f'node "{node_id}" ({class_type}) is not installed'
+        for name, value in node.get("inputs", {}).items():
+            if isinstance(value, str) and value.lower().endswith(MODEL_SUFFIXES):
+                options = caps.combos.get((class_type, name))
+                if options is not None and value not in options:
+                    return (
+                        f'model "{value}" (input "{name}" of node "{node_id}", {class_type}) '
+                        "is missing"
+                    )
+    return None
+
+
+# --------------------------------------------------------------------------- status and summaries
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """One server as the worker sees it.
+
+    ``queue_depth`` is the server's own count of queued and running prompts (all clients),
+    ``in_flight`` this worker's jobs on it; ``done``/``failed`` count this worker's jobs.
+
+    Example::
+
+        >>> worker.status().servers[0].up
+        True
+    """
+
+    url: str
+    up: bool
+    queue_depth: int | None
+    in_flight: int
+    done: int
+    failed: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A snapshot of a worker: running or not, and each server.
+
+    Example::
+
+        >>> print(worker.status())
+        worker lab (running)
+          http://127.0.0.1:8188  up    queue 2  in flight 2  done 40  failed 0
+    """
+
+    name: str
+    running: bool
+    servers: tuple[ServerStatus, ...]
+    error: str | None = None
+
+    def __str__(self) -> str:
+        lines = [f"worker {self.name} ({'running' if self.running else 'stopped'})"]
+        if self.error:
+            lines.append(f"  stopped by an error: {self.error}")
+        for s in self.servers:
+            depth = "?" if s.queue_depth is None else s.queue_depth
+            lines.append(
+                f"  {s.url}  {'up  ' if s.up else 'DOWN'}  queue {depth}  in flight "
+                f"{s.in_flight}  done {s.done}  failed {s.failed}"
+                + (f"  last error: {s.last_error}" if s.last_error else "")
+            )
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one ``run`` did: jobs it completed, failed and put back in the queue, and its time.
+
+    Example::
+
+        >>> Worker(store, [sim.url]).run()
+        RunSummary(completed=20, failed=0, requeued=0, seconds=0.41)
+    """
+
+    completed: int
+    failed: int
+    requeued: int
+    seconds: float
+
+
+# --------------------------------------------------------------------------- socket readers
+
+
+@dataclass(frozen=True)
+class _SocketUp:
+    pass
+
+
+@dataclass(frozen=True)
+class _SocketDown:
+    reason: str
+
+
+_WANTED = (
+    ExecutionStart,
+    Executed,
+    Progress,
+    ExecutionSuccess,
+    ExecutionError,
+    ExecutionInterrupted,
+)
+
+
+class _Socket:
+    """Reads one server's WebSocket on a thread, turning the frames the loop needs into events.
+
+    It reconnects with the client's own ``clientId`` (prompts were posted with it) after a
+    drop, with backoff, and tells the loop when the socket goes up or down; the loop polls
+    meanwhile. It writes nothing and decides nothing.
+    """
+
+    def __init__(self, index: int, lane: _Lane, events: queue.SimpleQueue[Any]) -> None:
+        self._index = index
+        self._lane = lane
+        self._events = events
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"comfynb-worker-ws-{index}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
+        from websockets.sync.client import connect
+
+        from .events import _RedactingLogger, parse_frame
+
+        client = self._lane.client
+        delay = MIN_RECONNECT_DELAY
+        while not self._stop.is_set():
+            try:
+                ws = connect(
+                    client.ws_url,
+                    additional_headers=client._headers,
+                    open_timeout=min(client.timeout, 5.0),
+                    max_size=None,
+                    logger=_RedactingLogger(client._headers),
+                ).__enter__()
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                self._events.put((self._index, _SocketDown(f"WebSocket: {exc}")))
+                self._stop.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            delay = MIN_RECONNECT_DELAY
+            self._events.put((self._index, _SocketUp()))
+            try:
+                while not self._stop.is_set():
+                    try:
+                        frame = ws.recv(timeout=0.1)
+                    except TimeoutError:
+                        continue
+                    event = parse_frame(frame)
+                    if isinstance(event, _WANTED):
+                        self._events.put((self._index, event))
+                    elif isinstance(event, Status) and event.queue_remaining is not None:
+                        self._lane.queue_remaining = event.queue_remaining
+            except ConnectionClosed:
+                pass
+            finally:
+                ws.close()  # returns once the closing handshake is over: the id is released
+            if not self._stop.is_set():
+                self._events.put((self._index, _SocketDown("WebSocket closed")))
+                self._stop.wait(MIN_RECONNECT_DELAY)
+
+
+# --------------------------------------------------------------------------- per-server state
+
+
+@dataclass
+class _Flight:
+    """A job of ours on a server: what its socket said so far."""
+
+    job: Job
+    status: JobStatus  # as last written (or about to be, for a deferred ``submitted``)
+    epoch: int  # the socket connection it was posted under (-1: none, read the report)
+    images: list[ImageRef] = field(default_factory=list)
+    progress: tuple[int, int] | None = None
+    progress_written: tuple[int, int] | None = None
+    progress_at: float = 0.0
+
+
+class _Lane:
+    """One server: its client, socket, capabilities, health and the jobs on it."""
+
+    def __init__(self, url: str, client: Client, probe: Client) -> None:
+        self.url = url
+        self.client = client
+        self.probe = probe  # the same server without retries: a health check must not stall
+        self.rerouted = False
+        self.caps: Capabilities | None = None
+        self.up = False
+        self.recovered = False
+        self.socket_up = False
+        self.epoch = 0
+        self.flights: dict[str, _Flight] = {}  # by prompt_id
+        self.hand: list[tuple[Job, bool]] = []  # claimed and pinned here, not posted; maybe posted
+        self.down_since: float | None = time.monotonic()
+        self.next_check = 0.0
+        self.check_delay = MIN_RECONNECT_DELAY
+        self.next_poll = 0.0
+        self.poll_delay = MIN_RECONNECT_DELAY
+        self.catch_up = False
+        self.last_heard = time.monotonic()
+        self.done = 0
+        self.failed = 0
+        self.last_error: str | None = None
+        self.queue_remaining: int | None = None
+        self.socket: _Socket | None = None
+
+    def status(self) -> ServerStatus:
+        return ServerStatus(
+            url=self.url,
+            up=self.up,
+            queue_depth=self.queue_remaining,
+            in_flight=len(self.flights),
+            done=self.done,
+            failed=self.failed,
+            last_error=self.last_error,
+        )
+
+
+# --------------------------------------------------------------------------- the worker
+
+_RUNNING: dict[str, Worker] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def _store_key(store: Store) -> str:
+    if store.path == ":memory:":
+        return f"memory:{id(store)}"
+    return os.path.realpath(store.path)
+
+
+def _log_move(job: Job, before: JobStatus, after: JobStatus, url: str | None) -> None:
+    logger.info("job %d run %d %s -> %s (%s)", job.id, job.run_id, before, after, url)
+
+
+class Worker:
+    """Runs a store's pending jobs on one or many ComfyUI servers, by itself.
+
+    Example::
+
+        >>> worker = comfynb.Worker(store, servers=[url1, url2]).start()   # returns at once
+        >>> worker.status().servers[0].in_flight
+        2
+        >>> worker.stop()                      # joins; jobs on the servers stay recoverable
+
+    Args:
+        store: the open store (the worker writes through it from its own thread).
+        servers: ComfyUI base URLs.
+        target_depth: how many of this worker's prompts to keep queued on each server.
+        client_options: options for each server's ``Client`` (token, headers, timeout, retry).
+        name: shown in logs and ``status()`` (default: the store's file name).
+        reroute_after: seconds a server may stay down before its jobs go to the others.
+        extra_data: ComfyUI's ``extra_data`` for every prompt (API keys: posted, never stored).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        servers: Sequence[str],
+        *,
+        target_depth: int = 2,
+        client_options: ClientOptions | None = None,
+        name: str | None = None,
+        reroute_after: float = 10.0,
+        extra_data: Mapping[str, Any] | None = None,
+    ) -> None:
+        from .client import _split_userinfo
+        from .errors import InvalidInput
+
+        if isinstance(servers, str):
+            servers = [servers]
+        urls = [_split_userinfo(url)[0] for url in servers]
+        if not urls or len(set(urls)) != len(urls):
+            raise InvalidInput(
+                f"servers is a list of distinct ComfyUI URLs, e.g. ['http://127.0.0.1:8188']; "
+                f"got {list(servers)!r}"
+            )
+        if isinstance(target_depth, bool) or not isinstance(target_depth, int) or target_depth < 1:
+            raise InvalidInput(f"target_depth must be an int from 1, got {target_depth!r}")
+        self.store = store
+        self.servers: tuple[str, ...] = tuple(servers)
+        self.target_depth = target_depth
+        self.name = name or os.path.basename(store.path)
+        self.reroute_after = reroute_after
+        self._client_options: dict[str, Any] = dict(client_options or {})
+        self._client_options.setdefault("timeout", 10.0)
+        self._extra_data = dict(extra_data) if extra_data else None
+        self._lanes: list[_Lane] = []
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._deferred: list[tuple[_Lane, _Flight, dict[str, Any]]] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._running = False
+        self._error: str | None = None
+        self._counts = {"completed": 0, "failed": 0, "requeued": 0}
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else "stopped"
+        return f"<Worker {self.name} {state} servers={list(self.servers)}>"
+
+    # ----------------------------------------------------------------- public API
+
+    @staticmethod
+    def running(store: Store) -> Worker | None:
+        """The worker running on ``store`` in this process, or None.
+
+        Example::
+
+            >>> comfynb.Worker.running(store).stop()
+        """
+        with _RUNNING_LOCK:
+            return _RUNNING.get(_store_key(store))
+
+    @property
+    def is_running(self) -> bool:
+        """True while the loop runs (``start``ed, or inside ``run``)."""
+        return self._running
+
+    def run(self, *, until_idle: bool = True, stop: threading.Event | None = None) -> RunSummary:
+        """Run the loop in this thread until idle (or until ``stop`` is set); scripts and tests.
+
+        Idle: nothing claimable is pending and nothing is in flight. When it returns, every
+        job is in a settled state: posted jobs are ``submitted``/``running`` (a later worker
+        recovers them) and claimed, unposted ones are back in the queue.
+
+        Example::
+
+            >>> Worker(store, [sim.url]).run()
+            RunSummary(completed=20, failed=0, requeued=0, seconds=0.41)
+
+        Raises:
+            WorkerError: another worker runs on this store in this process.
+        """
+        self._register()
+        try:
+            return self._main(until_idle, stop or self._stop)
+        finally:
+            self._unregister()
+
+    def start(self) -> Worker:
+        """Run the loop on a daemon thread and return at once; returns the running worker.
+
+        Starting again (this worker, or a new one for the same store and servers: a re-run
+        cell) returns the worker already running. Interpreter exit (kernel shutdown) stops it.
+
+        Example::
+
+            >>> worker = comfynb.Worker(store, servers=[url]).start()
+
+        Raises:
+            WorkerError: a worker with other servers runs on this store; stop it first.
+        """
+        with _RUNNING_LOCK:
+            running = _RUNNING.get(_store_key(self.store))
+            if running is not None:
+                if running is self or running.servers == self.servers:
+                    return running
+                raise _busy(running)
+            self._stop.clear()
+            self._running = True
+            _RUNNING[_store_key(self.store)] = self
+            self._thread = threading.Thread(
+                target=self._thread_main, name=f"comfynb-worker-{self.name}", daemon=True
+            )
+        atexit.register(self.stop)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop the background loop and wait for it (at most ``timeout`` seconds).
+
+        The loop finishes its round: images being downloaded are recorded, posted jobs are
+        recorded as submitted, claimed but unposted jobs go back to the queue.
+
+        Example::
+
+            >>> worker.stop()
+        """
+        atexit.unregister(self.stop)
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("worker %s did not stop within %s s", self.name, timeout)
+                return
+        self._thread = None
+
+    def status(self) -> WorkerStatus:
+        """A snapshot: running or not, and per server up/down, queue, in flight, done, failed.
+
+        Example::
+
+            >>> worker.status().servers[0].done
+            40
+        """
+        lanes = self._lanes
+        servers = (
+            tuple(lane.status() for lane in lanes)
+            if lanes
+            else tuple(ServerStatus(url, False, None, 0, 0, 0, None) for url in self.servers)
+        )
+        return WorkerStatus(self.name, self._running, servers, self._error)
+
+    # ----------------------------------------------------------------- life cycle
+
+    def _register(self) -> None:
+        with _RUNNING_LOCK:
+            running = _RUNNING.get(_store_key(self.store))
+            if running is not None:
+                raise _busy(running)
+            _RUNNING[_store_key(self.store)] = self
+            self._running = True
+
+    def _unregister(self) -> None:
+        with _RUNNING_LOCK:
+            if _RUNNING.get(_store_key(self.store)) is self:
+                del _RUNNING[_store_key(self.store)]
+            self._running = False
+
+    def _thread_main(self) -> None:
+        try:
+            self._main(until_idle=False, stop=self._stop)
+        except BaseException as exc:
+            self._error = f"{type(exc).__name__}: {exc}"
+            logger.exception("worker %s stopped by an error", self.name)
+        finally:
+            atexit.unregister(self.stop)
+            self._unregister()
+
+    def _main(self, until_idle: bool, stop: threading.Event) -> RunSummary:
+        started = time.monotonic()
+        self._counts = dict.fromkeys(self._counts, 0)
+        self._error = None
+        self._open()
+        try:
+            while not stop.is_set():
+                busy = self._step()
+                if until_idle and not busy and self._idle():
+                    break
+        finally:
+            self._close()
+        return RunSummary(
+            completed=self._counts["completed"],
+            failed=self._counts["failed"],
+            requeued=self._counts["requeued"],
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    def _open(self) -> None:
+        from .client import Client, RetryPolicy
+
+        self._events = queue.SimpleQueue()
+        self._deferred = []
+        once = {**self._client_options, "retry": RetryPolicy(attempts=1)}
+        self._lanes = [
+            _Lane(url, Client(url, **self._client_options), Client(url, **once))
+            for url in self.servers
+        ]
+        for index, lane in enumerate(self._lanes):
+            lane.socket = _Socket(index, lane, self._events)
+            lane.socket.start()
+        for lane in self._lanes:
+            self._check(lane)
+        logger.info("worker %s started on %s", self.name, ", ".join(self.servers))
+
+    def _close(self) -> None:
+        try:
+            self._commit_round([], {}, {})  # posted jobs: recorded as submitted
+            held = [job.id for lane in self._lanes for job, _ in lane.hand]
+            if held:
+                self.store.release_claims(held)
+            for lane in self._lanes:
+                lane.hand.clear()
+        finally:
+            for lane in self._lanes:
+                if lane.socket is not None:
+                    lane.socket.stop()
+            for lane in self._lanes:
+                if lane.socket is not None:
+                    lane.socket.join()
+                lane.client.close()
+                lane.probe.close()
+            logger.info("worker %s stopped", self.name)
+
+    def _idle(self) -> bool:
+        if any(lane.flights or lane.hand for lane in self._lanes) or self._deferred:
+            return False
+        up = [lane for lane in self._lanes if lane.up and lane.caps is not None]
+        if not up:
+            # every server down: give up once they have been down for reroute_after
+            now = time.monotonic()
+            return all(
+                lane.down_since is not None and now - lane.down_since > self.reroute_after
+                for lane in self._lanes
+            )
+        return self.store.claimable([lane.url for lane in up]) == 0
+
+    # ----------------------------------------------------------------- one round
+
+    def _step(self) -> bool:
+        """One round; True if it did anything (so the caller does not take it for idle)."""
+        lanes = self._lanes
+        block = 0.05 if any(lane.flights for lane in lanes) else 0.1
+        events = self._drain(block)
+        now = time.monotonic()
+        running: dict[int, tuple[_Lane, _Flight]] = {}
+        ended: list[tuple[_Lane, _Flight, bool]] = []  # success?
+        for index, event in events:
+            lane = lanes[index]
+            if isinstance(event, _SocketUp):
+                lane.socket_up, lane.epoch, lane.catch_up = True, lane.epoch + 1, True
+                lane.poll_delay = MIN_RECONNECT_DELAY
+                lane.last_heard = now
+                if not lane.up:
+                    lane.next_check = 0.0
+                continue
+            if isinstance(event, _SocketDown):
+                if lane.socket_up:
+                    logger.info("server %s: socket down (%s); polling", lane.url, event.reason)
+                    lane.epoch += 1
+                lane.socket_up = False
+                continue
+            lane.last_heard = now
+            flight = lane.flights.get(event.prompt_id or "")
+            if flight is None:
+                continue
+            if isinstance(event, ExecutionStart):
+                if flight.status in (JobStatus.PENDING, JobStatus.SUBMITTED):
+                    running[flight.job.id] = (lane, flight)
+            elif isinstance(event, Executed):
+                flight.images.extend(event.images)
+            elif isinstance(event, Progress):
+                flight.progress = (int(event.value), int(event.max))
+            elif isinstance(event, ExecutionSuccess):
+                ended.append((lane, flight, True))
+            else:
+                ended.append((lane, flight, False))
+        results = self._collect([(lane, f) for lane, f, ok in ended if ok])
+        progress = self._progress_due(now)
+        self._commit_round(list(running.values()), results, progress)
+        for lane, flight, ok in ended:
+            if not ok and flight.job.prompt_id in lane.flights:
+                self._poll(lane, flight)
+        self._maintain(now)
+        posted = self._top_up()
+        return bool(events) or posted
+
+    def _drain(self, block: float) -> list[tuple[int, Any]]:
+        events: list[tuple[int, Any]] = []
+        if not self._deferred:
+            try:
+                events.append(self._events.get(timeout=block))
+            except queue.Empty:
+                return events
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def _collect(
+        self, finished: list[tuple[_Lane, _Flight]]
+    ) -> dict[int, tuple[_Lane, _Flight, _jobs._Collected]]:
+        """Download the images of jobs whose socket said success (no store write)."""
+        results: dict[int, tuple[_Lane, _Flight, _jobs._Collected]] = {}
+        for lane, flight in finished:
+            job = flight.job
+            assert job.prompt_id is not None
+            try:
+                refs: Sequence[ImageRef] = flight.images
+                if flight.epoch != lane.epoch:
+                    # the socket dropped since the post: its `executed` list may be short
+                    report = lane.client.job(job.prompt_id)
+                    if report.status is not PromptStatus.COMPLETED:
+                        lane.catch_up = True
+                        continue
+                    refs = report.outputs
+                results[job.id] = (lane, flight, _jobs._collect(self.store, lane.client, job, refs))
+            except _TRANSIENT as exc:
+                self._trouble(lane, exc)
+                lane.catch_up = True  # polled once the server answers
+            except JobNotFound:
+                lane.catch_up = True
+        return results
+
+    def _progress_due(self, now: float) -> dict[int, tuple[int, int]]:
+        due: dict[int, tuple[int, int]] = {}
+        for lane in self._lanes:
+            for flight in lane.flights.values():
+                if (
+                    flight.progress is not None
+                    and flight.progress != flight.progress_written
+                    and now - flight.progress_at >= PROGRESS_EVERY
+                    and flight.status is not JobStatus.PENDING
+                ):
+                    due[flight.job.id] = flight.progress
+                    flight.progress_written, flight.progress_at = flight.progress, now
+        return due
+
+    # ----------------------------------------------------------------- writing a round
+
+    def _commit_round(
+        self,
+        running: list[tuple[_Lane, _Flight]],
+        results: Mapping[int, tuple[_Lane, _Flight, _jobs._Collected]],
+        progress: Mapping[int, tuple[int, int]],
+    ) -> None:
+        """Every write of a round in ONE transaction; one by one if a job moved meanwhile."""
+        deferred, self._deferred = self._deferred, []
+        if not (deferred or running or results or progress):
+            return
+        good = {i: r for i, r in results.items() if r[2].error is None}
+        bad = {i: r for i, r in results.items() if r[2].error is not None}
+        plain = {i: r for i, r in good.items() if r[2].detail is None}
+        try:
+            with self.store.transaction() as tx:
+                transition_many(
+                    self.store,
+                    [
+                        (f.job.id, JobStatus.SUBMITTED, {"server": lane.url, "error": None}, d)
+                        for lane, f, d in deferred
+                    ]
+                    + [(f.job.id, JobStatus.RUNNING) for _, f in running]
+                    + [(i, JobStatus.FAILED, {"error": r[2].error}) for i, r in bad.items()],
+                )
+                if plain:
+                    _jobs.record_results(self.store, {i: r[2].images for i, r in plain.items()})
+                for i, r in good.items():
+                    if i not in plain:
+                        _jobs.record_result(self.store, i, r[2].images, detail=r[2].detail)
+                tx.set_progress(progress)
+        except InvalidTransition:
+            # someone (a notebook's cancel) moved one of these jobs meanwhile: one by one
+            self._commit_one_by_one(deferred, running, results, progress)
+            return
+        self._after_round(deferred, running, results)
+
+    def _after_round(
+        self,
+        deferred: Sequence[tuple[_Lane, _Flight, dict[str, Any]]],
+        running: Sequence[tuple[_Lane, _Flight]],
+        results: Mapping[int, tuple[_Lane, _Flight, _jobs._Collected]],
+    ) -> None:
+        for lane, flight, _ in deferred:
+            self._moved(lane, flight, JobStatus.SUBMITTED)
+        for lane, flight in running:
+            self._moved(lane, flight, JobStatus.RUNNING)
+        for lane, flight, collected in results.values():
+            end = JobStatus.FAILED if collected.error is not None else JobStatus.COMPLETED
+            self._moved(lane, flight, end)
+
+    def _commit_one_by_one(
+        self,
+        deferred: Sequence[tuple[_Lane, _Flight, dict[str, Any]]],
+        running: Sequence[tuple[_Lane, _Flight]],
+        results: Mapping[int, tuple[_Lane, _Flight, _jobs._Collected]],
+        progress: Mapping[int, tuple[int, int]],
+    ) -> None:
+        for lane, flight, detail in deferred:
+            job = _jobs._mark_submitted(self.store, lane.client, flight.job.id, detail)
+            self._moved(lane, flight, job.status)
+        for lane, flight in running:
+            self._settle(lane, flight, lambda f=flight: transition(self.store, f.job.id, "running"))
+        for job_id, (lane, flight, collected) in results.items():
+            if collected.error is not None:
+                error = collected.error
+                self._settle(
+                    lane,
+                    flight,
+                    lambda i=job_id, e=error: transition(self.store, i, "failed", error=e),
+                )
+                continue
+            try:
+                _jobs.record_result(self.store, job_id, collected.images, detail=collected.detail)
+                self._moved(lane, flight, JobStatus.COMPLETED)
+            except InvalidTransition:
+                _jobs._remove_files(self.store, flight.job, collected.written)
+                self._moved(lane, flight, self.store.job(job_id).status)
+        with self.store.transaction() as tx:
+            tx.set_progress(progress)
+
+    def _settle(self, lane: _Lane, flight: _Flight, move: Any) -> None:
+        try:
+            job = move()
+        except InvalidTransition:
+            job = self.store.job(flight.job.id)
+        self._moved(lane, flight, job.status)
+
+    def _moved(self, lane: _Lane, flight: _Flight, after: JobStatus) -> None:
+        """Book-keeping and the log line of a move the store has recorded."""
+        before = flight.status
+        if after is not before:
+            _log_move(flight.job, before, after, lane.url)
+        flight.status = after
+        if after in (JobStatus.SUBMITTED, JobStatus.RUNNING):
+            return
+        assert flight.job.prompt_id is not None
+        lane.flights.pop(flight.job.prompt_id, None)
+        if after is JobStatus.COMPLETED:
+            lane.done += 1
+            self._counts["completed"] += 1
+        elif after is JobStatus.FAILED:
+            lane.failed += 1
+            self._counts["failed"] += 1
+        elif after is JobStatus.PENDING:
+            self._counts["requeued"] += 1
+
+    # ----------------------------------------------------------------- polling and health
+
+    def _poll(self, lane: _Lane, flight: _Flight) -> None:
+        """Ask the server about one job and move it (``poll_job_status``)."""
+        try:
+            job = _jobs.poll_job_status(self.store, lane.client, flight.job.id)
+        except _TRANSIENT as exc:
+            self._trouble(lane, exc)
+            return
+        self._moved(lane, flight, job.status)
+
+    def _trouble(self, lane: _Lane, exc: Exception) -> None:
+        """A server call failed after the client's retries: check its health soon."""
+        lane.last_error = f"{type(exc).__name__}: {exc}"
+        lane.next_check = 0.0
+        if isinstance(exc, _DOWN) and lane.up:
+            self._mark_down(lane, lane.last_error)
+
+    def _mark_down(self, lane: _Lane, reason: str) -> None:
+        if lane.up:
+            logger.info("server %s down: %s", lane.url, reason)
+        lane.up = False
+        lane.last_error = reason
+        if lane.down_since is None:
+            lane.down_since = time.monotonic()
+
+    def _check(self, lane: _Lane) -> None:
+        """Health check (``/system_stats``); on the way up, capabilities and ``recover``."""
+        try:
+            lane.probe.system_stats()
+            if lane.caps is None or not lane.up:
+                lane.caps = capabilities(lane.probe.object_info())
+            if not lane.recovered:
+                self._recover(lane)
+        except _DOWN as exc:
+            self._mark_down(lane, f"{type(exc).__name__}: {exc}")
+            lane.next_check = time.monotonic() + lane.check_delay
+            lane.check_delay = min(lane.check_delay * 2, MAX_BACKOFF)
+            return
+        except ServerFailed as exc:  # it answers, badly: up, try again soon
+            lane.last_error = f"{type(exc).__name__}: {exc}"
+            lane.next_check = time.monotonic() + lane.check_delay
+            lane.check_delay = min(lane.check_delay * 2, MAX_BACKOFF)
+            return
+        if not lane.up:
+            logger.info("server %s up", lane.url)
+        lane.up, lane.down_since, lane.rerouted = True, None, False
+        lane.check_delay = MIN_RECONNECT_DELAY
+        lane.next_check = float("inf")
+
+    def _recover(self, lane: _Lane) -> None:
+        """``recover`` for this server, then follow the jobs it left on the server."""
+        summary = _jobs.recover(self.store, lane.client, extra_data=self._extra_data)
+        lane.recovered = True
+        moved = set(summary.completed + summary.failed + summary.requeued)
+        if moved or summary.in_progress:
+            logger.info(
+                "server %s: recovered %d job(s): %d completed, %d failed, %d requeued, "
+                "%d in progress",
+                lane.url,
+                len(moved | set(summary.in_progress)),
+                len(summary.completed),
+                len(summary.failed),
+                len(summary.requeued),
+                len(summary.in_progress),
+            )
+        for job_id in summary.in_progress:
+            job = self.store.job(job_id)
+            assert job.prompt_id is not None
+            lane.flights[job.prompt_id] = _Flight(job, job.status, epoch=-1)
+        lane.catch_up = bool(summary.in_progress)
+
+    def _maintain(self, now: float) -> None:
+        for lane in self._lanes:
+            if now >= lane.next_check:
+                self._check(lane)
+            if not lane.up:
+                overdue = lane.down_since is not None and now - lane.down_since > self.reroute_after
+                if overdue and not lane.rerouted:
+                    self._reroute(lane)
+                continue
+            silent = lane.flights and now - lane.last_heard > SILENCE
+            if lane.catch_up or silent or (not lane.socket_up and now >= lane.next_poll):
+                if not lane.socket_up and not lane.catch_up:
+                    lane.next_poll = now + lane.poll_delay
+                    lane.poll_delay = min(lane.poll_delay * 2, MAX_BACKOFF)
+                lane.catch_up = False
+                lane.last_heard = now
+                for flight in list(lane.flights.values()):
+                    if flight.status is not JobStatus.PENDING and lane.up:
+                        self._poll(lane, flight)
+
+    def _reroute(self, lane: _Lane) -> None:
+        """Send a dead server's unfinished jobs back to the queue for the living servers."""
+        reason = f"server {lane.url} down for more than {self.reroute_after} s: rerouted"
+        ours = {f.job.id: (f.job, f) for f in lane.flights.values()}
+        stranded = [j for j in self.store.unsettled_jobs() if j.server == lane.url]
+        back: list[tuple[int, JobStatus | str, Mapping[str, Any], Mapping[str, Any] | None]] = []
+        release = [job.id for job, _ in lane.hand]
+        for job in stranded:
+            if job.status is JobStatus.PENDING:
+                release.append(job.id)
+            elif job.retries >= job.max_retries:
+                error = {"type": "ServerDown", "message": reason + "; no retries left"}
+                back.append((job.id, JobStatus.FAILED, {"error": error}, None))
+            else:
+                back.append((job.id, JobStatus.PENDING, {"server": None}, {"reason": reason}))
+        if back:
+            moved = transition_many(self.store, back)
+            for job in moved:
+                if job.id in ours:
+                    _, flight = ours[job.id]
+                    self._moved(lane, flight, job.status)
+                else:
+                    logger.info("job %d run %d -> %s (%s)", job.id, job.run_id, job.status, reason)
+        self.store.release_claims(release)
+        lane.hand.clear()
+        lane.flights.clear()
+        lane.recovered = True  # nothing of ours is left there to recover
+        lane.rerouted = True
+        if back or release:
+            logger.info("server %s: %d job(s) rerouted", lane.url, len(back) + len(release))
+
+    # ----------------------------------------------------------------- claiming and posting
+
+    def _top_up(self) -> bool:
+        """Claim and post jobs so that each server up has ``target_depth`` of ours queued."""
+        lanes = [lane for lane in self._lanes if lane.up and lane.caps is not None]
+        if not lanes or self._stop.is_set():
+            return False
+        did = False
+        for lane in lanes:
+            free = self.target_depth - len(lane.flights) - len(lane.hand)
+            held = sum(len(other.hand) for other in lanes)
+            if (
+                free > 0
+                and held < self.target_depth * len(lanes)
+                and self.store.claimable([lane.url])
+            ):
+                for job in _jobs.select_next_jobs(self.store, free, server=lane.url):
+                    self._place(lane, job, lanes)
+                did = True
+        for lane in lanes:
+            while lane.hand and len(lane.flights) < self.target_depth and lane.up:
+                job, maybe_posted = lane.hand.pop(0)
+                self._post(lane, job, maybe_posted)
+                did = True
+        return did
+
+    def _place(self, lane: _Lane, job: Job, lanes: Sequence[_Lane]) -> None:
+        """Give a job claimed for ``lane`` to a server able to run it; fail it if none is."""
+        assert lane.caps is not None
+        if missing_capability(job.workflow, lane.caps) is None:
+            lane.hand.append((job, False))
+            return
+        for other in lanes:
+            if (
+                other is not lane
+                and other.caps is not None
+                and missing_capability(job.workflow, other.caps) is None
+            ):
+                assert job.prompt_id is not None
+                job = self.store.record_intent(job.id, prompt_id=job.prompt_id, server=other.url)
+                other.hand.append((job, False))
+                return
+        known = [other for other in self._lanes if other.caps is not None]
+        reasons = "; ".join(
+            f"{other.url}: {missing_capability(job.workflow, other.caps)}"  # type: ignore[arg-type]
+            for other in known
+        )
+        error = {
+            "type": "NoCapableServer",
+            "message": f"no server of this worker can run job {job.id}: {reasons}; install "
+            "what is missing on a server, or change the workflow",
+        }
+        failed = transition(self.store, job.id, JobStatus.FAILED, error=error)
+        _log_move(job, JobStatus.PENDING, failed.status, None)
+        self._counts["failed"] += 1
+
+    def _post(self, lane: _Lane, job: Job, maybe_posted: bool) -> None:
+        """POST a claimed job (unless it arrived before); its ``submitted`` move is deferred."""
+        assert job.prompt_id is not None
+        epoch = lane.epoch if lane.socket_up else -1
+        try:
+            detail: dict[str, Any]
+            if maybe_posted and (report := _jobs._arrived(lane.client, job.prompt_id)):
+                detail = {"found_on_server": report.status.value}
+            else:
+                queued = lane.client.queue_prompt(
+                    job.workflow, prompt_id=job.prompt_id, extra_data=self._extra_data
+                )
+                detail = {"number": queued.number}
+                if queued.node_errors:
+                    detail["problems"] = queued.problems
+        except PromptRejected as exc:
+            error = _jobs._error(exc, error_type=exc.error_type, node_errors=exc.node_errors)
+            failed = transition(self.store, job.id, JobStatus.FAILED, error=error)
+            _log_move(job, JobStatus.PENDING, failed.status, lane.url)
+            lane.failed += 1
+            self._counts["failed"] += 1
+            return
+        except _TRANSIENT as exc:
+            self._trouble(lane, exc)
+            current = self.store.job(job.id)
+            if current.retries >= current.max_retries:
+                failed = transition(self.store, job.id, JobStatus.FAILED, error=_jobs._error(exc))
+                _log_move(job, JobStatus.PENDING, failed.status, lane.url)
+                lane.failed += 1
+                self._counts["failed"] += 1
+            else:
+                current = self.store.update_job(
+                    job.id, retries=current.retries + 1, error=_jobs._error(exc)
+                )
+                lane.hand.insert(0, (current, True))
+            return
+        flight = _Flight(job, JobStatus.PENDING, epoch)
+        lane.flights[job.prompt_id] = flight
+        self._deferred.append((lane, flight, detail))
+
+
+def _busy(running: Worker) -> WorkerError:
+    return WorkerError(
+        f"worker {running.name} already runs on {running.store.path} with servers "
+        f"{list(running.servers)}; stop it first (comfynb.Worker.running(store).stop()) or "
+        "start a worker with the same servers to get it back"
+    )

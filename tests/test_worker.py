@@ -1,0 +1,299 @@
+"""The worker against real simulators over loopback, a real store and real PNGs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import trivial_prompt
+from sim_helpers import wait_for
+
+import comfynb
+from comfynb import JobStatus, Worker, WorkerError, enqueue
+from comfynb.simulator import Simulator
+from comfynb.simulator.specs import CHECKPOINTS
+from comfynb.store import Store
+from comfynb.worker import capabilities, missing_capability
+
+
+def unique_prompt(index: int, prefix: str = "w") -> dict[str, Any]:
+    """A trivial prompt no other job shares (so the server never serves it from its cache)."""
+    prompt = trivial_prompt(prefix)
+    prompt["1"]["inputs"]["color"] = index
+    return prompt
+
+
+def txt2img(seed: int, steps: int = 2, ckpt: str = CHECKPOINTS[0]) -> dict[str, Any]:
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1},
+        },
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": steps,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "t2i"}},
+    }
+
+
+def enqueue_many(store: Store, count: int, run: str = "r", start: int = 0) -> list[int]:
+    if run not in set(store.runs()["name"]):
+        store.new_run(run)
+    return [enqueue(store, unique_prompt(start + i), run=run).id for i in range(count)]
+
+
+def statuses(store: Store) -> dict[str, int]:
+    return store.status_counts()
+
+
+def posts_of(sim: Simulator) -> dict[str, int]:
+    return {row["prompt_id"]: row["posts"] for row in sim.prompts()}
+
+
+@pytest.fixture
+def extra_sims(tmp_path: Path) -> Iterator[list[Simulator]]:
+    """Two more simulators (they start in ~2 ms), stopped after the test."""
+    sims = [Simulator(root=tmp_path / name).start() for name in ("b", "c")]
+    yield sims
+    for sim in sims:
+        sim.stop()
+
+
+# ----------------------------------------------------------------------------- one server
+
+
+def test_one_server_runs_every_job_to_completed_with_its_image(
+    sim: Simulator, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = enqueue_many(store, 12)
+    with caplog.at_level(logging.INFO, logger="comfynb.worker"):
+        summary = Worker(store, [sim.url]).run()
+    assert (summary.completed, summary.failed, summary.requeued) == (12, 0, 0)
+    assert statuses(store) == {"completed": 12}
+    cands = store.candidates()
+    assert sorted(cands["job_id"]) == ids
+    for path in cands["path"]:
+        assert (store.output_dir / path).read_bytes().startswith(b"\x89PNG")
+    events = store.events(ids[0])
+    assert list(events["to_status"]) == ["submitted", "running", "completed"]
+    assert all(posts == 1 for posts in posts_of(sim).values())
+    assert len(posts_of(sim)) == 12
+    lines = [r.getMessage() for r in caplog.records if r.name == "comfynb.worker"]
+    assert f"job {ids[0]} run 1 submitted -> running ({sim.url})" in lines
+    assert f"job {ids[0]} run 1 running -> completed ({sim.url})" in lines
+
+
+def test_a_failing_node_fails_the_job_with_the_servers_error(sim: Simulator, store: Store) -> None:
+    ids = enqueue_many(store, 3)
+    sim.set_faults(fail_node={"node_id": "2", "message": "boom", "next": 1})
+    summary = Worker(store, [sim.url]).run()
+    assert (summary.completed, summary.failed) == (2, 1)
+    failed = [store.job(i) for i in ids if store.job(i).status is JobStatus.FAILED]
+    assert failed[0].error is not None and failed[0].error["message"] == "boom"
+    assert store.candidates(job=failed[0].id).empty
+
+
+def test_progress_is_stored_while_a_sampler_runs(sim: Simulator, store: Store) -> None:
+    store.new_run("r")
+    job = enqueue(store, txt2img(seed=1, steps=40), run="r")
+    sim.configure(step_seconds=0.05)  # 2 s of sampling: a few progress writes
+    worker = Worker(store, [sim.url]).start()
+    try:
+        seen = wait_for(lambda: store.job(job.id).progress_value, timeout=10)
+        assert 0 < seen <= 40
+        assert store.job(job.id).progress_max == 40
+        wait_for(lambda: store.job(job.id).status is JobStatus.COMPLETED, timeout=10)
+    finally:
+        worker.stop()
+
+
+# ----------------------------------------------------------------------------- many servers
+
+
+def test_three_servers_share_the_jobs_and_nothing_is_posted_twice(
+    sim: Simulator, extra_sims: list[Simulator], store: Store
+) -> None:
+    sims = [sim, *extra_sims]
+    for each in sims:
+        each.configure(node_seconds=0.005)  # long enough for every server to get a share
+    ids = enqueue_many(store, 30)
+    summary = Worker(store, [s.url for s in sims]).run()
+    assert summary.completed == 30
+    assert statuses(store) == {"completed": 30}
+    per_server = store.jobs()["server"].value_counts().to_dict()
+    assert set(per_server) == {s.url for s in sims}
+    for each in sims:
+        log = posts_of(each)
+        assert all(n == 1 for n in log.values())
+        assert len(log) == per_server[each.url]
+    assert len(store.candidates()) == len(ids)
+
+
+def test_a_stopped_server_s_jobs_move_to_the_living_ones(
+    sim: Simulator, extra_sims: list[Simulator], store: Store
+) -> None:
+    sims = [sim, *extra_sims]
+    dying = extra_sims[0]
+    dying.configure(node_seconds=0.5)  # its jobs are still there when it stops
+    ids = enqueue_many(store, 24)
+    worker = Worker(store, [s.url for s in sims], reroute_after=0.3).start()
+    try:
+        wait_for(lambda: worker.status().servers[1].in_flight == 2, timeout=10)
+        posted_there = posts_of(dying)
+        dying.stop()
+        wait_for(lambda: statuses(store) == {"completed": 24}, timeout=20)
+        status = worker.status().servers[1]
+        assert not status.up and status.last_error
+    finally:
+        worker.stop()
+    # the stopped server: every prompt it got, once; none of those jobs' prompt_ids posted again
+    assert posted_there and all(n == 1 for n in posted_there.values())
+    for each in (sim, extra_sims[1]):
+        log = posts_of(each)
+        assert all(n == 1 for n in log.values())
+        assert not set(log) & set(posted_there)
+    rerouted = [i for i in ids if store.job(i).retries == 1]
+    assert len(rerouted) >= 2
+    for job_id in rerouted:
+        assert store.job(job_id).server != dying.url
+    assert len(store.candidates()) == 24
+
+
+def test_a_job_no_server_can_run_fails_naming_what_is_missing(sim: Simulator, store: Store) -> None:
+    store.new_run("r")
+    ok = enqueue(store, txt2img(seed=2), run="r")
+    no_model = enqueue(store, txt2img(seed=3, ckpt="dreamshaper_8.safetensors"), run="r")
+    weird = unique_prompt(9)
+    weird["3"] = {"class_type": "FancyUpscaler", "inputs": {"image": ["1", 0]}}
+    no_node = enqueue(store, weird, run="r")
+    summary = Worker(store, [sim.url]).run()
+    assert (summary.completed, summary.failed) == (1, 2)
+    assert store.job(ok.id).status is JobStatus.COMPLETED
+    error = store.job(no_model.id).error
+    assert error is not None and error["type"] == "NoCapableServer"
+    assert '"dreamshaper_8.safetensors"' in error["message"] and sim.url in error["message"]
+    error = store.job(no_node.id).error
+    assert error is not None and 'node "3" (FancyUpscaler) is not installed' in error["message"]
+    assert posts_of(sim).keys() == {store.job(ok.id).prompt_id}
+
+
+def test_capabilities_read_both_combo_spellings() -> None:
+    info = {
+        "Loader": {"input": {"required": {"ckpt_name": [["a.safetensors", "b.ckpt"], {}]}}},
+        "V3Loader": {
+            "input": {"optional": {"unet_name": ["COMBO", {"options": ["u.safetensors"]}]}}
+        },
+    }
+    caps = capabilities(info)
+    assert caps.classes == {"Loader", "V3Loader"}
+    good = {"1": {"class_type": "V3Loader", "inputs": {"unet_name": "u.safetensors"}}}
+    assert missing_capability(good, caps) is None
+    bad = {"1": {"class_type": "Loader", "inputs": {"ckpt_name": "c.safetensors"}}}
+    assert missing_capability(bad, caps) == (
+        'model "c.safetensors" (input "ckpt_name" of node "1", Loader) is missing'
+    )
+
+
+def test_a_job_goes_only_to_the_server_that_has_its_model(
+    sim: Simulator, extra_sims: list[Simulator], store: Store, tmp_path: Path
+) -> None:
+    # LoadImage's combo lists the server's input files: a PNG uploaded as "ref.pt" is, to the
+    # worker, a model file only the first server has (pillow still opens it by its content)
+    other = extra_sims[0]
+    png = tmp_path / "ref.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "red").save(png)
+    with comfynb.Client(sim.url) as client:
+        assert client.upload_image(png, name="ref.pt").name == "ref.pt"
+    store.new_run("r")
+    ids = []
+    for i in range(6):
+        prompt = {
+            "1": {"class_type": "LoadImage", "inputs": {"image": "ref.pt"}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "3": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["2", 0], "filename_prefix": f"ref{i}"},
+            },
+        }
+        ids.append(enqueue(store, prompt, run="r").id)
+    summary = Worker(store, [other.url, sim.url], target_depth=1).run()
+    assert summary.completed == 6
+    assert set(store.jobs()["server"]) == {sim.url}
+    assert posts_of(other) == {}
+    assert len(posts_of(sim)) == 6
+
+
+# ----------------------------------------------------------------------------- start and stop
+
+
+def test_start_twice_returns_the_running_worker(sim: Simulator, store: Store) -> None:
+    worker = Worker(store, [sim.url]).start()
+    try:
+        assert worker.start() is worker
+        assert Worker(store, [sim.url]).start() is worker  # a re-run cell
+        assert Worker.running(store) is worker
+        with pytest.raises(WorkerError, match="already runs"):
+            Worker(store, [sim.url, "http://127.0.0.1:9"]).start()
+        with pytest.raises(WorkerError, match="already runs"):
+            Worker(store, [sim.url]).run()
+        assert worker.status().running
+    finally:
+        worker.stop()
+    assert not worker.is_running and Worker.running(store) is None
+    assert "stopped" in str(worker.status())
+
+
+def test_stop_mid_run_leaves_no_job_ambiguous_and_a_new_worker_finishes(
+    sim: Simulator, store: Store
+) -> None:
+    sim.configure(node_seconds=0.01)
+    ids = enqueue_many(store, 40)
+    worker = Worker(store, [sim.url]).start()
+    wait_for(lambda: store.status_counts().get("completed", 0) >= 5, timeout=10)
+    worker.stop()
+    assert not worker.is_running
+    # nothing claimed-but-unposted: every pending job has no prompt_id
+    pending = store.jobs(status="pending")
+    assert pending["prompt_id"].isna().all()
+    assert store.status_counts().get("completed", 0) < 40
+    summary = Worker(store, [sim.url]).run()
+    assert statuses(store) == {"completed": 40}
+    assert summary.completed >= 1
+    assert all(n == 1 for n in posts_of(sim).values())
+    assert len(store.candidates()) == len(ids)
+
+
+def test_the_worker_runs_on_while_a_notebook_thread_enqueues(sim: Simulator, store: Store) -> None:
+    worker = Worker(store, [sim.url]).start()
+    try:
+        enqueue_many(store, 5)
+        done = threading.Event()
+        wait_for(lambda: store.status_counts() == {"completed": 5}, timeout=10)
+        enqueue_many(store, 5, start=5)
+        wait_for(lambda: store.status_counts() == {"completed": 10}, timeout=10)
+        done.set()
+        assert worker.status().servers[0].done == 10
+    finally:
+        worker.stop()
