@@ -1,16 +1,23 @@
-"""The ``comfynb`` command: ``comfynb demo`` and ``comfynb simulator``.
+"""The ``comfynb`` command: ``comfynb demo``, ``comfynb simulator`` and ``comfynb worker``.
 
 Example::
 
     $ comfynb demo                      # a txt2img prompt through the client, on the embedded simulator
     $ comfynb simulator --port 8188     # a ComfyUI double in the foreground
+    $ comfynb worker --db lab.duckdb --server http://127.0.0.1:8188    # run the store's jobs
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
+
+logger = logging.getLogger("comfynb.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(out_dir=parsed.out, server=parsed.server, steps=parsed.steps)
+    if parsed.command == "worker":
+        return run_worker(
+            parsed.db,
+            parsed.server,
+            output_dir=parsed.output_dir,
+            target_depth=parsed.target_depth,
+            until_idle=parsed.until_idle,
+        )
     parser.print_help()
     return 2
 
@@ -46,7 +61,96 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "simulator", help="run the ComfyUI simulator (see: comfynb simulator --help)"
     )
+    worker = commands.add_parser(
+        "worker",
+        help="run a store's jobs on ComfyUI servers, and serve the store to notebooks",
+        description=(
+            "Own the store's file, run its jobs on the servers until stopped (SIGTERM or "
+            "Ctrl-C), and serve the store to notebooks: comfynb.open(DB) there reaches it "
+            "through this process. One line per job transition on stderr."
+        ),
+    )
+    worker.add_argument("--db", required=True, help="the store's DuckDB file (created if missing)")
+    worker.add_argument(
+        "--server",
+        required=True,
+        action="append",
+        help="a ComfyUI URL; repeat for several servers",
+    )
+    worker.add_argument(
+        "--output-dir", default=None, help="where images go (default: outputs beside the file)"
+    )
+    worker.add_argument(
+        "--target-depth",
+        type=int,
+        default=2,
+        help="prompts kept queued on each server (default: %(default)s)",
+    )
+    worker.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="exit once nothing is pending or in flight (scripts), instead of waiting for jobs",
+    )
     return parser
+
+
+def run_worker(
+    db: str,
+    servers: Sequence[str],
+    *,
+    output_dir: str | None = None,
+    target_depth: int = 2,
+    until_idle: bool = False,
+) -> int:
+    """``comfynb worker``: own ``db``, serve it to notebooks, run its jobs until stopped.
+
+    SIGTERM or Ctrl-C stops the worker at the end of its round (posted jobs recorded as
+    submitted, claimed ones released: nothing ambiguous), removes the endpoint file and closes
+    the file; a second signal interrupts at once. Returns the exit code: 0 after a clean stop,
+    1 when the store or the servers could not be used (the message says why).
+
+    Example::
+
+        $ comfynb worker --db lab.duckdb --server http://127.0.0.1:8188 --server http://gpu2:8188
+    """
+    from .errors import ComfynbError
+    from .remote import serve
+    from .store import Store
+    from .worker import Worker
+
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the log
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # a second signal: stop waiting for the round to end
+        logger.info("%s: stopping at the end of this round", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with Store.open(db, output_dir) as store, serve(store):
+            worker = Worker(store, servers, target_depth=target_depth)
+            summary = worker.run(until_idle=until_idle, stop=stop)
+        logger.info(
+            "done: %d completed, %d failed, %d requeued in %.1f s",
+            summary.completed,
+            summary.failed,
+            summary.requeued,
+            summary.seconds,
+        )
+        return 0
+    except ComfynbError as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
