@@ -529,6 +529,10 @@ def connect(
     return store
 
 
+class _NotSent(Exception):
+    """The endpoint refused the connection or the token: the call surely was not run."""
+
+
 class RemoteStore:
     """The store of a running ``comfynb worker``, reached through its local endpoint.
 
@@ -544,42 +548,62 @@ class RemoteStore:
         >>> store.pick(12).picked
         True
 
+    A worker restarted on the same file is followed to its new endpoint (only a call the old
+    one refused unseen is sent again, so nothing is done twice).
+
     Raises (any call):
         WorkerGone: the worker process has exited; open the store again.
     """
 
     def __init__(self, path: str, info: Mapping[str, Any]) -> None:
+        self.path = path
+        self.url = ""
+        self.pid = 0
+        self.output_dir = Path()
+        self._http: httpx.Client | None = None
+        self._closed = False
+        self._attach(info)
+
+    def _attach(self, info: Mapping[str, Any]) -> None:
+        """Reach the endpoint ``info`` names, checked with ``/hello``; then drop the old one."""
         import httpx
 
-        self.path = path
-        self.url: str = str(info["url"])
-        self.pid: int = int(info["pid"])
-        self._http = httpx.Client(
-            base_url=self.url,
+        http = httpx.Client(
+            base_url=str(info["url"]),
             headers={"Authorization": f"Bearer {info['token']}"},
             timeout=httpx.Timeout(CALL_TIMEOUT, connect=5.0),
             trust_env=False,  # never through an HTTP_PROXY: the endpoint is on this machine
         )
         try:
-            hello = self._request("GET", "/hello", "open").json()
+            hello = self._exchange(http, "GET", "/hello", "open", None).json()
+        except _NotSent as refused:
+            http.close()
+            raise WorkerGone(
+                self.path, pid=int(info["pid"]), url=str(info["url"]), reason=str(refused)
+            ) from None
         except BaseException:
-            self._http.close()
+            http.close()
             raise
-        self.pid = int(hello["pid"])
-        self.output_dir = Path(hello["output_dir"])
-        if Path(hello["db"]) != Path(path).resolve():
-            self._http.close()
+        if Path(hello["db"]) != Path(self.path).resolve():
+            http.close()
             raise StoreError(
-                f"the endpoint named in {endpoint_file(path)} serves {hello['db']}, not "
-                f"{Path(path).resolve()}; delete that file and open the store again"
+                f"the endpoint named in {endpoint_file(self.path)} serves {hello['db']}, not "
+                f"{Path(self.path).resolve()}; delete that file and open the store again"
             )
+        if self._http is not None:
+            self._http.close()
+        self._http, self._info = http, dict(info)
+        self.url, self.pid = str(info["url"]), int(hello["pid"])
+        self.output_dir = Path(hello["output_dir"])
 
     def __repr__(self) -> str:
         return f"<RemoteStore {self.path} via comfynb worker PID {self.pid}>"
 
     def close(self) -> None:
         """Close this side's connection; the worker and its store keep running."""
-        self._http.close()
+        self._closed = True
+        if self._http is not None:
+            self._http.close()
 
     def __enter__(self) -> RemoteStore:
         return self
@@ -589,34 +613,61 @@ class RemoteStore:
 
     # ----------------------------------------------------------------- the wire
 
-    def _gone(self, what: str, exc: BaseException) -> WorkerGone:
-        return WorkerGone(self.path, pid=self.pid, url=self.url, reason=f"{what}: {exc}")
-
-    def _request(self, method: str, path: str, what: str, body: Any = None) -> httpx.Response:
+    def _exchange(
+        self, http: httpx.Client, method: str, path: str, what: str, body: Any
+    ) -> httpx.Response:
+        """One request; ``_NotSent`` when the endpoint surely did nothing (refused, 401)."""
         import httpx
 
-        if self._http.is_closed:
-            raise StoreError(
-                f"this RemoteStore is closed; open {self.path} again with comfynb.open(path)"
-            )
         try:
-            response = self._http.get(path) if method == "GET" else self._http.post(path, json=body)
+            response = http.get(path) if method == "GET" else http.post(path, json=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise _NotSent(f"{what}: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise StoreError(
                 f"the comfynb worker (PID {self.pid}) serving {self.path} did not answer "
                 f"{what} within {CALL_TIMEOUT:.0f} s; is it stuck? (see its log)"
             ) from exc
         except httpx.TransportError as exc:
-            raise self._gone(what, exc) from exc
+            raise WorkerGone(
+                self.path,
+                pid=self.pid,
+                url=self.url,
+                reason=f"the connection broke during {what} ({exc}); it may have been done: "
+                "look (e.g. store.jobs()) before repeating it",
+            ) from exc
         if response.status_code == 401:
-            raise StoreError(
-                f"the endpoint of {self.path} refused this notebook's token; the worker was "
-                "restarted: open the store again with comfynb.open(path)"
-            )
+            raise _NotSent(f"{what}: the endpoint refused the token")
         if response.status_code != 200:
             error = response.json().get("error", {})
             raise _decode_error(error, what)
         return response
+
+    def _request(self, method: str, path: str, what: str, body: Any = None) -> httpx.Response:
+        """Send a call; if the worker was restarted meanwhile, follow it to its new endpoint.
+
+        Only a call the old endpoint surely did not run (connection refused, token refused) is
+        sent again, so nothing is ever done twice.
+        """
+        if self._closed or self._http is None:
+            raise StoreError(
+                f"this RemoteStore is closed; open {self.path} again with comfynb.open(path)"
+            )
+        try:
+            return self._exchange(self._http, method, path, what, body)
+        except _NotSent as refused:
+            info = find_endpoint(self.path)
+            if info is None or info == self._info:
+                raise WorkerGone(
+                    self.path, pid=self.pid, url=self.url, reason=str(refused)
+                ) from None
+        old = self.pid
+        self._attach(info)
+        logger.info("%s: the worker was restarted (PID %d, was %d)", self.path, self.pid, old)
+        try:
+            return self._exchange(self._http, method, path, what, body)
+        except _NotSent as refused:
+            raise WorkerGone(self.path, pid=self.pid, url=self.url, reason=str(refused)) from None
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         body = {"args": _encode(list(args)), "kwargs": _encode(kwargs)}

@@ -175,6 +175,27 @@ def test_ctrl_c_stops_cleanly_and_a_second_worker_is_refused(
     assert "Traceback" not in worker.stderr()
 
 
+def test_a_killed_worker_leaves_a_stale_file_that_is_ignored_and_replaced(
+    sim: Simulator, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    db = tmp_path / "lab.duckdb"
+    killed = WorkerProcess(db, [sim.url])
+    workers.append(killed)
+    killed.wait_serving()
+    with comfynb.open(db) as store:
+        store.new_run("r")
+        assert killed.stop(signal.SIGKILL) == -signal.SIGKILL
+        assert endpoint_file(db).exists()  # no clean exit: the file stays, its pid is dead
+        with pytest.raises(WorkerGone, match=f"PID {killed.process.pid}"):
+            store.runs()
+    with comfynb.open(db) as local:  # the stale file is ignored: the file opens here
+        assert isinstance(local, Store) and local.runs()["name"].tolist() == ["r"]
+    after = WorkerProcess(db, [sim.url])
+    workers.append(after)
+    assert after.wait_serving()["pid"] == after.process.pid  # replaced
+    assert after.stop() == 0
+
+
 def test_worker_help_and_missing_arguments() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "comfynb.cli", "worker", "--help"],

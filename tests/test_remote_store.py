@@ -88,7 +88,7 @@ def test_every_request_needs_the_token(endpoint: Endpoint) -> None:
     response = HTTP.post(f"{endpoint.url}/call/runs", json={}, headers=wrong)
     assert response.status_code == 401
     stale = {**json.loads(endpoint.file.read_text()), "token": "old"}
-    with pytest.raises(StoreError, match="refused this notebook's token"):
+    with pytest.raises(WorkerGone, match="refused the token"):
         RemoteStore(endpoint.store.path, stale)
 
 
@@ -272,6 +272,18 @@ def test_a_call_after_the_endpoint_closed_says_the_worker_is_gone(
     remote.close()
     with comfynb.open(store.path) as again:  # no worker: the file itself (here: shared)
         assert isinstance(again, Store)
+
+
+def test_a_restarted_worker_is_followed_to_its_new_endpoint(store: Store) -> None:
+    with serve(store) as first:
+        remote = comfynb.open(store.path)
+        assert isinstance(remote, RemoteStore)
+        remote.new_run("before")
+    with remote, serve(store) as second:
+        assert second._token != first._token
+        assert remote.new_run("after").name == "after"  # refused by the old one: sent again
+        assert remote.url == second.url
+        assert remote.runs()["name"].tolist() == ["before", "after"]
 
 
 def test_many_threads_calling_at_once(remote: RemoteStore, store: Store) -> None:
