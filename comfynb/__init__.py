@@ -39,6 +39,7 @@ from .errors import (
     UnexpectedResponse,
     UnsafePath,
     WorkerError,
+    WorkerGone,
     WorkflowError,
 )
 from .jobs import (
@@ -60,6 +61,7 @@ from .protocol import ImageRef, JobReport, PromptStatus, QueuedPrompt, RetryPoli
 if TYPE_CHECKING:
     from .client import AsyncClient as AsyncClient
     from .client import Client as Client
+    from .remote import RemoteStore as RemoteStore
     from .simulator import Simulator as Simulator
     from .store import Store as Store
     from .store import open as open
@@ -93,6 +95,7 @@ __all__ = [
     "PromptStatus",
     "QueuedPrompt",
     "RecordNotFound",
+    "RemoteStore",
     "RetryPolicy",
     "Run",
     "RunNotFound",
@@ -113,6 +116,7 @@ __all__ = [
     "WaitSummary",
     "Worker",
     "WorkerError",
+    "WorkerGone",
     "WorkerStatus",
     "WorkflowError",
     "cancel",
@@ -137,6 +141,7 @@ __all__ = [
 _LAZY = {
     "AsyncClient": ".client",
     "Client": ".client",
+    "RemoteStore": ".remote",
     "Simulator": ".simulator",
     "Store": ".store",
     "open": ".store",
