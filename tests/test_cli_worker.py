@@ -17,13 +17,14 @@ from typing import Any
 
 import pytest
 from conftest import trivial_prompt
-from sim_helpers import wait_for
+from sim_helpers import HTTP, wait_for
 
 import comfynb
 from comfynb import JobStatus, StoreLocked
 from comfynb.errors import WorkerGone
 from comfynb.remote import RemoteStore, endpoint_file, find_endpoint
 from comfynb.simulator import Simulator
+from comfynb.simulator.specs import CHECKPOINTS
 from comfynb.store import Store
 
 STARTUP = 15.0  # seconds a cold subprocess may take to import comfynb and open the store
@@ -116,6 +117,61 @@ def test_a_notebook_beside_a_worker_process(
     log = worker.stderr()
     assert f"job {jobs[0].id} run {run.id} " in log and "-> completed" in log
     assert info["token"] not in log
+
+
+def sampler_prompt(steps: int) -> dict[str, Any]:
+    """txt2img with a KSampler: it reports progress once per step."""
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINTS[0]}},
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1},
+        },
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 1,
+                "steps": steps,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["6", 0],
+                "latent_image": ["5", 0],
+            },
+        },
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "s"}},
+    }
+
+
+def test_the_notebook_watches_progress_and_cancels_a_running_job(
+    sim: Simulator, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    db = tmp_path / "lab.duckdb"
+    worker = WorkerProcess(db, [sim.url])
+    workers.append(worker)
+    worker.wait_serving()
+    sim.configure(step_seconds=0.05)  # 100 steps: 5 s of sampling unless cancelled
+    with comfynb.open(db) as store:
+        store.new_run("r")
+        job = comfynb.enqueue(store, sampler_prompt(steps=100), run="r")
+        seen = wait_for(lambda: store.job(job.id).progress_value, timeout=10)
+        assert 0 < seen < 100 and store.job(job.id).progress_max == 100
+        assert store.job(job.id).status is JobStatus.RUNNING
+        cancelled = comfynb.cancel(store, job)  # no client here: the worker's process has one
+        assert cancelled.status is JobStatus.CANCELLED
+        wait_for(lambda: not HTTP.get(f"{sim.url}/queue").json()["queue_running"], timeout=5)
+        sim.configure(step_seconds=0)
+        after = comfynb.enqueue(store, trivial_prompt("after"), run="r")
+        assert comfynb.wait(store, after, timeout=20, progress=False).done == 1
+        assert store.job(job.id).status is JobStatus.CANCELLED  # the worker left it so
+        assert store.candidates(job=job).empty
+    assert worker.stop() == 0
+    assert "Traceback" not in worker.stderr()
 
 
 def test_sigterm_mid_run_then_a_restart_finishes_the_rest(
