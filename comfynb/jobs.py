@@ -53,7 +53,14 @@ from .errors import (
     UnsafePath,
     WorkflowError,
 )
-from .lifecycle import JobStatus, check_move, transition, transition_read_many
+from .lifecycle import (
+    JobState,
+    JobStatus,
+    check_move,
+    plan_moves,
+    transition,
+    transition_states_many,
+)
 from .models import Candidate, Job, NewCandidate, Run, Step
 from .protocol import ImageRef, JobReport, PromptStatus, RetryPolicy, new_prompt_id
 
@@ -347,16 +354,44 @@ def record_results(
     Raises:
         JobNotInStore, InvalidTransition, InvalidInput: as :func:`record_result`.
     """
+    return _record_round(store, (), results, detail)
+
+
+def _record_round(
+    store: Store,
+    moves: Sequence[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]],
+    results: Mapping[int, Sequence[NewCandidate]],
+    detail: Mapping[str, Any] | None = None,
+) -> dict[int, list[Candidate]]:
+    """``record_results`` after other ``moves`` of the same round, in one plan.
+
+    A worker's round: the moves (submitted, running, failed, ...) and the completions are
+    checked together and written with one read, one UPDATE per set of columns, one INSERT
+    of candidates and one of events, whatever the number of jobs.
+    """
+    ids = list(results)
+    wanted = list(dict.fromkeys([*ids, *(move[0] for move in moves)]))
+    if not wanted:
+        return {}
     with store.transaction() as tx:
-        ids = list(results)
-        jobs = tx.jobs_by_id(ids)
-        missing = [i for i in ids if i not in jobs]
+        jobs = tx.jobs_by_id(wanted)
+        missing = [i for i in wanted if i not in jobs]
         if missing:
             tx.job(missing[0])  # raises JobNotInStore naming it
         done = {i: tx.candidates_of(i) for i in ids if jobs[i].status is JobStatus.COMPLETED}
         todo = [jobs[i] for i in ids if i not in done]
-        for job in todo:
-            check_move(job, JobStatus.COMPLETED)  # before writing anything
+        states = {i: JobState(j.status, j.retries, j.prompt_id) for i, j in jobs.items()}
+        completions: list[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]]
+        completions = [
+            (
+                job.id,
+                JobStatus.COMPLETED,
+                {},
+                {"candidates": len(results[job.id]), **(detail or {})},
+            )
+            for job in todo
+        ]
+        plan_moves(states, [*moves, *completions])  # pure: raises before anything is written
         made = tx.insert_candidates_many(
             [(job, image) for job in todo for image in results[job.id]]
         )
@@ -370,18 +405,7 @@ def record_results(
                     by_job[job.id]
                 )
         tx.add_child_counts(children)
-        transition_read_many(
-            tx,
-            [
-                (
-                    job,
-                    JobStatus.COMPLETED,
-                    {},
-                    {"candidates": len(by_job[job.id]), **(detail or {})},
-                )
-                for job in todo
-            ],
-        )
+        transition_states_many(tx, states, [*moves, *completions])
         _crashpoints.reached("result.transaction")  # the crash test kills a worker here
     return {i: done[i] if i in done else by_job[i] for i in ids}
 

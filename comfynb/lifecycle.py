@@ -40,6 +40,7 @@ __all__ = [
     "transition_many",
     "transition_read",
     "transition_read_many",
+    "transition_states_many",
 ]
 
 
@@ -272,6 +273,8 @@ def transition_many(
         | tuple[int, JobStatus | str, Mapping[str, Any]]
         | tuple[int, JobStatus | str, Mapping[str, Any], Mapping[str, Any] | None]
     ],
+    *,
+    fetch: bool = True,
 ) -> list[Job]:
     """Apply many moves in ONE transaction: all of them, or none if any is illegal.
 
@@ -287,6 +290,8 @@ def transition_many(
     Args:
         store: the open store.
         moves: ``(job_id, to)``, ``(job_id, to, fields)`` or ``(job_id, to, fields, detail)``.
+        fetch: read the moved jobs back; ``False`` saves that query (a worker's batches)
+            and returns ``[]``.
 
     Returns:
         The moved jobs as stored afterwards, one per move, in the order of ``moves``.
@@ -299,8 +304,8 @@ def transition_many(
         return []
     with store.transaction() as tx:
         states = tx.job_states({job_id for job_id, *_ in normal})
-        jobs = tx.apply_plan(plan_moves(states, normal))
-    return [jobs[job_id] for job_id, *_ in normal]
+        jobs = tx.apply_plan(plan_moves(states, normal), fetch=fetch)
+    return [jobs[job_id] for job_id, *_ in normal] if fetch else []
 
 
 def check_move(job: Job, to: JobStatus) -> None:
@@ -368,3 +373,22 @@ def _normal_move(
     fields = rest[0] if rest else {}
     detail = rest[1] if len(rest) > 1 else None
     return job_id, JobStatus.parse(to), fields or {}, detail
+
+
+def transition_states_many(
+    tx: Transaction,
+    states: Mapping[int, JobState],
+    moves: Sequence[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]],
+) -> None:
+    """Apply ``moves`` of jobs whose ``states`` were just read inside ``tx``, in order.
+
+    For a worker's round: submitted, running, completed and failed moves of many jobs are
+    checked together and written as one UPDATE per set of columns and one INSERT of events.
+
+    Example::
+
+        >>> with store.transaction() as tx:
+        ...     states = tx.job_states([7, 8])
+        ...     transition_states_many(tx, states, [(7, RUNNING, {}, None), (8, COMPLETED, {}, None)])
+    """
+    tx.apply_plan(plan_moves(states, moves), fetch=False)

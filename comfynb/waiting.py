@@ -194,7 +194,7 @@ class _WidgetBar:
 
         self._bar = ipywidgets.IntProgress(min=0, max=max(total, 1), value=0)
         self._label = ipywidgets.Label("")
-        display(ipywidgets.HBox([self._bar, self._label]))
+        display(ipywidgets.HBox([self._bar, self._label]))  # type: ignore[no-untyped-call]
 
     def show(self, ended: int, counts: dict[str, int]) -> None:
         with self._bar.hold_sync():

@@ -349,6 +349,7 @@ class _Flight:
     progress: tuple[int, int] | None = None
     progress_written: tuple[int, int] | None = None
     progress_at: float = 0.0
+    ended: bool = False  # its end was seen: it no longer holds a place on the server
 
 
 class _Lane:
@@ -359,6 +360,7 @@ class _Lane:
         self.client = client
         self.probe = probe  # the same server without retries: a health check must not stall
         self.rerouted = False
+        self.dry = True  # the last claim found fewer jobs than it asked for
         self.caps: Capabilities | None = None
         self.up = False
         self.recovered = False
@@ -459,6 +461,7 @@ class Worker:
         self._client_options: dict[str, Any] = dict(client_options or {})
         self._client_options.setdefault("timeout", 10.0)
         self._extra_data = dict(extra_data) if extra_data else None
+        self._ahead = max(2 * target_depth, 8)  # jobs claimed per server, queued or in hand
         self._lanes: list[_Lane] = []
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._deferred: list[tuple[_Lane, _Flight, dict[str, Any]]] = []
@@ -640,7 +643,7 @@ class Worker:
 
     def _close(self) -> None:
         try:
-            self._commit_round([], {}, {})  # posted jobs: recorded as submitted
+            self._commit_round([], {}, {}, {})  # posted jobs: recorded as submitted
             held = [job.id for lane in self._lanes for job, _ in lane.hand]
             if held:
                 self.store.release_claims(held)
@@ -710,14 +713,21 @@ class Worker:
                 ended.append((lane, flight, True))
             else:
                 ended.append((lane, flight, False))
+        for _, flight, _ in ended:
+            flight.ended = True
+        # the freed places on the servers are refilled first, from the jobs in hand: the
+        # servers run them while this round downloads and writes (their submitted moves go
+        # into this round's transaction)
+        posted = self._post_from_hands()
         results = self._collect([(lane, f) for lane, f, ok in ended if ok])
         progress = self._progress_due(now)
-        self._commit_round(list(running.values()), results, progress)
+        wanted = self._claims_wanted()
+        claimed = self._commit_round(list(running.values()), results, progress, wanted)
         for lane, flight, ok in ended:
             if not ok and flight.job.prompt_id in lane.flights:
                 self._poll(lane, flight)
         self._maintain(now)
-        posted = self._top_up()
+        posted = self._top_up(claimed) or posted
         return bool(events) or posted
 
     def _drain(self, block: float) -> list[tuple[int, Any]]:
@@ -779,36 +789,51 @@ class Worker:
         running: list[tuple[_Lane, _Flight]],
         results: Mapping[int, tuple[_Lane, _Flight, _jobs._Collected]],
         progress: Mapping[int, tuple[int, int]],
-    ) -> None:
-        """Every write of a round in ONE transaction; one by one if a job moved meanwhile."""
+        wanted: Mapping[int, int],
+    ) -> dict[int, list[Job]]:
+        """Every write of a round in ONE transaction; one by one if a job moved meanwhile.
+
+        The submitted moves of the jobs posted last round, the running moves, the results
+        (candidates and completed moves), progress, and the claims of new jobs (``wanted``:
+        lane index -> how many), which must be committed before their POST. Returns the
+        claimed jobs by lane index.
+        """
         deferred, self._deferred = self._deferred, []
-        if not (deferred or running or results or progress):
-            return
+        if not (deferred or running or results or progress or wanted):
+            return {}
         good = {i: r for i, r in results.items() if r[2].error is None}
         bad = {i: r for i, r in results.items() if r[2].error is not None}
         plain = {i: r for i, r in good.items() if r[2].detail is None}
         try:
             with self.store.transaction() as tx:
-                transition_many(
-                    self.store,
-                    [
-                        (f.job.id, JobStatus.SUBMITTED, {"server": lane.url, "error": None}, d)
-                        for lane, f, d in deferred
-                    ]
-                    + [(f.job.id, JobStatus.RUNNING) for _, f in running]
-                    + [(i, JobStatus.FAILED, {"error": r[2].error}) for i, r in bad.items()],
-                )
-                if plain:
-                    _jobs.record_results(self.store, {i: r[2].images for i, r in plain.items()})
+                moves: list[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]] = [
+                    (f.job.id, JobStatus.SUBMITTED, {"server": lane.url, "error": None}, d)
+                    for lane, f, d in deferred
+                ]
+                moves += [(f.job.id, JobStatus.RUNNING, {}, None) for _, f in running]
+                moves += [
+                    (i, JobStatus.FAILED, {"error": r[2].error}, None) for i, r in bad.items()
+                ]
+                _jobs._record_round(self.store, moves, {i: r[2].images for i, r in plain.items()})
                 for i, r in good.items():
                     if i not in plain:
                         _jobs.record_result(self.store, i, r[2].images, detail=r[2].detail)
                 tx.set_progress(progress)
+                claimed = self._claim(wanted)
         except InvalidTransition:
             # someone (a notebook's cancel) moved one of these jobs meanwhile: one by one
             self._commit_one_by_one(deferred, running, results, progress)
-            return
+            return self._claim(wanted)
         self._after_round(deferred, running, results)
+        return claimed
+
+    def _claim(self, wanted: Mapping[int, int]) -> dict[int, list[Job]]:
+        claimed: dict[int, list[Job]] = {}
+        for index, n in wanted.items():
+            lane = self._lanes[index]
+            claimed[index] = _jobs.select_next_jobs(self.store, n, server=lane.url)
+            lane.dry = len(claimed[index]) < n
+        return claimed
 
     def _after_round(
         self,
@@ -1005,27 +1030,55 @@ class Worker:
 
     # ----------------------------------------------------------------- claiming and posting
 
-    def _top_up(self) -> bool:
-        """Claim and post jobs so that each server up has ``target_depth`` of ours queued."""
+    def _claims_wanted(self) -> dict[int, int]:
+        """How many jobs to claim for each server this round (lane index -> n).
+
+        A server whose queue would run short gets up to ``max(2 * target_depth, 8)`` of ours,
+        queued or in hand: claiming ahead makes one claim serve several rounds. A server that found
+        the queue empty last time asks ``claimable`` (a cheap count) before claiming again.
+        """
+        wanted: dict[int, int] = {}
+        if self._stop.is_set():
+            return wanted
         lanes = [lane for lane in self._lanes if lane.up and lane.caps is not None]
-        if not lanes or self._stop.is_set():
+        held = sum(len(lane.hand) for lane in lanes)
+        for index, lane in enumerate(self._lanes):
+            on_server = sum(1 for f in lane.flights.values() if not f.ended)
+            if lane not in lanes or on_server + len(lane.hand) >= self.target_depth:
+                continue
+            if held >= self._ahead * len(lanes):
+                break
+            if lane.dry and not self.store.claimable([lane.url]):
+                continue
+            wanted[index] = self._ahead - on_server - len(lane.hand)
+        return wanted
+
+    def _top_up(self, claimed: Mapping[int, list[Job]]) -> bool:
+        """Place the claimed jobs and post so that each server has ``target_depth`` of ours."""
+        lanes = [lane for lane in self._lanes if lane.up and lane.caps is not None]
+        did = False
+        for index, jobs in claimed.items():
+            for job in jobs:
+                did = True
+                if lanes:
+                    self._place(self._lanes[index], job, lanes)
+                else:  # every server went down meanwhile: back to the queue
+                    self.store.release_claims([job.id])
+        return self._post_from_hands() or did
+
+    def _post_from_hands(self) -> bool:
+        """Post jobs in hand until each server up has ``target_depth`` of ours on it."""
+        if self._stop.is_set():
             return False
         did = False
-        for lane in lanes:
-            free = self.target_depth - len(lane.flights) - len(lane.hand)
-            held = sum(len(other.hand) for other in lanes)
-            if (
-                free > 0
-                and held < self.target_depth * len(lanes)
-                and self.store.claimable([lane.url])
-            ):
-                for job in _jobs.select_next_jobs(self.store, free, server=lane.url):
-                    self._place(lane, job, lanes)
-                did = True
-        for lane in lanes:
-            while lane.hand and len(lane.flights) < self.target_depth and lane.up:
+        for lane in self._lanes:
+            if not lane.up:
+                continue
+            on_server = sum(1 for f in lane.flights.values() if not f.ended)
+            while lane.hand and on_server < self.target_depth and lane.up:
                 job, maybe_posted = lane.hand.pop(0)
                 self._post(lane, job, maybe_posted)
+                on_server += 1
                 did = True
         return did
 

@@ -297,3 +297,74 @@ def test_the_worker_runs_on_while_a_notebook_thread_enqueues(sim: Simulator, sto
         assert worker.status().servers[0].done == 10
     finally:
         worker.stop()
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_a_dropped_socket_falls_back_to_polling_and_loses_no_job(
+    sim: Simulator, store: Store
+) -> None:
+    ids = enqueue_many(store, 10)
+    sim.set_faults(ws_drop_next=3)
+    summary = Worker(store, [sim.url]).run()
+    assert summary.completed == 10
+    assert statuses(store) == {"completed": 10}
+    assert all(n == 1 for n in posts_of(sim).values())
+    assert len(store.candidates()) == len(ids)
+
+
+def test_a_server_restart_requeues_its_forgotten_jobs_with_new_prompt_ids(
+    sim: Simulator, store: Store
+) -> None:
+    sim.configure(node_seconds=0.5)
+    ids = enqueue_many(store, 4)
+    worker = Worker(store, [sim.url]).start()
+    try:
+        wait_for(lambda: worker.status().servers[0].in_flight == 2, timeout=10)
+        sim.restart()
+        sim.configure(node_seconds=0)
+        wait_for(lambda: statuses(store) == {"completed": 4}, timeout=10)
+    finally:
+        worker.stop()
+    assert sorted(store.job(i).retries for i in ids) == [0, 0, 1, 1]
+    assert all(n == 1 for n in posts_of(sim).values())
+    assert len(posts_of(sim)) == 6
+
+
+def test_500_jobs_with_faults_all_end_completed_or_failed_with_a_reason(
+    sim: Simulator, extra_sims: list[Simulator], store: Store
+) -> None:
+    sims = [sim, *extra_sims]
+    for seed, each in enumerate(sims):
+        each.set_faults(seed=seed, http_500_rate=0.03, reset_rate=0.03, ws_drop_next=4)
+    ids = enqueue_many(store, 500)
+    fast = comfynb.RetryPolicy(attempts=4, base=0.01, max_delay=0.05, seed=0)
+    worker = Worker(store, [s.url for s in sims], client_options={"retry": fast}).start()
+    try:
+        wait_for(lambda: store.status_counts().get("completed", 0) >= 150, timeout=20)
+        sim.restart()  # forgets its queue and history, drops its sockets
+        wait_for(
+            lambda: sum(store.status_counts().get(s, 0) for s in ("completed", "failed")) == 500,
+            timeout=30,
+            interval=0.05,
+        )
+    finally:
+        worker.stop()
+    jobs = store.jobs()
+    assert set(jobs["status"]) <= {"completed", "failed"}
+    for job_id in jobs[jobs["status"] == "failed"]["id"]:
+        error = store.job(int(job_id)).error
+        assert error is not None and error["message"]
+    done = jobs[jobs["status"] == "completed"]
+    assert len(done) >= 450
+    assert sorted(store.candidates()["job_id"]) == sorted(done["id"])
+    for each in sims:
+        assert all(n == 1 for n in posts_of(each).values())
+    assert len(ids) == 500
+    print(
+        "FAULTS",
+        jobs["status"].value_counts().to_dict(),
+        jobs["retries"].value_counts().to_dict(),
+        [len(posts_of(s)) for s in sims],
+    )

@@ -1,0 +1,227 @@
+"""Worker figures: throughput against a hand-written loop, 3 servers, latency, memory.
+
+Run: ``python bench/worker_throughput.py [--jobs 2000] [--latency 200] [--memory 5000]``.
+
+* throughput: 2,000 trivial jobs (EmptyImage 64x64 -> SaveImage, each with its own color so
+  nothing is cached), from pending in the store to a candidate row and a file on disk each,
+  run by ``Worker.run()``; against a minimal hand-written loop on the same simulator in the
+  same run (httpx + one WebSocket: post, wait for the end, download, write the file). The
+  simulators run in processes of their own, as a ComfyUI server would.
+* 3 servers: the same jobs on three simulators; the ratio to one.
+* latency: one job at a time with the worker running in the background: from the
+  simulator's ``execution_success`` (its timestamp, ms) to the worker's log line for the
+  ``completed`` move, which it writes right after the commit; median and p90.
+* memory: the worker's process RSS before and after 5,000 jobs (after a warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.sync.client import connect
+
+import comfynb
+from comfynb.store import Store
+
+
+def trivial(index: int) -> dict[str, Any]:
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": index},
+        },
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "b"}},
+    }
+
+
+@contextlib.contextmanager
+def simulators(count: int, root: Path) -> Iterator[list[str]]:
+    """``count`` simulators, each in a process of its own; their URLs."""
+    procs = []
+    try:
+        for i in range(count):
+            command = [sys.executable, "-m", "comfynb.simulator", "--port", "0"]
+            command += ["--root", str(root / f"sim{i}")]
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            procs.append(proc)
+        urls = []
+        for proc in procs:
+            assert proc.stdout is not None
+            urls.append(proc.stdout.readline().split(" on ")[1].split(",")[0])
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def reset(urls: list[str]) -> None:
+    for url in urls:
+        httpx.post(f"{url}/_sim/reset")
+
+
+def hand_loop(url: str, count: int, out: Path, offset: int) -> float:
+    """The minimal loop: post, wait for the end on the socket, download, write; jobs/s."""
+    out.mkdir(parents=True, exist_ok=True)
+    ws_url = url.replace("http://", "ws://") + "/ws?clientId=hand"
+    with connect(ws_url, max_size=None) as ws, httpx.Client(base_url=url) as http:
+        ws.recv(timeout=5)
+        started = time.perf_counter()
+        for index in range(count):
+            body = {"prompt": trivial(offset + index), "client_id": "hand"}
+            prompt_id = http.post("/prompt", json=body).json()["prompt_id"]
+            images: list[dict[str, Any]] = []
+            while True:
+                raw = ws.recv(timeout=30)
+                if not isinstance(raw, str):
+                    continue
+                message = json.loads(raw)
+                data = message["data"]
+                if data.get("prompt_id") != prompt_id:
+                    continue
+                if message["type"] == "executed":
+                    images += data["output"].get("images", [])
+                elif message["type"] == "execution_success":
+                    break
+            for image in images:
+                response = http.get("/view", params=image)
+                (out / f"{index}_{image['filename']}").write_bytes(response.content)
+        return count / (time.perf_counter() - started)
+
+
+def worker_run(urls: list[str], count: int, folder: Path, offset: int, depth: int) -> float:
+    """``Worker.run()`` over ``count`` pending jobs; jobs/s from start to the last candidate."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with Store.open(folder / "lab.duckdb", output_dir=folder / "out") as store:
+        store.new_run("bench")
+        with store.transaction():
+            for index in range(count):
+                comfynb.enqueue(store, trivial(offset + index), run="bench")
+        started = time.perf_counter()
+        summary = comfynb.Worker(store, urls, target_depth=depth).run()
+        elapsed = time.perf_counter() - started
+        assert summary.completed == count, summary
+        assert len(store.candidates()) == count
+        assert sum(1 for p in (folder / "out").rglob("*.png")) == count
+    return count / elapsed
+
+
+class _Completed(logging.Handler):
+    """The time of each ``-> completed`` line of the worker's log, by job id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: dict[int, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and len(record.args) == 5 and str(record.args[3]) == "completed":
+            self.at[int(record.args[0])] = time.time()  # type: ignore[arg-type,index]
+
+
+def latency(url: str, count: int, folder: Path) -> tuple[float, float]:
+    handler = _Completed()
+    log = logging.getLogger("comfynb.worker")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with Store.open(folder / "lat.duckdb", output_dir=folder / "lat") as store:
+            store.new_run("lat")
+            worker = comfynb.Worker(store, [url]).start()
+            delays = []
+            try:
+                with httpx.Client(base_url=url) as http:
+                    for index in range(count + 10):
+                        job = comfynb.enqueue(store, trivial(900_000 + index), run="lat")
+                        deadline = time.monotonic() + 10
+                        while job.id not in handler.at:
+                            if time.monotonic() > deadline:
+                                raise TimeoutError(f"job {job.id} did not complete")
+                            time.sleep(0.002)
+                        prompt_id = store.job(job.id).prompt_id
+                        entry = http.get(f"/history/{prompt_id}").json()[prompt_id]
+                        success = (
+                            next(
+                                data["timestamp"]
+                                for kind, data in entry["status"]["messages"]
+                                if kind == "execution_success"
+                            )
+                            / 1000
+                        )
+                        if index >= 10:  # warm-up
+                            delays.append((handler.at[job.id] - success) * 1000)
+            finally:
+                worker.stop()
+    finally:
+        log.removeHandler(handler)
+    return statistics.median(delays), statistics.quantiles(delays, n=10)[-1]
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory(url: str, count: int, folder: Path) -> tuple[float, float]:
+    worker_run([url], 300, folder / "warm", 500_000, 2)  # warm-up: imports, caches, arenas
+    reset([url])
+    before = rss_mb()
+    worker_run([url], count, folder / "mem", 600_000, 2)
+    return before, rss_mb()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--latency", type=int, default=200)
+    parser.add_argument("--memory", type=int, default=5000)
+    parser.add_argument("--depth", type=int, nargs="*", default=[2, 8])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, simulators(3, Path(tmp)) as urls:
+        root = Path(tmp)
+        n = args.jobs
+        reset(urls)
+        hand = hand_loop(urls[0], n, root / "hand", 0)
+        print(f"hand-written loop (httpx + WebSocket), 1 simulator: {hand:.0f} jobs/s")
+        for depth in args.depth:
+            reset(urls)
+            one = worker_run(urls[:1], n, root / f"w1-{depth}", 100_000, depth)
+            reset(urls)
+            three = worker_run(urls, n, root / f"w3-{depth}", 200_000, depth)
+            print(
+                f"worker, target_depth={depth}: 1 simulator {one:.0f} jobs/s "
+                f"(ratio to the hand loop {one / hand:.2f}); 3 simulators {three:.0f} jobs/s "
+                f"(ratio to 1: {three / one:.2f})"
+            )
+        reset(urls)
+        median, p90 = latency(urls[0], args.latency, root)
+        print(
+            f"completion latency, execution_success -> completed row committed, "
+            f"{args.latency} jobs one at a time: median {median:.1f} ms, p90 {p90:.1f} ms"
+        )
+        if args.memory:
+            reset(urls)
+            before, after = memory(urls[0], args.memory, root)
+            print(
+                f"worker RSS over {args.memory} jobs: {before:.1f} MB -> {after:.1f} MB "
+                f"(+{after - before:.1f} MB)"
+            )
+
+
+if __name__ == "__main__":
+    main()
