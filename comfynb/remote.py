@@ -25,10 +25,12 @@ How (see README.md, "A notebook beside a worker process"):
   beside the database (mode 0600), written once the endpoint answers and removed when the
   worker exits cleanly. A file whose process is dead is ignored, and replaced by the next
   worker. The token is never logged and never shown in a repr.
-* Standard library ``http.server`` on a fixed pool of threads, ``httpx`` as the client: the
-  Store is blocking and thread-safe with one DuckDB cursor per thread, so a small pool of
-  long-lived threads serves it directly (an asyncio server would hand every call to threads
-  anyway), and a bounded pool keeps the number of cursors bounded.
+* Standard library ``http.server`` (a thread per connection) with the store's calls on a
+  fixed pool of 8 threads, ``httpx`` as the client: the Store is blocking and thread-safe
+  with one DuckDB cursor per calling thread, kept for its life, so long-lived call threads
+  serve it directly and the number of cursors stays bounded, while idle keep-alive
+  connections (a re-run ``comfynb.open`` cell) never make a call wait. An asyncio server
+  would hand every call to threads anyway.
 * One POST per call: ``/call/<name>`` with the arguments as JSON. DataFrames come back as
   Arrow IPC (dtypes survive: ``Int64``, ``str``, ``boolean``, timestamps), frozen dataclasses
   as tagged JSON, and errors as their comfynb type, message and attributes: a ``RunNotFound``
@@ -51,7 +53,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socket import SHUT_RDWR, socket
 from typing import TYPE_CHECKING, Any, Final
@@ -306,43 +308,46 @@ def _method(store: Store, name: str) -> Callable[..., Any]:
     return call
 
 
-class _Server(HTTPServer):
-    """An HTTP server answering on a fixed pool of threads (each keeps its DuckDB cursor)."""
+class _Server(ThreadingHTTPServer):
+    """A thread per connection; the store's calls run on a small fixed pool of threads.
 
-    allow_reuse_address = False
+    Connections are cheap and may idle (a notebook that re-ran ``comfynb.open`` keeps the
+    old RemoteStore's keep-alive connection): each has its own thread, so none waits for
+    another. The store gives each thread that calls it a DuckDB cursor for the store's
+    life, so the calls themselves go to ``calls``, a fixed pool: the number of cursors stays
+    bounded.
+    """
+
+    daemon_threads = True
+    block_on_close = False  # close_connections ends them; the store calls are waited for
 
     def __init__(self, address: tuple[str, int], endpoint: Endpoint, threads: int) -> None:
         super().__init__(address, _Handler)
         self.endpoint = endpoint
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="comfynb-endpoint")
+        self.calls = ThreadPoolExecutor(threads, thread_name_prefix="comfynb-endpoint")
         self._open: set[socket] = set()
         self._open_guard = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_guard:
             self._open.add(request)
-        self._pool.submit(self._serve_connection, request, client_address)
+        super().process_request(request, client_address)
 
-    def _serve_connection(self, request: Any, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            with self._open_guard:
-                self._open.discard(request)
-            self.shutdown_request(request)
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_guard:
+            self._open.discard(request)
+        super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("connection from %s ended with an error", client_address, exc_info=True)
 
     def close_connections(self) -> None:
-        """End every open connection (idle keep-alive ones would hold a thread until timeout)."""
+        """End every open connection, then wait for the store calls under way."""
         with self._open_guard:
             for request in self._open:
                 with contextlib.suppress(OSError):
                     request.shutdown(SHUT_RDWR)
-        self._pool.shutdown(wait=True)
+        self.calls.shutdown(wait=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -351,7 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ACK, ~40 ms per call
     disable_nagle_algorithm = True
     server: _Server
-    timeout = 60  # an idle connection gives its thread back after this long
+    timeout = 300  # an idle connection's thread ends after this long (httpx drops it first)
 
     def log_message(self, format: str, *args: Any) -> None:
         # the request line only (never headers, so never the token)
@@ -401,7 +406,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         try:
             request = json.loads(body or b"{}")
-            result = call(*_decode(request.get("args", [])), **_decode(request.get("kwargs", {})))
+            args, kwargs = _decode(request.get("args", [])), _decode(request.get("kwargs", {}))
+            result = self.server.calls.submit(call, *args, **kwargs).result()
             if isinstance(result, pd.DataFrame):
                 self._reply(200, _frame_to_arrow(result), ARROW)
             else:
@@ -425,7 +431,7 @@ class Endpoint:
     Args:
         store: the open store this process owns.
         client_options: ``comfynb.Client`` options for the servers (``cancel`` uses them).
-        threads: how many calls are answered at once.
+        threads: how many store calls run at once (each such thread keeps a DuckDB cursor).
     """
 
     def __init__(

@@ -300,7 +300,20 @@ def test_many_threads_calling_at_once(remote: RemoteStore, store: Store) -> None
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 30
     assert all(0 < n <= 30 for n in frames)
     assert len(store.jobs(run="t")) == 30
-    assert len(store._cursors) <= 8 + 1  # a bounded pool: one cursor per endpoint thread
+    assert len(store._cursors) <= 8 + 1  # a bounded pool: one cursor per call thread
+
+
+def test_idle_connections_never_make_a_call_wait(endpoint: Endpoint, store: Store) -> None:
+    # a notebook re-running `store = comfynb.open(...)` keeps every old keep-alive connection
+    kept = [comfynb.open(store.path) for _ in range(12)]
+    try:
+        for remote in kept:
+            started = time.monotonic()
+            remote.runs()
+            assert time.monotonic() - started < 1.0
+    finally:
+        for remote in kept:
+            remote.close()
 
 
 def test_remote_reads_cost_a_small_multiple_of_local_ones(
