@@ -39,6 +39,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -463,6 +464,7 @@ class Worker:
         self._extra_data = dict(extra_data) if extra_data else None
         self._ahead = max(2 * target_depth, 8)  # jobs claimed per server, queued or in hand
         self._lanes: list[_Lane] = []
+        self._pool: ThreadPoolExecutor | None = None
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._deferred: list[tuple[_Lane, _Flight, dict[str, Any]]] = []
         self._thread: threading.Thread | None = None
@@ -487,6 +489,12 @@ class Worker:
         """
         with _RUNNING_LOCK:
             return _RUNNING.get(_store_key(store))
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     @property
     def is_running(self) -> bool:
@@ -539,7 +547,7 @@ class Worker:
             self._thread = threading.Thread(
                 target=self._thread_main, name=f"comfynb-worker-{self.name}", daemon=True
             )
-        atexit.register(self.stop)
+        _stop_all_at_exit()
         self._thread.start()
         return self
 
@@ -553,7 +561,6 @@ class Worker:
 
             >>> worker.stop()
         """
-        atexit.unregister(self.stop)
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -602,7 +609,6 @@ class Worker:
             self._error = f"{type(exc).__name__}: {exc}"
             logger.exception("worker %s stopped by an error", self.name)
         finally:
-            atexit.unregister(self.stop)
             self._unregister()
 
     def _main(self, until_idle: bool, stop: threading.Event) -> RunSummary:
@@ -634,6 +640,7 @@ class Worker:
             _Lane(url, Client(url, **self._client_options), Client(url, **once))
             for url in self.servers
         ]
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="comfynb-download")
         for index, lane in enumerate(self._lanes):
             lane.socket = _Socket(index, lane, self._events)
             lane.socket.start()
@@ -650,6 +657,9 @@ class Worker:
             for lane in self._lanes:
                 lane.hand.clear()
         finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
             for lane in self._lanes:
                 if lane.socket is not None:
                     lane.socket.stop()
@@ -746,27 +756,40 @@ class Worker:
     def _collect(
         self, finished: list[tuple[_Lane, _Flight]]
     ) -> dict[int, tuple[_Lane, _Flight, _jobs._Collected]]:
-        """Download the images of jobs whose socket said success (no store write)."""
+        """Download the images of jobs whose socket said success (no store write).
+
+        Several jobs download at once on a few threads: a download mostly waits (the
+        server, fsync), and the GIL is free meanwhile.
+        """
+        if len(finished) > 1 and self._pool is not None:
+            outcomes = list(self._pool.map(lambda pair: self._fetch_result(*pair), finished))
+        else:
+            outcomes = [self._fetch_result(lane, flight) for lane, flight in finished]
         results: dict[int, tuple[_Lane, _Flight, _jobs._Collected]] = {}
-        for lane, flight in finished:
-            job = flight.job
-            assert job.prompt_id is not None
-            try:
-                refs: Sequence[ImageRef] = flight.images
-                if flight.epoch != lane.epoch:
-                    # the socket dropped since the post: its `executed` list may be short
-                    report = lane.client.job(job.prompt_id)
-                    if report.status is not PromptStatus.COMPLETED:
-                        lane.catch_up = True
-                        continue
-                    refs = report.outputs
-                results[job.id] = (lane, flight, _jobs._collect(self.store, lane.client, job, refs))
-            except _TRANSIENT as exc:
-                self._trouble(lane, exc)
-                lane.catch_up = True  # polled once the server answers
-            except JobNotFound:
-                lane.catch_up = True
+        for (lane, flight), outcome in zip(finished, outcomes, strict=True):
+            if isinstance(outcome, _jobs._Collected):
+                results[flight.job.id] = (lane, flight, outcome)
+                continue
+            if isinstance(outcome, _TRANSIENT):
+                self._trouble(lane, outcome)
+            lane.catch_up = True  # polled once the server answers
         return results
+
+    def _fetch_result(self, lane: _Lane, flight: _Flight) -> _jobs._Collected | Exception | None:
+        """One job's images on disk, or the error that kept them (None: not finished)."""
+        job = flight.job
+        assert job.prompt_id is not None
+        try:
+            refs: Sequence[ImageRef] = flight.images
+            if flight.epoch != lane.epoch:
+                # the socket dropped since the post: its `executed` list may be short
+                report = lane.client.job(job.prompt_id)
+                if report.status is not PromptStatus.COMPLETED:
+                    return None
+                refs = report.outputs
+            return _jobs._collect(self.store, lane.client, job, refs)
+        except (*_TRANSIENT, JobNotFound) as exc:
+            return exc
 
     def _progress_due(self, now: float) -> dict[int, tuple[int, int]]:
         due: dict[int, tuple[int, int]] = {}
@@ -1151,6 +1174,35 @@ class Worker:
         flight = _Flight(job, JobStatus.PENDING, epoch)
         lane.flights[job.prompt_id] = flight
         self._deferred.append((lane, flight, detail))
+
+
+_AT_EXIT: list[bool] = []
+
+
+def _stop_all() -> None:
+    """Stop every started worker of this process (interpreter exit, a kernel shutting down)."""
+    with _RUNNING_LOCK:
+        workers = [w for w in _RUNNING.values() if w._thread is not None]
+    for worker in workers:
+        worker.stop()
+
+
+def _stop_all_at_exit() -> None:
+    """Run ``_stop_all`` at exit, BEFORE ``concurrent.futures`` refuses new work.
+
+    Python stops its thread pools in ``threading._shutdown``, which runs before ``atexit``
+    handlers: a worker still running then would see its downloads (and an in-process
+    simulator's file answers) fail. ``threading._register_atexit`` is the hook those pools
+    use themselves; plain ``atexit`` stays as the fallback.
+    """
+    with _RUNNING_LOCK:
+        if _AT_EXIT:
+            return
+        _AT_EXIT.append(True)
+    hook = getattr(threading, "_register_atexit", None)
+    if hook is not None:
+        hook(_stop_all)
+    atexit.register(_stop_all)
 
 
 def _busy(running: Worker) -> WorkerError:

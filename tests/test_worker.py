@@ -368,3 +368,46 @@ def test_500_jobs_with_faults_all_end_completed_or_failed_with_a_reason(
         jobs["retries"].value_counts().to_dict(),
         [len(posts_of(s)) for s in sims],
     )
+
+
+def test_interpreter_exit_stops_a_started_worker_cleanly(tmp_path: Path) -> None:
+    """A notebook's kernel shutting down: atexit stops the worker, no job is left claimed."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import logging, sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conftest import trivial_prompt
+        import comfynb
+        from comfynb.simulator import Simulator
+        from comfynb.store import Store
+        logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
+        sim = Simulator(root={str(tmp_path / "sim")!r}, node_seconds=0.01).start()
+        store = Store.open({str(tmp_path / "lab.duckdb")!r})
+        store.new_run("r")
+        for i in range(40):
+            p = trivial_prompt(); p["1"]["inputs"]["color"] = i
+            comfynb.enqueue(store, p, run="r")
+        comfynb.Worker(store, [sim.url]).start()
+        deadline = time.monotonic() + 20
+        while store.status_counts().get("completed", 0) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("leaving", flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "leaving" in done.stdout
+    assert "comfynb.worker worker lab.duckdb stopped" in done.stderr
+    assert "Traceback" not in done.stderr
+    with Store.open(tmp_path / "lab.duckdb") as store:
+        counts = store.status_counts()
+        assert counts.get("completed", 0) >= 5
+        assert set(counts) <= {"completed", "pending", "submitted", "running"}
+        pending = store.jobs(status="pending")
+        assert pending["prompt_id"].isna().all()  # nothing claimed-but-unposted

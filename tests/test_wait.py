@@ -1,0 +1,86 @@
+"""comfynb.wait: blocks until jobs end, shows a bar, and an interrupt stops only the waiting."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+from typing import Any
+
+import pytest
+from conftest import trivial_prompt
+from sim_helpers import wait_for
+
+import comfynb
+from comfynb import InvalidInput, JobStatus, Worker, enqueue
+from comfynb.simulator import Simulator
+from comfynb.store import Store
+
+
+def prompt(index: int) -> dict[str, Any]:
+    p = trivial_prompt("wait")
+    p["1"]["inputs"]["color"] = index
+    return p
+
+
+def test_wait_returns_when_the_jobs_end_with_a_summary(
+    sim: Simulator, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store.new_run("r")
+    jobs = [enqueue(store, prompt(i), run="r") for i in range(6)]
+    sim.set_faults(fail_node={"node_id": "2", "message": "boom", "next": 1})
+    comfynb.cancel(store, jobs[5])
+    with Worker(store, [sim.url]).start() as worker:
+        summary = comfynb.wait(store, [*jobs[:5], jobs[5].id], timeout=20)
+        assert worker.is_running
+    assert (summary.done, summary.failed, summary.cancelled, summary.pending) == (4, 1, 1, 0)
+    assert summary.total == 6 and not summary.timed_out and not summary.interrupted
+    assert "6/6" in capsys.readouterr().err  # tqdm's bar on the terminal
+
+
+def test_wait_takes_a_run_by_name_or_object(sim: Simulator, store: Store) -> None:
+    run = store.new_run("r")
+    other = store.new_run("other")
+    for i in range(3):
+        enqueue(store, prompt(i), run=run)
+    enqueue(store, prompt(9), run=other, priority=-1)
+    with Worker(store, [sim.url]).start():
+        assert comfynb.wait(store, "r", progress=False).done == 3
+        assert comfynb.wait(store, other, progress=False).done == 1
+
+
+def test_wait_times_out_and_the_jobs_go_on(sim: Simulator, store: Store) -> None:
+    store.new_run("r")
+    sim.configure(node_seconds=0.3)
+    job = enqueue(store, prompt(1), run="r")
+    with Worker(store, [sim.url]).start():
+        summary = comfynb.wait(store, job, timeout=0.05, progress=False)
+        assert summary.timed_out and summary.pending == 1 and summary.done == 0
+        sim.configure(node_seconds=0)
+        assert comfynb.wait(store, job, timeout=10, progress=False).done == 1
+
+
+def test_an_interrupt_stops_the_waiting_not_the_worker(sim: Simulator, store: Store) -> None:
+    store.new_run("r")
+    sim.configure(node_seconds=30)  # the job stays running until the test lets it go
+    job = enqueue(store, prompt(1), run="r")
+    worker = Worker(store, [sim.url]).start()
+    try:
+        wait_for(lambda: store.job(job.id).status is JobStatus.RUNNING, timeout=10)
+        # Ctrl-C in the cell: a KeyboardInterrupt in the main thread while wait() blocks
+        timer = threading.Timer(0.2, _thread.interrupt_main)
+        timer.start()
+        summary = comfynb.wait(store, job, timeout=20, progress=False)
+        timer.join()
+        assert summary.interrupted and summary.pending == 1
+        assert worker.is_running
+        sim.configure(node_seconds=0)
+        assert comfynb.wait(store, job, timeout=20, progress=False).done == 1
+    finally:
+        worker.stop()
+
+
+def test_wait_refuses_what_is_not_jobs_or_a_run(store: Store) -> None:
+    with pytest.raises(InvalidInput, match="wait takes"):
+        comfynb.wait(store, 3.5, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="jobs or job ids"):
+        comfynb.wait(store, [1, "x"], progress=False)  # type: ignore[list-item]
