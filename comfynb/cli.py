@@ -134,7 +134,7 @@ def run_worker(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with Store.open(db, output_dir) as store, serve(store):
+        with Store.open(db, output_dir) as store, serve(store, servers=servers):
             worker = Worker(store, servers, target_depth=target_depth)
             summary = worker.run(until_idle=until_idle, stop=stop)
         logger.info(

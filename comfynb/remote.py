@@ -50,7 +50,7 @@ import os
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -256,12 +256,17 @@ def _arrow_to_frame(data: bytes) -> pd.DataFrame:
 
 
 def _cancel_on_worker(
-    store: Store, client_options: Mapping[str, Any], job: Job | int, client: object = None
+    store: Store,
+    servers: Mapping[str, str],
+    client_options: Mapping[str, Any],
+    job: Job | int,
+    client: object = None,
 ) -> Job:
     """``comfynb.cancel`` run in the worker process, with a client for the job's server.
 
     The notebook has no client; the worker's process makes one for the server the job was
-    claimed for or sent to (a claimed job may be on its way there).
+    claimed for or sent to (a claimed job may be on its way there), from the URL the worker
+    was given (``user:password@`` included) and its client options.
     """
     from .client import Client
     from .jobs import cancel
@@ -275,12 +280,15 @@ def _cancel_on_worker(
                 return cancel(store, current)
             except InvalidInput:
                 continue  # claimed and submitted meanwhile: again, with a client
-        with Client(current.server, **client_options) as server:
+        url = servers.get(current.server, current.server)
+        with Client(url, **client_options) as server:
             return cancel(store, current, client=server)
     return cancel(store, job_id)
 
 
-def _calls(store: Store, client_options: Mapping[str, Any]) -> dict[str, Callable[..., Any]]:
+def _calls(
+    store: Store, servers: Mapping[str, str], client_options: Mapping[str, Any]
+) -> dict[str, Callable[..., Any]]:
     """What a notebook may call, by name: the Store's reads and notebook writes, enqueue, cancel.
 
     Worker-side writes (claims, transitions, ``transaction``) are left out on purpose: the
@@ -296,7 +304,7 @@ def _calls(store: Store, client_options: Mapping[str, Any]) -> dict[str, Callabl
     table["schema_version"] = lambda: store.schema_version
     table["enqueue"] = lambda *args, **kwargs: enqueue(store, *args, **kwargs)
     table["cancel"] = lambda *args, **kwargs: _cancel_on_worker(
-        store, client_options, *args, **kwargs
+        store, servers, client_options, *args, **kwargs
     )
     return table
 
@@ -430,6 +438,7 @@ class Endpoint:
 
     Args:
         store: the open store this process owns.
+        servers: the worker's server URLs as given (``cancel`` talks to them).
         client_options: ``comfynb.Client`` options for the servers (``cancel`` uses them).
         threads: how many store calls run at once (each such thread keeps a DuckDB cursor).
     """
@@ -438,6 +447,7 @@ class Endpoint:
         self,
         store: Store,
         *,
+        servers: Sequence[str] = (),
         client_options: ClientOptions | None = None,
         threads: int = 8,
     ) -> None:
@@ -446,7 +456,10 @@ class Endpoint:
         self.store = store
         self.file = endpoint_file(store.path)
         self._token = secrets.token_urlsafe(32)
-        self._calls = _calls(store, dict(client_options or {}))
+        from .client import _split_userinfo
+
+        given = {_split_userinfo(url)[0]: url for url in servers}
+        self._calls = _calls(store, given, dict(client_options or {}))
         self._server = _Server(("127.0.0.1", 0), self, threads)
         host, port = self._server.server_address[:2]
         self.url = f"http://{host!s}:{port}"
@@ -496,7 +509,12 @@ class Endpoint:
         self.close()
 
 
-def serve(store: Store, *, client_options: ClientOptions | None = None) -> Endpoint:
+def serve(
+    store: Store,
+    *,
+    servers: Sequence[str] = (),
+    client_options: ClientOptions | None = None,
+) -> Endpoint:
     """Start serving ``store`` to notebooks; close the returned endpoint to stop.
 
     Example::
@@ -504,7 +522,7 @@ def serve(store: Store, *, client_options: ClientOptions | None = None) -> Endpo
         >>> with serve(store) as endpoint:
         ...     worker.run(until_idle=False, stop=stop)
     """
-    return Endpoint(store, client_options=client_options).start()
+    return Endpoint(store, servers=servers, client_options=client_options).start()
 
 
 # --------------------------------------------------------------------------- the notebook's side
