@@ -107,7 +107,8 @@ def run_worker(
     SIGTERM or Ctrl-C stops the worker at the end of its round (posted jobs recorded as
     submitted, claimed ones released: nothing ambiguous), removes the endpoint file and closes
     the file; a second signal interrupts at once. Returns the exit code: 0 after a clean stop,
-    1 when the store or the servers could not be used (the message says why).
+    1 when the store or the servers could not be used (the message says why), 130 after a
+    second signal.
 
     Example::
 
@@ -148,6 +149,9 @@ def run_worker(
     except ComfynbError as exc:
         logger.error("%s", exc)
         return 1
+    except KeyboardInterrupt:  # the second signal: the round was cut short
+        logger.warning("interrupted; the next worker recovers the jobs left on the servers")
+        return 130
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -585,6 +585,8 @@ class RemoteStore:
         self.pid = 0
         self.output_dir = Path()
         self._http: httpx.Client | None = None
+        self._info: dict[str, Any] = {}
+        self._attach_lock = threading.Lock()
         self._closed = False
         self._attach(info)
 
@@ -647,6 +649,8 @@ class RemoteStore:
             response = http.get(path) if method == "GET" else http.post(path, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _NotSent(f"{what}: {exc}") from exc
+        except RuntimeError as exc:  # httpx refuses before sending: another thread followed
+            raise _NotSent(f"{what}: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise StoreError(
                 f"the comfynb worker (PID {self.pid}) serving {self.path} did not answer "
@@ -673,23 +677,30 @@ class RemoteStore:
         Only a call the old endpoint surely did not run (connection refused, token refused) is
         sent again, so nothing is ever done twice.
         """
-        if self._closed or self._http is None:
+        http, used = self._http, self._info
+        if self._closed or http is None:
             raise StoreError(
                 f"this RemoteStore is closed; open {self.path} again with comfynb.open(path)"
             )
         try:
-            return self._exchange(self._http, method, path, what, body)
+            return self._exchange(http, method, path, what, body)
         except _NotSent as refused:
-            info = find_endpoint(self.path)
-            if info is None or info == self._info:
-                raise WorkerGone(
-                    self.path, pid=self.pid, url=self.url, reason=str(refused)
-                ) from None
-        old = self.pid
-        self._attach(info)
-        logger.info("%s: the worker was restarted (PID %d, was %d)", self.path, self.pid, old)
+            with self._attach_lock:  # threads refused together follow the restart once
+                if self._info is used:
+                    info = find_endpoint(self.path)
+                    if info is None or info == used:
+                        raise WorkerGone(
+                            self.path, pid=self.pid, url=self.url, reason=str(refused)
+                        ) from None
+                    old = self.pid
+                    self._attach(info)
+                    logger.info(
+                        "%s: the worker restarted (PID %d, was %d)", self.path, self.pid, old
+                    )
+                http = self._http
+        assert http is not None
         try:
-            return self._exchange(self._http, method, path, what, body)
+            return self._exchange(http, method, path, what, body)
         except _NotSent as refused:
             raise WorkerGone(self.path, pid=self.pid, url=self.url, reason=str(refused)) from None
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -279,16 +280,19 @@ def test_a_restarted_worker_is_followed_to_its_new_endpoint(store: Store) -> Non
         remote = comfynb.open(store.path)
         assert isinstance(remote, RemoteStore)
         remote.new_run("before")
-    with remote, serve(store) as second:
+    with serve(store) as second:
         assert second._token != first._token
         assert remote.new_run("after").name == "after"  # refused by the old one: sent again
         assert remote.url == second.url
         assert remote.runs()["name"].tolist() == ["before", "after"]
+    with remote, serve(store) as third, ThreadPoolExecutor(6) as pool:
+        # threads refused together follow the restart once, and each call is done once
+        names = list(pool.map(lambda i: remote.new_run(f"t{i}").name, range(6)))
+        assert names == [f"t{i}" for i in range(6)] and remote.url == third.url
+        assert len(store.runs()) == 8
 
 
 def test_many_threads_calling_at_once(remote: RemoteStore, store: Store) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     remote.new_run("t")
 
     def add(i: int) -> Any:
