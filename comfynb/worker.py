@@ -911,13 +911,15 @@ class Worker:
 
     def _moved(self, lane: _Lane, flight: _Flight, after: JobStatus) -> None:
         """Book-keeping and the log line of a move the store has recorded."""
+        assert flight.job.prompt_id is not None
+        if lane.flights.get(flight.job.prompt_id) is not flight:
+            return  # settled already (rerouted, or polled to its end)
         before = flight.status
         if after is not before:
             _log_move(flight.job, before, after, lane.url)
         flight.status = after
         if after in (JobStatus.SUBMITTED, JobStatus.RUNNING):
             return
-        assert flight.job.prompt_id is not None
         lane.flights.pop(flight.job.prompt_id, None)
         if after is JobStatus.COMPLETED:
             lane.done += 1
@@ -1094,6 +1096,7 @@ class Worker:
         if self._stop.is_set():
             return False
         did = False
+        self._drop_cancelled_from_hands()
         for lane in self._lanes:
             if not lane.up:
                 continue
@@ -1104,6 +1107,15 @@ class Worker:
                 on_server += 1
                 did = True
         return did
+
+    def _drop_cancelled_from_hands(self) -> None:
+        """Forget jobs in hand that a notebook cancelled meanwhile (one count query)."""
+        held = {job.id: lane for lane in self._lanes for job, _ in lane.hand}
+        if not held or self.store.status_counts(job_ids=held).get("pending", 0) == len(held):
+            return
+        for job_id, lane in held.items():
+            if self.store.job(job_id).status is not JobStatus.PENDING:
+                lane.hand = [(job, maybe) for job, maybe in lane.hand if job.id != job_id]
 
     def _place(self, lane: _Lane, job: Job, lanes: Sequence[_Lane]) -> None:
         """Give a job claimed for ``lane`` to a server able to run it; fail it if none is."""

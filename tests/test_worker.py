@@ -411,3 +411,24 @@ def test_interpreter_exit_stops_a_started_worker_cleanly(tmp_path: Path) -> None
         assert set(counts) <= {"completed", "pending", "submitted", "running"}
         pending = store.jobs(status="pending")
         assert pending["prompt_id"].isna().all()  # nothing claimed-but-unposted
+
+
+def test_a_job_cancelled_from_the_notebook_while_the_worker_runs_it(
+    sim: Simulator, store: Store
+) -> None:
+    sim.configure(node_seconds=30)  # the first jobs stay on the server until released
+    ids = enqueue_many(store, 6)
+    worker = Worker(store, [sim.url]).start()
+    try:
+        wait_for(lambda: store.job(ids[0]).status is JobStatus.RUNNING, timeout=10)
+        with comfynb.Client(sim.url) as client:
+            assert comfynb.cancel(store, ids[0], client=client).status is JobStatus.CANCELLED
+            comfynb.cancel(store, ids[5])  # still pending (maybe claimed): at once
+        sim.configure(node_seconds=0)
+        wait_for(lambda: statuses(store) == {"completed": 4, "cancelled": 2}, timeout=10)
+        assert worker.is_running and worker.status().error is None
+    finally:
+        worker.stop()
+    assert store.candidates(job=ids[0]).empty and store.candidates(job=ids[5]).empty
+    # cancelled while in the worker's hand (claimed ahead): never posted
+    assert store.job(ids[5]).prompt_id not in posts_of(sim)
