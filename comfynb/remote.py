@@ -415,7 +415,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             request = json.loads(body or b"{}")
             args, kwargs = _decode(request.get("args", [])), _decode(request.get("kwargs", {}))
-            result = self.server.calls.submit(call, *args, **kwargs).result()
+            try:
+                future = self.server.calls.submit(call, *args, **kwargs)
+            except RuntimeError:  # the endpoint is closing: nothing was run
+                self._reply_json(503, {"error": self.server.endpoint.gone("it is stopping")})
+                return
+            result = future.result()
             if isinstance(result, pd.DataFrame):
                 self._reply(200, _frame_to_arrow(result), ARROW)
             else:
@@ -475,6 +480,12 @@ class Endpoint:
             "db": str(Path(self.store.path).resolve()),
             "output_dir": str(self.store.output_dir),
         }
+
+    def gone(self, reason: str) -> dict[str, Any]:
+        """The ``WorkerGone`` error a notebook gets from a call this endpoint did not run."""
+        return _encode_error(
+            WorkerGone(self.store.path, pid=os.getpid(), url=self.url, reason=reason)
+        )
 
     def start(self) -> Endpoint:
         """Answer calls on a daemon thread, then write the endpoint file (replacing a stale one)."""

@@ -275,6 +275,15 @@ def test_a_call_after_the_endpoint_closed_says_the_worker_is_gone(
         assert isinstance(again, Store)
 
 
+def test_a_call_arriving_while_the_endpoint_stops_is_not_run(
+    endpoint: Endpoint, remote: RemoteStore, store: Store
+) -> None:
+    endpoint._server.calls.shutdown(wait=True)  # the first step of stopping
+    with pytest.raises(WorkerGone, match="it is stopping"):
+        remote.new_run("late")
+    assert store.runs().empty
+
+
 def test_a_restarted_worker_is_followed_to_its_new_endpoint(store: Store) -> None:
     with serve(store) as first:
         remote = comfynb.open(store.path)
