@@ -456,13 +456,13 @@ class Endpoint:
         client_options: ClientOptions | None = None,
         threads: int = 8,
     ) -> None:
+        from .client import _split_userinfo
+
         if store.path == ":memory:":
             raise InvalidInput("an in-memory store cannot be served; open a file")
         self.store = store
         self.file = endpoint_file(store.path)
         self._token = secrets.token_urlsafe(32)
-        from .client import _split_userinfo
-
         given = {_split_userinfo(url)[0]: url for url in servers}
         self._calls = _calls(store, given, dict(client_options or {}))
         self._server = _Server(("127.0.0.1", 0), self, threads)
@@ -497,7 +497,11 @@ class Endpoint:
         )
         self._thread.start()
         info = {"pid": os.getpid(), "url": self.url, "token": self._token, "db": self.hello()["db"]}
-        _write_private(self.file, json.dumps(info))
+        try:
+            _write_private(self.file, json.dumps(info))
+        except BaseException:  # e.g. a read-only folder: serve nothing nobody can find
+            self.close()
+            raise
         logger.info("serving %s to notebooks at %s (%s)", self.store.path, self.url, self.file)
         return self
 
