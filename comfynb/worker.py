@@ -939,6 +939,10 @@ class Worker:
         except _TRANSIENT as exc:
             self._trouble(lane, exc)
             return
+        except InvalidTransition:
+            # moved meanwhile by someone else: cancel() withdraws the prompt (the server then
+            # reports it interrupted) before it records "cancelled"
+            job = self.store.job(flight.job.id)
         self._moved(lane, flight, job.status)
 
     def _trouble(self, lane: _Lane, exc: Exception) -> None:
