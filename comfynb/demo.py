@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from .jobs import enqueue
 
 DEFAULT_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 
@@ -81,27 +81,69 @@ def img2img(image_name: str, seed: int, *, denoise: float = 0.5, steps: int = 20
 
 
 def run_demo(*, out_dir: str | Path, server: str | None = None, steps: int = 20) -> int:
-    """Run the demo and print what it did; returns the exit code (0 on success)."""
+    """Run the demo and print what it did; returns the exit code (0 on success).
+
+    A seed sweep of the default txt2img graph goes through a store (``demo.duckdb`` in
+    ``out_dir``) and a worker; the first image is picked and refined (img2img) into a child.
+    """
     from .client import Client
+    from .store import Store
+    from .waiting import wait
+    from .worker import Worker
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _server_url(server) as url, Client(url) as client:
-        stats = client.system_stats()
-        print(f"ComfyUI {stats.comfyui_version} at {url}")
-        images: list[Path] = []
-        for seed in (1, 2, 3):
-            images += _run(client, txt2img(seed, steps=steps), out, label=f"txt2img seed={seed}")
-        uploaded = client.upload_image(images[0])
-        refined = _run(client, img2img(uploaded.name, seed=7, steps=steps), out, label="img2img")
-        print(f"\n{'image':40} {'size':>9} {'sha256':>14}")
-        for path in [*images, *refined]:
-            print(_describe(path))
-        print(
-            f"\nrefined image differs from its source by {_mean_difference(images[0], refined[0]):.1f}"
-            f" (another seed: {_mean_difference(images[0], images[1]):.1f}); 0 = identical, 255 = opposite"
-        )
+        print(f"ComfyUI {client.system_stats().comfyui_version} at {url}")
+        store = Store.open(out / "demo.duckdb", output_dir=out / "outputs")
+        try:
+            run = store.new_run(f"demo {len(store.runs()) + 1}", notes="seed sweep, then a refine")
+            worker = Worker(store, servers=[url]).start()
+            try:
+                sweep = [
+                    enqueue(store, txt2img(seed, steps=steps), run=run, params={"seed": seed})
+                    for seed in (1, 2, 3)
+                ]
+                print(f"txt2img, seeds 1-3: {_summary(wait(store, sweep))}")
+                first = store.candidates(run=run)["id"].iloc[0]
+                store.pick(first)
+                source = store.image_path(first)
+                uploaded = client.upload_image(source)
+                refine = enqueue(
+                    store,
+                    img2img(uploaded.name, seed=7, steps=steps),
+                    run=run,
+                    params={"seed": 7, "denoise": 0.5},
+                    parent=int(first),
+                )
+                print(f"img2img of candidate {first}: {_summary(wait(store, [refine]))}")
+            finally:
+                worker.stop()
+            _report(store, run)
+        finally:
+            store.close()
     return 0
+
+
+def _summary(summary: Any) -> str:
+    return f"{summary.done} done, {summary.failed} failed in {summary.seconds:.1f} s"
+
+
+def _report(store: Any, run: Any) -> None:
+    frame = store.candidates(run=run)
+    print()
+    print(
+        frame[["id", "job_id", "parent_candidate_id", "seed", "width", "picked", "path"]].to_string(
+            index=False
+        )
+    )
+    source, child = (store.image_path(i) for i in (frame["id"].iloc[0], frame["id"].iloc[-1]))
+    other = store.image_path(frame["id"].iloc[1])
+    print(
+        f"\nthe refined image differs from its source by {_mean_difference(source, child):.1f},"
+        f" another seed by {_mean_difference(source, other):.1f} (0 = identical, 255 = opposite)"
+    )
+    print(f"store: {store.path}  images: {store.output_dir}")
 
 
 @contextlib.contextmanager
@@ -116,26 +158,6 @@ def _server_url(server: str | None) -> Iterator[str]:
         Simulator(root=root, step_seconds=0.005) as sim,
     ):
         yield sim.url
-
-
-def _run(client: Any, prompt: dict[str, Any], out: Path, *, label: str) -> list[Path]:
-    queued = client.queue_prompt(prompt)
-    for event in client.events(prompt_ids=[queued.prompt_id]):
-        kind = type(event).__name__
-        if kind == "Progress" and sys.stdout.isatty():
-            print(f"\r{label:20} step {event.value:3}/{event.max}", end="", flush=True)
-        elif kind in ("ExecutionSuccess", "ExecutionError", "ExecutionInterrupted"):
-            break
-    report = client.job(queued.prompt_id)
-    print(f"\r{label:20} {report.status.value:10}")
-    return [client.download(ref, out) for ref in report.outputs]
-
-
-def _describe(path: Path) -> str:
-    with Image.open(path) as image:
-        size = f"{image.width}x{image.height}"
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return f"{path.name:40} {size:>9} {digest:>14}"
 
 
 def _mean_difference(a: Path, b: Path) -> float:
