@@ -731,12 +731,15 @@ class Worker:
         posted = self._post_from_hands()
         results = self._collect([(lane, f) for lane, f, ok in ended if ok])
         progress = self._progress_due(now)
-        wanted = self._claims_wanted()
+        wanted = self._claims_wanted(dry=False)
         claimed = self._commit_round(list(running.values()), results, progress, wanted)
         for lane, flight, ok in ended:
             if not ok and flight.job.prompt_id in lane.flights:
                 self._poll(lane, flight)
         self._maintain(now)
+        late = self._claims_wanted(dry=True)
+        if late:
+            claimed = {**claimed, **self._claim(late)}
         posted = self._top_up(claimed) or posted
         return bool(events) or posted
 
@@ -1059,12 +1062,14 @@ class Worker:
 
     # ----------------------------------------------------------------- claiming and posting
 
-    def _claims_wanted(self) -> dict[int, int]:
-        """How many jobs to claim for each server this round (lane index -> n).
+    def _claims_wanted(self, *, dry: bool) -> dict[int, int]:
+        """How many jobs to claim for each server (lane index -> n).
 
         A server whose queue would run short gets up to ``max(2 * target_depth, 8)`` of ours,
-        queued or in hand: claiming ahead makes one claim serve several rounds. A server that found
-        the queue empty last time asks ``claimable`` (a cheap count) before claiming again.
+        queued or in hand: claiming ahead makes one claim serve several rounds. ``dry``: the
+        servers whose last claim found the queue short, which ask ``claimable`` (a cheap
+        count) first; they claim after the round's transaction, keeping that count out of
+        the completion's way; the others claim inside it.
         """
         wanted: dict[int, int] = {}
         if self._stop.is_set():
@@ -1077,7 +1082,7 @@ class Worker:
                 continue
             if held >= self._ahead * len(lanes):
                 break
-            if lane.dry and not self.store.claimable([lane.url]):
+            if lane.dry is not dry or (dry and not self.store.claimable([lane.url])):
                 continue
             wanted[index] = self._ahead - on_server - len(lane.hand)
         return wanted
