@@ -1098,33 +1098,45 @@ class Worker:
                     self._place(self._lanes[index], job, lanes)
                 else:  # every server went down meanwhile: back to the queue
                     self.store.release_claims([job.id])
-        return self._post_from_hands() or did
+        return self._post_from_hands(check=False) or did
 
-    def _post_from_hands(self) -> bool:
-        """Post jobs in hand until each server up has ``target_depth`` of ours on it."""
+    def _post_from_hands(self, *, check: bool = True) -> bool:
+        """Post jobs in hand until each server up has ``target_depth`` of ours on it.
+
+        ``check``: first drop the jobs about to be posted that a notebook cancelled since they
+        were claimed (one count query); jobs claimed in this very round need no check.
+        """
         if self._stop.is_set():
             return False
+        if check:
+            self._drop_cancelled([pair[0].id for lane, pair in self._next_posts()])
         did = False
-        self._drop_cancelled_from_hands()
-        for lane in self._lanes:
-            if not lane.up:
-                continue
-            on_server = sum(1 for f in lane.flights.values() if not f.ended)
-            while lane.hand and on_server < self.target_depth and lane.up:
-                job, maybe_posted = lane.hand.pop(0)
-                self._post(lane, job, maybe_posted)
-                on_server += 1
-                did = True
+        for lane, pair in self._next_posts():
+            lane.hand.remove(pair)
+            self._post(lane, *pair)
+            did = True
         return did
 
-    def _drop_cancelled_from_hands(self) -> None:
+    def _next_posts(self) -> list[tuple[_Lane, tuple[Job, bool]]]:
+        """The jobs in hand (job, maybe posted) that fit on their servers now, in order."""
+        posts: list[tuple[_Lane, tuple[Job, bool]]] = []
+        for lane in self._lanes:
+            if lane.up:
+                on_server = sum(1 for f in lane.flights.values() if not f.ended)
+                room = max(self.target_depth - on_server, 0)
+                posts += [(lane, pair) for pair in lane.hand[:room]]
+        return posts
+
+    def _drop_cancelled(self, job_ids: list[int]) -> None:
         """Forget jobs in hand that a notebook cancelled meanwhile (one count query)."""
-        held = {job.id: lane for lane in self._lanes for job, _ in lane.hand}
-        if not held or self.store.status_counts(job_ids=held).get("pending", 0) == len(held):
+        if not job_ids:
             return
-        for job_id, lane in held.items():
+        if self.store.status_counts(job_ids=job_ids).get("pending", 0) == len(job_ids):
+            return
+        for job_id in job_ids:
             if self.store.job(job_id).status is not JobStatus.PENDING:
-                lane.hand = [(job, maybe) for job, maybe in lane.hand if job.id != job_id]
+                for lane in self._lanes:
+                    lane.hand = [(job, maybe) for job, maybe in lane.hand if job.id != job_id]
 
     def _place(self, lane: _Lane, job: Job, lanes: Sequence[_Lane]) -> None:
         """Give a job claimed for ``lane`` to a server able to run it; fail it if none is."""
