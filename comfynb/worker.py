@@ -92,6 +92,8 @@ _DOWN = (ServerUnreachable, ServerTimeout)
 SILENCE = 2.0
 #: Write a running job's progress at most this often (a 1,000-step sampler costs few writes).
 PROGRESS_EVERY = 0.5
+#: How long a round waits for events when it has only submitted moves to write.
+SUBMIT_WAIT = 0.005
 #: The longest pause between health checks of a down server, and between polls.
 MAX_BACKOFF = 2.0
 
@@ -744,12 +746,18 @@ class Worker:
         return bool(events) or posted
 
     def _drain(self, block: float) -> list[tuple[int, Any]]:
+        """Every event queued; wait up to ``block`` for the first.
+
+        With only just-posted jobs' submitted moves to write, wait a little (``SUBMIT_WAIT``)
+        for their first events instead of committing at once: a quick job's start and end
+        then go into the same transaction as its submitted move, one commit instead of two,
+        and its end never waits behind a commit of its own submitted move.
+        """
         events: list[tuple[int, Any]] = []
-        if not self._deferred:
-            try:
-                events.append(self._events.get(timeout=block))
-            except queue.Empty:
-                return events
+        try:
+            events.append(self._events.get(timeout=SUBMIT_WAIT if self._deferred else block))
+        except queue.Empty:
+            return events
         while True:
             try:
                 events.append(self._events.get_nowait())
