@@ -1,0 +1,70 @@
+"""The store calls added for the worker: a round's mixed moves, claims given back, counts."""
+
+from __future__ import annotations
+
+from conftest import trivial_prompt
+
+from comfynb import JobStatus, enqueue, select_next_jobs, transition_many
+from comfynb.jobs import _record_round
+from comfynb.models import NewCandidate
+from comfynb.store import Store
+
+
+def jobs(store: Store, n: int) -> list[int]:
+    store.new_run("r")
+    return [enqueue(store, trivial_prompt(), run="r").id for _ in range(n)]
+
+
+def test_a_round_of_mixed_moves_sets_each_job_s_own_columns(store: Store) -> None:
+    a, b, c, d = jobs(store, 4)
+    select_next_jobs(store, 4, server="http://s")
+    transition_many(store, [(b, "submitted"), (c, "submitted"), (d, "submitted")])
+    transition_many(store, [(c, "running")])
+    error = {"type": "Boom", "message": "no"}
+    (store.output_dir / "x.png").write_bytes(b"png")
+    _record_round(
+        store,
+        [
+            (a, JobStatus.SUBMITTED, {"server": "http://t", "error": None}, {"number": 3}),
+            (b, JobStatus.RUNNING, {}, None),
+            (d, JobStatus.FAILED, {"error": error}, None),
+        ],
+        {c: [NewCandidate(node_id="2", path="x.png")]},
+    )
+    ja, jb, jc, jd = (store.job(i) for i in (a, b, c, d))
+    assert ja.status is JobStatus.SUBMITTED and ja.server == "http://t"
+    assert ja.submitted_at is not None and ja.started_at is None and ja.error is None
+    assert jb.status is JobStatus.RUNNING and jb.started_at is not None and jb.finished_at is None
+    assert jb.server == "http://s"  # untouched
+    assert jc.status is JobStatus.COMPLETED and jc.finished_at is not None
+    assert jc.started_at is not None  # from its earlier move, kept
+    assert jd.status is JobStatus.FAILED and jd.error == error and jd.finished_at is not None
+    assert list(store.candidates(job=c)["path"]) == ["x.png"]
+    events = store.events()
+    assert events[events["job_id"] == a]["to_status"].tolist()[-1] == "submitted"
+
+
+def test_release_claims_gives_claimed_jobs_back_and_counts(store: Store) -> None:
+    ids = jobs(store, 3)
+    assert store.claimable() == 3
+    claimed = select_next_jobs(store, 2, server="http://s")
+    assert store.claimable(["http://s"]) == 1
+    transition_many(store, [(claimed[0].id, "submitted")])
+    assert store.release_claims([c.id for c in claimed]) == 1  # the submitted one stays
+    released = store.job(claimed[1].id)
+    assert (released.prompt_id, released.server, released.claimed_at) == (None, None, None)
+    assert store.claimable(["http://other"]) == 2
+    assert store.status_counts() == {"pending": 2, "submitted": 1}
+    assert claimed[0].id == ids[0]
+    assert store.status_counts(job_ids=ids[:2]) == {"submitted": 1, "pending": 1}
+    assert store.status_counts(run="r") == {"pending": 2, "submitted": 1}
+
+
+def test_progress_is_written_only_for_jobs_on_a_server(store: Store) -> None:
+    a, b = jobs(store, 2)
+    select_next_jobs(store, 2)
+    transition_many(store, [(a, "submitted")])
+    with store.transaction() as tx:
+        tx.set_progress({a: (3, 20), b: (4, 20)})
+    assert (store.job(a).progress_value, store.job(a).progress_max) == (3, 20)
+    assert store.job(b).progress_value is None  # still pending: left alone
