@@ -432,3 +432,23 @@ def test_a_job_cancelled_from_the_notebook_while_the_worker_runs_it(
     assert store.candidates(job=ids[0]).empty and store.candidates(job=ids[5]).empty
     # cancelled while in the worker's hand (claimed ahead): never posted
     assert store.job(ids[5]).prompt_id not in posts_of(sim)
+
+
+def test_a_long_sampler_s_progress_costs_few_writes(sim: Simulator, store: Store) -> None:
+    # 200 ticks in ~1 s: written at most every PROGRESS_EVERY (0.5 s), so a reader polling
+    # every few ms sees a handful of values, not one per tick
+    import time
+
+    store.new_run("r")
+    job = enqueue(store, txt2img(seed=5, steps=200), run="r")
+    sim.configure(step_seconds=0.005)
+    seen: set[int] = set()
+    with Worker(store, [sim.url]).start():
+        deadline = time.monotonic() + 20
+        while store.job(job.id).status is not JobStatus.COMPLETED:
+            assert time.monotonic() < deadline, "the job did not complete"
+            value = store.job(job.id).progress_value
+            if value is not None:
+                seen.add(value)
+            time.sleep(0.005)  # a reader's pace, not a wait for the worker
+    assert 1 <= len(seen) <= 5, sorted(seen)
