@@ -362,25 +362,33 @@ def _record_round(
     moves: Sequence[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]],
     results: Mapping[int, Sequence[NewCandidate]],
     detail: Mapping[str, Any] | None = None,
+    *,
+    known: Mapping[int, Job] | None = None,
 ) -> dict[int, list[Candidate]]:
     """``record_results`` after other ``moves`` of the same round, in one plan.
 
     A worker's round: the moves (submitted, running, failed, ...) and the completions are
     checked together and written with one read, one UPDATE per set of columns, one INSERT
-    of candidates and one of events, whatever the number of jobs.
+    of candidates and one of events, whatever the number of jobs. ``known``: the jobs as the
+    caller holds them, for what never changes after ``enqueue`` (run, step, parent, params);
+    only their states are read then, not their workflows.
     """
     ids = list(results)
     wanted = list(dict.fromkeys([*ids, *(move[0] for move in moves)]))
     if not wanted:
         return {}
     with store.transaction() as tx:
-        jobs = tx.jobs_by_id(wanted)
-        missing = [i for i in wanted if i not in jobs]
-        if missing:
-            tx.job(missing[0])  # raises JobNotInStore naming it
-        done = {i: tx.candidates_of(i) for i in ids if jobs[i].status is JobStatus.COMPLETED}
+        if known is not None and all(i in known for i in ids):
+            states = tx.job_states(wanted)  # JobNotInStore names a missing one
+            jobs = {i: known[i] for i in ids}
+        else:
+            jobs = tx.jobs_by_id(wanted)
+            missing = [i for i in wanted if i not in jobs]
+            if missing:
+                tx.job(missing[0])  # raises JobNotInStore naming it
+            states = {i: JobState(j.status, j.retries, j.prompt_id) for i, j in jobs.items()}
+        done = {i: tx.candidates_of(i) for i in ids if states[i].status is JobStatus.COMPLETED}
         todo = [jobs[i] for i in ids if i not in done]
-        states = {i: JobState(j.status, j.retries, j.prompt_id) for i, j in jobs.items()}
         completions: list[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]]
         completions = [
             (

@@ -848,7 +848,12 @@ class Worker:
                 moves += [
                     (i, JobStatus.FAILED, {"error": r[2].error}, None) for i, r in bad.items()
                 ]
-                _jobs._record_round(self.store, moves, {i: r[2].images for i, r in plain.items()})
+                _jobs._record_round(
+                    self.store,
+                    moves,
+                    {i: r[2].images for i, r in plain.items()},
+                    known={i: r[1].job for i, r in plain.items()},
+                )
                 for i, r in good.items():
                     if i not in plain:
                         _jobs.record_result(self.store, i, r[2].images, detail=r[2].detail)
