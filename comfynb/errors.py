@@ -153,7 +153,9 @@ class StoreLocked(StoreError):
         super().__init__(
             f"{path} is open in another process: {who}. DuckDB lets one process own a file: "
             f"close the store there (store.close(), or restart that notebook kernel) {stop}"
-            "and open it again, or open a copy of the file"
+            "and open it again, or open a copy of the file. To use one store from a notebook "
+            "while jobs run, let `comfynb worker --db FILE` own it: comfynb.open(FILE) then "
+            "reaches it through the worker"
         )
         self.path = path
         self.pid = pid
