@@ -457,7 +457,9 @@ class Worker:
         if isinstance(target_depth, bool) or not isinstance(target_depth, int) or target_depth < 1:
             raise InvalidInput(f"target_depth must be an int from 1, got {target_depth!r}")
         self.store = store
-        self.servers: tuple[str, ...] = tuple(servers)
+        # Shown, logged and compared without credentials; the clients get the URLs as given.
+        self.servers: tuple[str, ...] = tuple(urls)
+        self._server_urls_as_given: tuple[str, ...] = tuple(servers)
         self.target_depth = target_depth
         self.name = name or os.path.basename(store.path)
         self.reroute_after = reroute_after
@@ -639,8 +641,8 @@ class Worker:
         self._deferred = []
         once = {**self._client_options, "retry": RetryPolicy(attempts=1)}
         self._lanes = [
-            _Lane(url, Client(url, **self._client_options), Client(url, **once))
-            for url in self.servers
+            _Lane(url, Client(given, **self._client_options), Client(given, **once))
+            for url, given in zip(self.servers, self._server_urls_as_given, strict=True)
         ]
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="comfynb-download")
         for index, lane in enumerate(self._lanes):

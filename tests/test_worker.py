@@ -103,6 +103,22 @@ def test_one_server_runs_every_job_to_completed_with_its_image(
     assert f"job {ids[0]} run 1 running -> completed ({sim.url})" in lines
 
 
+def test_credentials_in_a_server_url_never_reach_logs_repr_status_or_store(
+    sim: Simulator, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = enqueue_many(store, 2)
+    with_password = sim.url.replace("http://", "http://alice:s3cret-pw@")
+    worker = Worker(store, [with_password])
+    with caplog.at_level(logging.DEBUG):
+        summary = worker.run()
+    assert summary.completed == 2
+    shown = [caplog.text, repr(worker), str(worker.status())]
+    shown += [repr(store.job(i)) for i in ids]
+    shown += [store.jobs().to_csv(), store.events().to_csv()]
+    assert all("s3cret-pw" not in text for text in shown)
+    assert worker.servers == (sim.url,)
+
+
 def test_a_failing_node_fails_the_job_with_the_servers_error(sim: Simulator, store: Store) -> None:
     ids = enqueue_many(store, 3)
     sim.set_faults(fail_node={"node_id": "2", "message": "boom", "next": 1})
