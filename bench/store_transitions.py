@@ -32,17 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import comfynb
-from comfynb import (
-    NewCandidate,
-    Store,
-    enqueue,
-    record_result,
-    record_results,
-    select_next_job,
-    select_next_jobs,
-    transition,
-)
-from comfynb.lifecycle import JobStatus, transition_many
+from comfynb import Store, enqueue, select_next_job
+from comfynb.jobs import record_result, record_results, select_next_jobs
+from comfynb.lifecycle import JobStatus, transition, transition_many
+from comfynb.models import NewCandidate
 
 WORKFLOW: dict[str, Any] = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 4}},

@@ -47,30 +47,22 @@ from .jobs import (
     enqueue,
     poll_job_status,
     process_job_result,
-    record_result,
-    record_results,
     recover,
     select_next_job,
-    select_next_jobs,
     submit_job,
 )
-from .lifecycle import JobStatus, transition, transition_many
-from .models import Candidate, Job, NewCandidate, Run, Step
-from .protocol import ImageRef, JobReport, PromptStatus, QueuedPrompt, RetryPolicy
+from .lifecycle import JobStatus
+from .models import Candidate, Job, Run, Step
+from .protocol import PromptStatus, RetryPolicy
 
 if TYPE_CHECKING:
     from .client import AsyncClient as AsyncClient
     from .client import Client as Client
-    from .remote import RemoteStore as RemoteStore
     from .simulator import Simulator as Simulator
     from .store import Store as Store
     from .store import open as open
-    from .waiting import WaitSummary as WaitSummary
     from .waiting import wait as wait
-    from .worker import RunSummary as RunSummary
-    from .worker import ServerStatus as ServerStatus
     from .worker import Worker as Worker
-    from .worker import WorkerStatus as WorkerStatus
 
 __version__ = "0.1.0"
 
@@ -81,29 +73,22 @@ __all__ = [
     "Client",
     "ComfynbError",
     "CorruptImage",
-    "ImageRef",
     "InvalidInput",
     "InvalidTransition",
     "Job",
     "JobNotFound",
     "JobNotInStore",
-    "JobReport",
     "JobStatus",
-    "NewCandidate",
     "OutputError",
     "PromptRejected",
     "PromptStatus",
-    "QueuedPrompt",
     "RecordNotFound",
-    "RemoteStore",
     "RetryPolicy",
     "Run",
     "RunNotFound",
-    "RunSummary",
     "SchemaTooNew",
     "ServerError",
     "ServerFailed",
-    "ServerStatus",
     "ServerTimeout",
     "ServerUnreachable",
     "Step",
@@ -113,43 +98,33 @@ __all__ = [
     "StoreLocked",
     "UnexpectedResponse",
     "UnsafePath",
-    "WaitSummary",
     "Worker",
     "WorkerError",
     "WorkerGone",
-    "WorkerStatus",
     "WorkflowError",
     "cancel",
     "enqueue",
     "open",
     "poll_job_status",
     "process_job_result",
-    "record_result",
-    "record_results",
     "recover",
     "select_next_job",
-    "select_next_jobs",
     "submit_job",
-    "transition",
-    "transition_many",
     "wait",
 ]
 
+# Everything else (result types such as JobReport or WaitSummary, the batched store calls the
+# worker uses) stays in its module: comfynb.protocol, comfynb.jobs, comfynb.lifecycle, ...
 # Names whose modules are heavy (aiohttp, widget libraries): imported on first use.
 # The store needs duckdb and pandas: imported on first use of comfynb.Store or comfynb.open.
 # The clients need httpx: imported on first use of comfynb.Client or comfynb.AsyncClient.
 _LAZY = {
     "AsyncClient": ".client",
     "Client": ".client",
-    "RemoteStore": ".remote",
     "Simulator": ".simulator",
     "Store": ".store",
     "open": ".store",
-    "RunSummary": ".worker",
-    "ServerStatus": ".worker",
-    "WaitSummary": ".waiting",
     "Worker": ".worker",
-    "WorkerStatus": ".worker",
     "wait": ".waiting",
 }
 

@@ -24,9 +24,9 @@ from comfynb import (
     recover,
     select_next_job,
     submit_job,
-    transition,
 )
 from comfynb.jobs import Recovery
+from comfynb.lifecycle import transition
 from comfynb.protocol import new_prompt_id
 from comfynb.simulator import Simulator
 

@@ -23,7 +23,6 @@ from comfynb import (
     InvalidTransition,
     JobNotInStore,
     JobStatus,
-    NewCandidate,
     RunNotFound,
     SchemaTooNew,
     StepNotFound,
@@ -32,12 +31,11 @@ from comfynb import (
     StoreLocked,
     WorkflowError,
     enqueue,
-    record_result,
-    record_results,
     select_next_job,
-    select_next_jobs,
-    transition,
 )
+from comfynb.jobs import record_result, record_results, select_next_jobs
+from comfynb.lifecycle import transition
+from comfynb.models import NewCandidate
 from comfynb.store import MIGRATIONS, Migration, is_secret_key, strip_secrets
 
 S = JobStatus
@@ -190,7 +188,9 @@ def test_sigkill_mid_results_leaves_whole_transactions_only(tmp_path: Path) -> N
     code = textwrap.dedent(
         f"""
         import comfynb
-        from comfynb import NewCandidate, enqueue, record_result, transition
+        from comfynb.jobs import enqueue, record_result
+        from comfynb.lifecycle import transition
+        from comfynb.models import NewCandidate
         wf = {WORKFLOW!r}
         store = comfynb.open({str(path)!r})
         run = store.new_run("r")

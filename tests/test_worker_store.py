@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from conftest import trivial_prompt
 
-from comfynb import JobStatus, enqueue, select_next_jobs, transition_many
-from comfynb.jobs import _record_round
+from comfynb import JobStatus, enqueue
+from comfynb.jobs import _record_round, select_next_jobs
+from comfynb.lifecycle import transition_many
 from comfynb.models import NewCandidate
 from comfynb.store import Store
 
