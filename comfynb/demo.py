@@ -60,10 +60,29 @@ TXT2IMG: dict[str, Any] = {
 }
 
 
-def txt2img(seed: int, *, steps: int = 20, prompt: str | None = None) -> dict[str, Any]:
-    """Return the default txt2img graph with another seed, step count or prompt text."""
+def txt2img(
+    seed: int,
+    *,
+    steps: int = 20,
+    prompt: str | None = None,
+    size: int = 512,
+    sampler: str = "euler",
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    prefix: str = "demo",
+) -> dict[str, Any]:
+    """Return ComfyUI's default txt2img graph (API format) with the given inputs.
+
+    Example::
+
+        >>> graph = txt2img(42, steps=8, size=64)
+        >>> graph["3"]["inputs"]["seed"], graph["5"]["inputs"]["width"]
+        (42, 64)
+    """
     graph = copy.deepcopy(TXT2IMG)
-    graph["3"]["inputs"].update(seed=seed, steps=steps)
+    graph["3"]["inputs"].update(seed=seed, steps=steps, sampler_name=sampler)
+    graph["4"]["inputs"]["ckpt_name"] = checkpoint
+    graph["5"]["inputs"].update(width=size, height=size)
+    graph["9"]["inputs"]["filename_prefix"] = prefix
     if prompt is not None:
         graph["6"]["inputs"]["text"] = prompt
     return graph

@@ -20,11 +20,10 @@ from conftest import trivial_prompt
 from sim_helpers import HTTP, wait_for
 
 import comfynb
-from comfynb import JobStatus, StoreLocked
+from comfynb import JobStatus, StoreLocked, demo
 from comfynb.errors import WorkerGone
 from comfynb.remote import RemoteStore, endpoint_file, find_endpoint
 from comfynb.simulator import Simulator
-from comfynb.simulator.specs import CHECKPOINTS
 from comfynb.store import Store
 
 STARTUP = 15.0  # seconds a cold subprocess may take to import comfynb and open the store
@@ -121,31 +120,7 @@ def test_a_notebook_beside_a_worker_process(
 
 def sampler_prompt(steps: int) -> dict[str, Any]:
     """txt2img with a KSampler: it reports progress once per step."""
-    return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINTS[0]}},
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 1},
-        },
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": 1,
-                "steps": steps,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["6", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "s"}},
-    }
+    return demo.txt2img(1, steps=steps, size=64, prefix="s")
 
 
 def test_the_notebook_watches_progress_and_cancels_a_running_job(

@@ -19,7 +19,7 @@ import pytest
 from conftest import trivial_prompt as _trivial_prompt
 from PIL import Image
 
-from comfynb import errors
+from comfynb import demo, errors
 from comfynb.client import AsyncClient, Client, RetryPolicy
 from comfynb.protocol import ImageRef, PromptStatus
 from comfynb.simulator import Simulator
@@ -444,33 +444,7 @@ def test_both_clients_have_the_same_methods_and_parameters() -> None:
 
 def txt2img(steps: int, sampler: str = "euler") -> dict[str, Any]:
     """ComfyUI's default txt2img graph, as the simulator runs it."""
-    ckpt = "v1-5-pruned-emaonly-fp16.safetensors"
-    return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 1},
-        },
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": 1,
-                "steps": steps,
-                "cfg": 8.0,
-                "sampler_name": sampler,
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "t2i"}},
-    }
+    return demo.txt2img(1, steps=steps, sampler=sampler, size=64)
 
 
 def test_rejections_of_the_default_graph_read_as_advice(

@@ -25,6 +25,7 @@ from comfynb import (
     JobStatus,
     Store,
     cancel,
+    demo,
     enqueue,
     poll_job_status,
     process_job_result,
@@ -33,7 +34,6 @@ from comfynb import (
 )
 from comfynb.jobs import DOWNLOAD_ATTEMPTS
 from comfynb.simulator import Simulator
-from comfynb.simulator.specs import CHECKPOINTS
 
 S = JobStatus
 
@@ -78,32 +78,7 @@ def two_outputs(color: int = 0, batch: int = 2) -> dict[str, Any]:
 
 
 def txt2img(seed: int, text: str) -> dict[str, Any]:
-    return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINTS[0]}},
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 1},
-        },
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": seed,
-                "steps": 2,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "t2i"}},
-    }
+    return demo.txt2img(seed, steps=2, prompt=text, size=64, prefix="t2i")
 
 
 def files_under(folder: Path) -> list[Path]:

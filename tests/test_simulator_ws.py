@@ -23,6 +23,7 @@ from sim_helpers import (
     recorder,
 )
 
+from comfynb import demo
 from comfynb.simulator import Simulator
 
 
@@ -171,38 +172,7 @@ def _ticks_folded(types: list[str]) -> list[str]:
 
 def ksampler_prompt(steps: int = 20, seed: int = 1) -> dict[str, Any]:
     """ComfyUI's default txt2img graph (simulated models), small latent."""
-    return {
-        "4": {
-            "class_type": "CheckpointLoaderSimple",
-            "inputs": {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
-        },
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 1},
-        },
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": seed,
-                "steps": steps,
-                "cfg": 8.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {
-            "class_type": "SaveImage",
-            "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]},
-        },
-    }
+    return demo.txt2img(seed, steps=steps, size=64, prefix="ComfyUI")
 
 
 def test_progress_ticks_and_interrupt_mid_node(legacy_sim: Simulator) -> None:

@@ -13,7 +13,7 @@ from conftest import trivial_prompt
 from sim_helpers import wait_for
 
 import comfynb
-from comfynb import JobStatus, Worker, WorkerError, enqueue
+from comfynb import JobStatus, Worker, WorkerError, demo, enqueue
 from comfynb.simulator import Simulator
 from comfynb.simulator.specs import CHECKPOINTS
 from comfynb.store import Store
@@ -28,32 +28,7 @@ def unique_prompt(index: int, prefix: str = "w") -> dict[str, Any]:
 
 
 def txt2img(seed: int, steps: int = 2, ckpt: str = CHECKPOINTS[0]) -> dict[str, Any]:
-    return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 1},
-        },
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": seed,
-                "steps": steps,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "t2i"}},
-    }
+    return demo.txt2img(seed, steps=steps, size=64, checkpoint=ckpt, prefix="t2i")
 
 
 def enqueue_many(store: Store, count: int, run: str = "r", start: int = 0) -> list[int]:
