@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from conftest import trivial_prompt as _trivial_prompt
 from PIL import Image
+from sim_helpers import wait_for
 
 from comfynb import demo, errors
 from comfynb.client import AsyncClient, Client, RetryPolicy
@@ -39,13 +40,7 @@ def trivial_prompt(prefix: str = "trivial", size: int = 64) -> dict[str, Any]:
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
     """Poll ``predicate`` until it returns something truthy, failing after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.005)
-    raise AssertionError(f"not true within {timeout} s")
+    return wait_for(predicate, timeout=timeout)
 
 
 def finished(client: Any, prompt_id: str) -> Any:
