@@ -276,7 +276,7 @@ class _Socket:
     meanwhile. It writes nothing and decides nothing.
     """
 
-    def __init__(self, index: int, lane: _Lane, events: queue.SimpleQueue[Any]) -> None:
+    def __init__(self, index: int, lane: _Lane, events: queue.Queue[Any]) -> None:
         self._index = index
         self._lane = lane
         self._events = events
@@ -469,7 +469,7 @@ class Worker:
         self._ahead = max(2 * target_depth, 8)  # jobs claimed per server, queued or in hand
         self._lanes: list[_Lane] = []
         self._pool: ThreadPoolExecutor | None = None
-        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._events: queue.Queue[Any] = queue.Queue()
         self._deferred: list[tuple[_Lane, _Flight, dict[str, Any]]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -637,7 +637,10 @@ class Worker:
     def _open(self) -> None:
         from .client import Client, RetryPolicy
 
-        self._events = queue.SimpleQueue()
+        # queue.Queue, not SimpleQueue: on CPython 3.11 a SimpleQueue.get(timeout=...) that a
+        # signal handler outlasts waits forever (measured), and the CLI's SIGTERM handler runs
+        # in this thread while it waits here.
+        self._events = queue.Queue()
         self._deferred = []
         once = {**self._client_options, "retry": RetryPolicy(attempts=1)}
         self._lanes = [

@@ -443,3 +443,47 @@ def test_a_long_sampler_s_progress_costs_few_writes(sim: Simulator, store: Store
                 seen.add(value)
             time.sleep(0.005)  # a reader's pace, not a wait for the worker
     assert 1 <= len(seen) <= 5, sorted(seen)
+
+
+def test_a_worker_in_the_main_thread_stops_on_a_signal_whose_handler_is_slow(
+    sim: Simulator, store: Store
+) -> None:
+    """`comfynb worker` stops on SIGTERM from a handler in this thread; a slow one too.
+
+    The handler outlasts the worker's wait for events (as logging does on a loaded machine);
+    CPython 3.11's SimpleQueue then waited forever. If the loop is stuck, an event put into
+    its queue after 10 s unblocks it, and the test fails on ``unblocked``.
+    """
+    import os
+    import signal
+    import time
+
+    enqueue_many(store, 1)
+    stop = threading.Event()
+    worker = Worker(store, [sim.url])
+
+    def slow_handler(signum: int, frame: object) -> None:
+        time.sleep(0.3)  # longer than the loop's 0.1 s wait: the point of the test
+        stop.set()
+
+    unblocked = threading.Event()
+    returned = threading.Event()
+
+    def rescue() -> None:
+        if not returned.wait(10):
+            unblocked.set()
+            worker._events.put((0, None))
+
+    previous = signal.signal(signal.SIGUSR1, slow_handler)
+    try:
+        # os.kill, not signal.raise_signal: the process gets it (as from `kill`), not the timer
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        rescuer = threading.Thread(target=rescue)
+        rescuer.start()
+        worker.run(until_idle=False, stop=stop)
+        returned.set()
+        rescuer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert not unblocked.is_set(), "the loop waited past its timeout after the signal"
+    assert statuses(store) == {"completed": 1}
