@@ -47,7 +47,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from .errors import JobNotFound, ServerUnreachable
 from .protocol import (
@@ -63,7 +63,7 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
-    from .client import AsyncClient, Client
+    from .client import AsyncClient, Client  # noqa: F401 (named in the streams' bases as strings)
 
 __all__ = [
     "AsyncEventStream",
@@ -362,6 +362,9 @@ def terminal_for_lost_job(prompt_id: str) -> ExecutionError:
     )
 
 
+ClientT = TypeVar("ClientT")
+
+
 class _Tracker:
     """Which jobs the stream follows and which have ended (no I/O; both streams share it)."""
 
@@ -400,24 +403,12 @@ class _Tracker:
 # The streams (I/O)
 
 
-class EventStream:
-    """The blocking event stream of a ``Client``: an iterator and a context manager.
-
-    Entering the ``with`` block connects (do it before queueing, so no event is missed);
-    iterating connects on first use otherwise. Without a ``with`` block, the stream closes when
-    it ends or when a ``for`` loop over it is left early. ``reconnects`` counts the reconnects.
-
-    Args:
-        client: the ``Client`` whose ``client_id`` and auth the socket uses.
-        prompt_ids: follow these jobs only, and end once each has ended.
-        poll_interval: after this many silent seconds, read the followed jobs over HTTP.
-        reconnect: the backoff between connection attempts; when it runs out, the stream raises
-            ``ServerUnreachable``.
-    """
+class _StreamBase(Generic[ClientT]):
+    """What both streams hold: the client, the followed jobs, events not yet handed out."""
 
     def __init__(
         self,
-        client: Client,
+        client: ClientT,
         prompt_ids: Iterable[str] | None = None,
         *,
         poll_interval: float = 2.0,
@@ -432,6 +423,22 @@ class EventStream:
         self.poll_interval = poll_interval
         self.reconnect = reconnect
         self.reconnects = 0
+
+
+class EventStream(_StreamBase["Client"]):
+    """The blocking event stream of a ``Client``: an iterator and a context manager.
+
+    Entering the ``with`` block connects (do it before queueing, so no event is missed);
+    iterating connects on first use otherwise. Without a ``with`` block, the stream closes when
+    it ends or when a ``for`` loop over it is left early. ``reconnects`` counts the reconnects.
+
+    Args:
+        client: the ``Client`` whose ``client_id`` and auth the socket uses.
+        prompt_ids: follow these jobs only, and end once each has ended.
+        poll_interval: after this many silent seconds, read the followed jobs over HTTP.
+        reconnect: the backoff between connection attempts; when it runs out, the stream raises
+            ``ServerUnreachable``.
+    """
 
     def __enter__(self) -> Self:
         self._entered = True
@@ -549,7 +556,7 @@ class EventStream:
                 self._pending.append(event)
 
 
-class AsyncEventStream:
+class AsyncEventStream(_StreamBase["AsyncClient"]):
     """The asyncio twin of ``EventStream``: ``async with`` and ``async for``.
 
     Example::
@@ -560,24 +567,6 @@ class AsyncEventStream:
         ...     async for event in events:
         ...         print(event)
     """
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        prompt_ids: Iterable[str] | None = None,
-        *,
-        poll_interval: float = 2.0,
-        reconnect: RetryPolicy = RECONNECT,
-    ) -> None:
-        self._client = client
-        self._tracker = _Tracker(prompt_ids)
-        self._pending: deque[Event] = deque()
-        self._ws: Any = None
-        self._closed = False
-        self._entered = False
-        self.poll_interval = poll_interval
-        self.reconnect = reconnect
-        self.reconnects = 0
 
     async def __aenter__(self) -> Self:
         self._entered = True
