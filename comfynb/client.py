@@ -33,9 +33,10 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Generic, Self, TypedDict, TypeVar, Unpack
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -100,6 +101,21 @@ def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
     netloc = f"{host}:{parts.port}" if parts.port else host
     bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     return bare.rstrip("/"), (parts.username, parts.password or "")
+
+
+@dataclass(frozen=True)
+class _Done(Generic[T]):
+    value: T
+
+
+def _advance(flow: Flow[T], outcome: httpx.Response | ComfynbError) -> Call | _Done[T]:
+    """Hand a flow the response (or throw it the error); its next call, or its result."""
+    try:
+        if isinstance(outcome, ComfynbError):
+            return flow.throw(outcome)
+        return flow.send(outcome)
+    except StopIteration as done:
+        return _Done(done.value)
 
 
 class _BaseClient:
@@ -272,17 +288,13 @@ class Client(_BaseClient):
         call = next(flow)
         while True:
             try:
-                response = self._send(call)
+                outcome: httpx.Response | ComfynbError = self._send(call)
             except ComfynbError as exc:  # the flow may catch it (POST /prompt retries)
-                try:
-                    call = flow.throw(exc)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                continue
-            try:
-                call = flow.send(response)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                outcome = exc
+            step = _advance(flow, outcome)
+            if not isinstance(step, Call):
+                return step.value
+            call = step
 
     def _has_jobs_api(self) -> bool:
         if self._jobs_api is None:  # asked once per client, then remembered
@@ -555,17 +567,13 @@ class AsyncClient(_BaseClient):
         call = next(flow)
         while True:
             try:
-                response = await self._send(call)
+                outcome: httpx.Response | ComfynbError = await self._send(call)
             except ComfynbError as exc:  # the flow may catch it (POST /prompt retries)
-                try:
-                    call = flow.throw(exc)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                continue
-            try:
-                call = flow.send(response)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                outcome = exc
+            step = _advance(flow, outcome)
+            if not isinstance(step, Call):
+                return step.value
+            call = step
 
     async def _has_jobs_api(self) -> bool:
         if self._jobs_api is None:  # asked once per client, then remembered

@@ -41,19 +41,8 @@ def capture_types(
     name: str, *, start: str | None = None, stop: str | None = None, skip_first: int = 0
 ) -> list[str]:
     """The server's message types in a WS capture, between client notes containing ``start``/``stop``."""
-    types: list[str] = []
-    recording = start is None
-    for frame in load_capture(name):
-        if frame["dir"] == "client":
-            note = frame.get("note", "")
-            if start is not None and start in note:
-                recording = True
-            elif stop is not None and stop in note and recording:
-                break
-            continue
-        if recording:
-            types.append(frame_type(frame))
-    return types[skip_first:]
+    frames = capture_frames(name, start=start, stop=stop, skip_first=skip_first)
+    return [frame_type(frame) for frame in frames]
 
 
 def capture_frames(

@@ -428,20 +428,20 @@ def test_a_job_cancelled_from_the_notebook_while_the_worker_runs_it(
 def test_a_long_sampler_s_progress_costs_few_writes(sim: Simulator, store: Store) -> None:
     # 200 ticks in ~1 s: written at most every PROGRESS_EVERY (0.5 s), so a reader polling
     # every few ms sees a handful of values, not one per tick
-    import time
 
     store.new_run("r")
     job = enqueue(store, txt2img(seed=5, steps=200), run="r")
     sim.configure(step_seconds=0.005)
     seen: set[int] = set()
+
+    def completed_noting_progress() -> bool:
+        current = store.job(job.id)
+        if current.progress_value is not None:
+            seen.add(current.progress_value)
+        return current.status is JobStatus.COMPLETED
+
     with Worker(store, [sim.url]).start():
-        deadline = time.monotonic() + 20
-        while store.job(job.id).status is not JobStatus.COMPLETED:
-            assert time.monotonic() < deadline, "the job did not complete"
-            value = store.job(job.id).progress_value
-            if value is not None:
-                seen.add(value)
-            time.sleep(0.005)  # a reader's pace, not a wait for the worker
+        wait_for(completed_noting_progress, timeout=20)
     assert 1 <= len(seen) <= 5, sorted(seen)
 
 
