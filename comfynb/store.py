@@ -35,7 +35,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -316,16 +316,28 @@ def _map_error(exc: duckdb.Error, path: str) -> StoreError:
 # --------------------------------------------------------------------------- process-wide locks
 
 _LOCKS_GUARD = threading.Lock()
-_WRITE_LOCKS: dict[str, threading.RLock] = {}
 
 
-def _write_lock(key: str) -> threading.RLock:
-    """One writer lock per file in this process, shared by every Store open on it."""
+@dataclass
+class _FileState:
+    """What every Store open on one file in this process shares: the writer lock, and counts
+    a worker reads to skip queries (they only grow; a rolled-back write may bump them)."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    queue_changes: int = 0  # jobs may have become claimable: enqueued, requeued, released
+    cancellations: int = 0  # jobs were cancelled
+
+
+_FILE_STATES: dict[str, _FileState] = {}
+
+
+def _file_state(key: str) -> _FileState:
+    """One shared state per file in this process, whichever Store is open on it."""
     with _LOCKS_GUARD:
-        lock = _WRITE_LOCKS.get(key)
-        if lock is None:
-            lock = _WRITE_LOCKS[key] = threading.RLock()
-        return lock
+        state = _FILE_STATES.get(key)
+        if state is None:
+            state = _FILE_STATES[key] = _FileState()
+        return state
 
 
 # --------------------------------------------------------------------------- Store
@@ -358,12 +370,13 @@ class Store:
         con: duckdb.DuckDBPyConnection,
         path: str,
         output_dir: Path,
-        lock: threading.RLock,
+        shared: _FileState,
     ) -> None:
         self._con = con
         self.path = path
         self.output_dir = output_dir
-        self._lock = lock
+        self._shared = shared
+        self._lock = shared.lock
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_guard = threading.Lock()
@@ -417,7 +430,7 @@ class Store:
             con = duckdb.connect(text, config={"autoinstall_known_extensions": False})
         except duckdb.Error as exc:
             raise _map_error(exc, text) from exc
-        store = cls(con, text, outputs.resolve(), _write_lock(key))
+        store = cls(con, text, outputs.resolve(), _file_state(key))
         try:
             store._migrate(migrations)
             outputs.mkdir(parents=True, exist_ok=True)
@@ -876,6 +889,7 @@ class Store:
             "WHERE id IN (SELECT unnest(?::BIGINT[])) AND status = 'pending'",
             [ids],
         )
+        self._shared.queue_changes += 1
         return int(rows[0][0])
 
     def record_intent(self, job_id: int, *, prompt_id: str, server: str | None = None) -> Job:
@@ -1116,7 +1130,10 @@ class Store:
         *,
         job: Job | int | None = None,
     ) -> pd.DataFrame:
-        """Image candidates, oldest first, one row each, with their params as columns.
+        """Image candidates in the order of their jobs, one row each, with params as columns.
+
+        Rows follow the jobs' order (the order they were enqueued: a sweep reads in its own
+        order), then each job's images in order, whatever order the servers finished in.
 
         Each key of a candidate's params (``seed``, ``cfg``, ``steps``, ``prompt``, ...)
         becomes a column; the candidate's own ``seed`` and ``prompt`` win over a param of
@@ -1155,7 +1172,7 @@ class Store:
             where.append("picked = ?")
             params.append(picked)
         columns = [c for c in _CANDIDATE_COLUMNS if c != "params"]
-        return self._flat_frame("candidates", columns, where, params)
+        return self._flat_frame("candidates", columns, where, params, order="job_id, id")
 
     def events(self, job: Job | int | None = None) -> pd.DataFrame:
         """Status changes, oldest first: job_id, from_status, to_status, at, detail.
@@ -1181,7 +1198,13 @@ class Store:
         )
 
     def _flat_frame(
-        self, table: str, columns: Sequence[str], where: Sequence[str], params: Sequence[Any]
+        self,
+        table: str,
+        columns: Sequence[str],
+        where: Sequence[str],
+        params: Sequence[Any],
+        *,
+        order: str = "id",
     ) -> pd.DataFrame:
         """``columns`` of ``table``, plus one column per top-level key of ``params`` JSON."""
         sql_where = f"WHERE {' AND '.join(where)}" if where else ""
@@ -1191,7 +1214,7 @@ class Store:
         if structure:
             select += ", unnest(json_transform(params, ?))"
             args = [json.dumps(structure), *args]
-        return self._frame(f"SELECT {select} FROM {table} {sql_where} ORDER BY id", args)
+        return self._frame(f"SELECT {select} FROM {table} {sql_where} ORDER BY {order}", args)
 
     def _param_types(
         self, table: str, sql_where: str, params: Sequence[Any], *, exclude: set[str]
@@ -1378,6 +1401,9 @@ class Transaction:
         for shape, members in groups.items():
             self._update_group(shape, members)
         self._insert_events(plan.events)
+        targets = {to for _, _, to, _ in plan.events}
+        self.store._shared.queue_changes += JobStatus.PENDING in targets
+        self.store._shared.cancellations += JobStatus.CANCELLED in targets
         if not fetch:
             return {}
         # a separate SELECT is cheaper here than UPDATE ... RETURNING (measured: 1.3 vs 2 ms)
@@ -1458,6 +1484,7 @@ class Transaction:
                 metadata_json,
             ],
         )
+        self.store._shared.queue_changes += 1
         return _job(rows[0])
 
     def insert_candidates(self, job: Job, images: Sequence[NewCandidate]) -> list[Candidate]:

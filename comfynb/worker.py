@@ -33,17 +33,20 @@ its own DuckDB cursor); a notebook keeps reading and enqueueing meanwhile.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from . import _recorder as _rec
 from . import jobs as _jobs
+from ._recorder import Recorder
 from .errors import (
     InvalidTransition,
     JobNotFound,
@@ -92,8 +95,9 @@ _DOWN = (ServerUnreachable, ServerTimeout)
 SILENCE = 2.0
 #: Write a running job's progress at most this often (a 1,000-step sampler costs few writes).
 PROGRESS_EVERY = 0.5
-#: How long a round waits for events when it has only submitted moves to write.
-SUBMIT_WAIT = 0.005
+#: The most jobs a server's hand holds claimed beyond its queue (grown from ``target_depth``
+#: while the hand runs dry before a claim comes back: a fast server drains it in milliseconds).
+MAX_RESERVE = 32
 #: The longest pause between health checks of a down server, and between polls.
 MAX_BACKOFF = 2.0
 
@@ -338,6 +342,16 @@ class _Socket:
                 self._stop.wait(MIN_RECONNECT_DELAY)
 
 
+@dataclass(frozen=True)
+class _Fetched:
+    """A download on the pool ended: the images on disk, or what kept them."""
+
+    flight: _Flight
+    outcome: Any  # _jobs._Collected | Exception | None (not finished after all)
+
+
+_WAKE: Final = (-1, None)  # the recorder has an outcome ready
+
 # --------------------------------------------------------------------------- per-server state
 
 
@@ -345,14 +359,22 @@ class _Socket:
 class _Flight:
     """A job of ours on a server: what its socket said so far."""
 
+    lane: _Lane
     job: Job
-    status: JobStatus  # as last written (or about to be, for a deferred ``submitted``)
+    status: JobStatus  # after every move handed to the recorder
     epoch: int  # the socket connection it was posted under (-1: none, read the report)
+    recorded: JobStatus = JobStatus.PENDING  # as the store has it (the recorder's outcomes)
     images: list[ImageRef] = field(default_factory=list)
     progress: tuple[int, int] | None = None
     progress_written: tuple[int, int] | None = None
     progress_at: float = 0.0
     ended: bool = False  # its end was seen: it no longer holds a place on the server
+    fetching: bool = False  # its images are being downloaded
+
+    @property
+    def settled(self) -> bool:
+        """Every move handed for it is recorded: the store can be asked about it."""
+        return self.recorded is self.status
 
 
 class _Lane:
@@ -363,7 +385,10 @@ class _Lane:
         self.client = client
         self.probe = probe  # the same server without retries: a health check must not stall
         self.rerouted = False
-        self.dry = True  # the last claim found fewer jobs than it asked for
+        self.dry_at: int | None = None  # the store's queue count when a claim came back short
+        self.claiming = 0  # jobs asked of the recorder, not yet come back
+        self.grew = False  # reserve grew while the current claim was out
+        self.reserve = 0  # jobs to hold in hand beyond the queue: grows when the hand runs dry
         self.caps: Capabilities | None = None
         self.up = False
         self.recovered = False
@@ -466,11 +491,13 @@ class Worker:
         self._client_options: dict[str, Any] = dict(client_options or {})
         self._client_options.setdefault("timeout", 10.0)
         self._extra_data = dict(extra_data) if extra_data else None
-        self._ahead = max(2 * target_depth, 8)  # jobs claimed per server, queued or in hand
         self._lanes: list[_Lane] = []
         self._pool: ThreadPoolExecutor | None = None
+        self._recorder: Recorder | None = None
+        self._fetching = 0  # downloads started, their outcome not yet seen
+        self._halting = False  # the loop ended: claim and post nothing more
+        self._cancellations_seen = 0
         self._events: queue.Queue[Any] = queue.Queue()
-        self._deferred: list[tuple[_Lane, _Flight, dict[str, Any]]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._running = False
@@ -626,6 +653,7 @@ class Worker:
                 if until_idle and not busy and self._idle():
                     break
         finally:
+            self._halting = True  # from here on nothing is claimed or posted
             self._close()
         return RunSummary(
             completed=self._counts["completed"],
@@ -641,12 +669,18 @@ class Worker:
         # signal handler outlasts waits forever (measured), and the CLI's SIGTERM handler runs
         # in this thread while it waits here.
         self._events = queue.Queue()
-        self._deferred = []
+        events = self._events
+        self._recorder = Recorder(self.store, wake=lambda: events.put(_WAKE)).start()
+        self._fetching = 0
+        self._halting = False
+        self._cancellations_seen = self.store._shared.cancellations
         once = {**self._client_options, "retry": RetryPolicy(attempts=1)}
         self._lanes = [
             _Lane(url, Client(given, **self._client_options), Client(given, **once))
             for url, given in zip(self.servers, self._server_urls_as_given, strict=True)
         ]
+        for lane in self._lanes:
+            lane.reserve = self.target_depth
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="comfynb-download")
         for index, lane in enumerate(self._lanes):
             lane.socket = _Socket(index, lane, self._events)
@@ -656,8 +690,17 @@ class Worker:
         logger.info("worker %s started on %s", self.name, ", ".join(self.servers))
 
     def _close(self) -> None:
+        """Finish the downloads under way, record everything handed, give back unposted jobs."""
         try:
-            self._commit_round([], {}, {}, {})  # posted jobs: recorded as submitted
+            if self._pool is not None:
+                self._pool.shutdown()  # images being downloaded are recorded
+                self._pool = None
+            for _, event in self._drain(0):
+                if isinstance(event, _Fetched):
+                    self._fetched(event)
+            if self._recorder is not None:
+                self._recorder.stop()  # posted jobs: recorded as submitted
+                self._apply_outcomes(raising=False)
             held = [job.id for lane in self._lanes for job, _ in lane.hand]
             if held:
                 self.store.release_claims(held)
@@ -667,6 +710,9 @@ class Worker:
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
+            if self._recorder is not None:
+                self._recorder.stop()
+                self._recorder = None
             for lane in self._lanes:
                 if lane.socket is not None:
                     lane.socket.stop()
@@ -678,7 +724,8 @@ class Worker:
             logger.info("worker %s stopped", self.name)
 
     def _idle(self) -> bool:
-        if any(lane.flights or lane.hand for lane in self._lanes) or self._deferred:
+        busy = any(lane.flights or lane.hand or lane.claiming for lane in self._lanes)
+        if busy or self._fetching or (self._recorder is not None and self._recorder.handed):
             return False
         up = [lane for lane in self._lanes if lane.up and lane.caps is not None]
         if not up:
@@ -693,14 +740,22 @@ class Worker:
     # ----------------------------------------------------------------- one round
 
     def _step(self) -> bool:
-        """One round; True if it did anything (so the caller does not take it for idle)."""
+        """One round; True if it did anything (so the caller does not take it for idle).
+
+        It never waits on the store: the moves it sees go to the recorder, which commits them
+        on its own thread, many jobs per transaction, while this thread posts and downloads.
+        """
         lanes = self._lanes
         block = 0.05 if any(lane.flights for lane in lanes) else 0.1
         events = self._drain(block)
+        self._apply_outcomes()
         now = time.monotonic()
-        running: dict[int, tuple[_Lane, _Flight]] = {}
-        ended: list[tuple[_Lane, _Flight, bool]] = []  # success?
+        failed: list[_Flight] = []
         for index, event in events:
+            if index < 0:
+                if isinstance(event, _Fetched):
+                    self._fetched(event)
+                continue
             lane = lanes[index]
             if isinstance(event, _SocketUp):
                 lane.socket_up, lane.epoch, lane.catch_up = True, lane.epoch + 1, True
@@ -717,50 +772,39 @@ class Worker:
                 continue
             lane.last_heard = now
             flight = lane.flights.get(event.prompt_id or "")
-            if flight is None:
+            if flight is None or flight.ended:
                 continue
             if isinstance(event, ExecutionStart):
-                if flight.status in (JobStatus.PENDING, JobStatus.SUBMITTED):
-                    running[flight.job.id] = (lane, flight)
+                if flight.status is JobStatus.SUBMITTED:
+                    self._hand(_rec.Move(flight, flight.job.id, JobStatus.RUNNING))
+                    flight.status = JobStatus.RUNNING
             elif isinstance(event, Executed):
                 flight.images.extend(event.images)
             elif isinstance(event, Progress):
                 flight.progress = (int(event.value), int(event.max))
             elif isinstance(event, ExecutionSuccess):
-                ended.append((lane, flight, True))
+                flight.ended = True
+                self._fetch(flight)
             else:
-                ended.append((lane, flight, False))
-        for _, flight, _ in ended:
-            flight.ended = True
-        # the freed places on the servers are refilled first, from the jobs in hand: the
-        # servers run them while this round downloads and writes (their submitted moves go
-        # into this round's transaction)
+                flight.ended = True
+                failed.append(flight)
+        # the freed places on the servers are refilled at once, from the jobs in hand
         posted = self._post_from_hands()
-        results = self._collect([(lane, f) for lane, f, ok in ended if ok])
-        progress = self._progress_due(now)
-        wanted = self._claims_wanted(dry=False)
-        claimed = self._commit_round(list(running.values()), results, progress, wanted)
-        for lane, flight, ok in ended:
-            if not ok and flight.job.prompt_id in lane.flights:
-                self._poll(lane, flight)
+        self._hand_progress(now)
+        if failed:
+            self._sync()
+            for flight in failed:
+                if flight.lane.flights.get(flight.job.prompt_id or "") is flight:
+                    self._poll(flight)
         self._maintain(now)
-        late = self._claims_wanted(dry=True)
-        if late:
-            claimed = {**claimed, **self._claim(late)}
-        posted = self._top_up(claimed) or posted
+        self._ask_for_claims()
         return bool(events) or posted
 
     def _drain(self, block: float) -> list[tuple[int, Any]]:
-        """Every event queued; wait up to ``block`` for the first.
-
-        With only just-posted jobs' submitted moves to write, wait a little (``SUBMIT_WAIT``)
-        for their first events instead of committing at once: a quick job's start and end
-        then go into the same transaction as its submitted move, one commit instead of two,
-        and its end never waits behind a commit of its own submitted move.
-        """
+        """Every event queued; wait up to ``block`` for the first."""
         events: list[tuple[int, Any]] = []
         try:
-            events.append(self._events.get(timeout=SUBMIT_WAIT if self._deferred else block))
+            events.append(self._events.get(timeout=block) if block else self._events.get_nowait())
         except queue.Empty:
             return events
         while True:
@@ -769,31 +813,52 @@ class Worker:
             except queue.Empty:
                 return events
 
-    def _collect(
-        self, finished: list[tuple[_Lane, _Flight]]
-    ) -> dict[int, tuple[_Lane, _Flight, _jobs._Collected]]:
-        """Download the images of jobs whose socket said success (no store write).
+    def _hand(self, work: _rec.Work) -> None:
+        assert self._recorder is not None
+        self._recorder.hand(work)
 
-        Several jobs download at once on a few threads: a download mostly waits (the
-        server, fsync), and the GIL is free meanwhile.
+    def _sync(self) -> None:
+        """Wait until the recorder has committed all handed so far, and take its outcomes.
+
+        Before the loop itself asks the store about jobs of ours (polling, rerouting).
         """
-        if len(finished) > 1 and self._pool is not None:
-            outcomes = list(self._pool.map(lambda pair: self._fetch_result(*pair), finished))
-        else:
-            outcomes = [self._fetch_result(lane, flight) for lane, flight in finished]
-        results: dict[int, tuple[_Lane, _Flight, _jobs._Collected]] = {}
-        for (lane, flight), outcome in zip(finished, outcomes, strict=True):
-            if isinstance(outcome, _jobs._Collected):
-                results[flight.job.id] = (lane, flight, outcome)
-                continue
-            if isinstance(outcome, _TRANSIENT):
-                self._trouble(lane, outcome)
-            lane.catch_up = True  # polled once the server answers
-        return results
+        assert self._recorder is not None
+        self._recorder.flush()
+        self._apply_outcomes()
 
-    def _fetch_result(self, lane: _Lane, flight: _Flight) -> _jobs._Collected | Exception | None:
+    def _apply_outcomes(self, *, raising: bool = True) -> None:
+        """Book-keeping and log lines of what the recorder committed; claimed jobs to hands."""
+        assert self._recorder is not None
+        for outcome in self._recorder.outcomes():
+            if outcome.error is not None:
+                if raising:
+                    raise WorkerError(
+                        f"the store could not record the worker's moves: {outcome.error}"
+                    ) from outcome.error
+                logger.error("the store could not record: %s", outcome.error)
+            for flight, status in outcome.moves:
+                self._moved(flight, status)
+            for index, jobs in outcome.claimed.items():
+                self._claimed(self._lanes[index], jobs)
+
+    # ----------------------------------------------------------------- results
+
+    def _fetch(self, flight: _Flight) -> None:
+        """Download a finished job's images on the pool; a ``_Fetched`` event says when done."""
+        assert self._pool is not None
+        events = self._events
+        self._fetching += 1
+        flight.fetching = True
+
+        def done(future: Future[_jobs._Collected | Exception | None]) -> None:
+            error = future.exception()
+            events.put((-1, _Fetched(flight, error if error is not None else future.result())))
+
+        self._pool.submit(self._fetch_result, flight).add_done_callback(done)
+
+    def _fetch_result(self, flight: _Flight) -> _jobs._Collected | Exception | None:
         """One job's images on disk, or the error that kept them (None: not finished)."""
-        job = flight.job
+        job, lane = flight.job, flight.lane
         assert job.prompt_id is not None
         try:
             refs: Sequence[ImageRef] = flight.images
@@ -807,7 +872,25 @@ class Worker:
         except (*_TRANSIENT, JobNotFound) as exc:
             return exc
 
-    def _progress_due(self, now: float) -> dict[int, tuple[int, int]]:
+    def _fetched(self, event: _Fetched) -> None:
+        """A download ended: its result goes to the recorder, or the job is polled later."""
+        self._fetching -= 1
+        flight, outcome = event.flight, event.outcome
+        flight.fetching = False
+        lane = flight.lane
+        if isinstance(outcome, _jobs._Collected):
+            self._hand(_rec.Result(flight, flight.job, outcome))
+            flight.status = JobStatus.COMPLETED if outcome.error is None else JobStatus.FAILED
+            return
+        if isinstance(outcome, BaseException) and not isinstance(
+            outcome, (*_TRANSIENT, JobNotFound)
+        ):
+            raise outcome
+        if isinstance(outcome, _TRANSIENT):
+            self._trouble(lane, outcome)
+        lane.catch_up = True  # polled once the server answers
+
+    def _hand_progress(self, now: float) -> None:
         due: dict[int, tuple[int, int]] = {}
         for lane in self._lanes:
             for flight in lane.flights.values():
@@ -815,133 +898,30 @@ class Worker:
                     flight.progress is not None
                     and flight.progress != flight.progress_written
                     and now - flight.progress_at >= PROGRESS_EVERY
-                    and flight.status is not JobStatus.PENDING
+                    and not flight.ended
                 ):
                     due[flight.job.id] = flight.progress
                     flight.progress_written, flight.progress_at = flight.progress, now
-        return due
+        if due:
+            self._hand(_rec.Tick(due))
 
-    # ----------------------------------------------------------------- writing a round
-
-    def _commit_round(
-        self,
-        running: list[tuple[_Lane, _Flight]],
-        results: Mapping[int, tuple[_Lane, _Flight, _jobs._Collected]],
-        progress: Mapping[int, tuple[int, int]],
-        wanted: Mapping[int, int],
-    ) -> dict[int, list[Job]]:
-        """Every write of a round in ONE transaction; one by one if a job moved meanwhile.
-
-        The submitted moves of the jobs posted last round, the running moves, the results
-        (candidates and completed moves), progress, and the claims of new jobs (``wanted``:
-        lane index -> how many), which must be committed before their POST. Returns the
-        claimed jobs by lane index.
-        """
-        deferred, self._deferred = self._deferred, []
-        if not (deferred or running or results or progress or wanted):
-            return {}
-        good = {i: r for i, r in results.items() if r[2].error is None}
-        bad = {i: r for i, r in results.items() if r[2].error is not None}
-        plain = {i: r for i, r in good.items() if r[2].detail is None}
-        try:
-            with self.store.transaction() as tx:
-                moves: list[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]] = [
-                    (f.job.id, JobStatus.SUBMITTED, {"server": lane.url, "error": None}, d)
-                    for lane, f, d in deferred
-                ]
-                moves += [(f.job.id, JobStatus.RUNNING, {}, None) for _, f in running]
-                moves += [
-                    (i, JobStatus.FAILED, {"error": r[2].error}, None) for i, r in bad.items()
-                ]
-                _jobs._record_round(
-                    self.store,
-                    moves,
-                    {i: r[2].images for i, r in plain.items()},
-                    known={i: r[1].job for i, r in plain.items()},
-                )
-                for i, r in good.items():
-                    if i not in plain:
-                        _jobs.record_result(self.store, i, r[2].images, detail=r[2].detail)
-                tx.set_progress(progress)
-                claimed = self._claim(wanted)
-        except InvalidTransition:
-            # someone (a notebook's cancel) moved one of these jobs meanwhile: one by one
-            self._commit_one_by_one(deferred, running, results, progress)
-            return self._claim(wanted)
-        self._after_round(deferred, running, results)
-        return claimed
-
-    def _claim(self, wanted: Mapping[int, int]) -> dict[int, list[Job]]:
-        claimed: dict[int, list[Job]] = {}
-        for index, n in wanted.items():
-            lane = self._lanes[index]
-            claimed[index] = _jobs.select_next_jobs(self.store, n, server=lane.url)
-            lane.dry = len(claimed[index]) < n
-        return claimed
-
-    def _after_round(
-        self,
-        deferred: Sequence[tuple[_Lane, _Flight, dict[str, Any]]],
-        running: Sequence[tuple[_Lane, _Flight]],
-        results: Mapping[int, tuple[_Lane, _Flight, _jobs._Collected]],
-    ) -> None:
-        for lane, flight, _ in deferred:
-            self._moved(lane, flight, JobStatus.SUBMITTED)
-        for lane, flight in running:
-            self._moved(lane, flight, JobStatus.RUNNING)
-        for lane, flight, collected in results.values():
-            end = JobStatus.FAILED if collected.error is not None else JobStatus.COMPLETED
-            self._moved(lane, flight, end)
-
-    def _commit_one_by_one(
-        self,
-        deferred: Sequence[tuple[_Lane, _Flight, dict[str, Any]]],
-        running: Sequence[tuple[_Lane, _Flight]],
-        results: Mapping[int, tuple[_Lane, _Flight, _jobs._Collected]],
-        progress: Mapping[int, tuple[int, int]],
-    ) -> None:
-        for lane, flight, detail in deferred:
-            job = _jobs._mark_submitted(self.store, lane.client, flight.job.id, detail)
-            self._moved(lane, flight, job.status)
-        for lane, flight in running:
-            self._settle(lane, flight, lambda f=flight: transition(self.store, f.job.id, "running"))
-        for job_id, (lane, flight, collected) in results.items():
-            if collected.error is not None:
-                error = collected.error
-                self._settle(
-                    lane,
-                    flight,
-                    lambda i=job_id, e=error: transition(self.store, i, "failed", error=e),
-                )
-                continue
-            try:
-                _jobs.record_result(self.store, job_id, collected.images, detail=collected.detail)
-                self._moved(lane, flight, JobStatus.COMPLETED)
-            except InvalidTransition:
-                _jobs._remove_files(self.store, flight.job, collected.written)
-                self._moved(lane, flight, self.store.job(job_id).status)
-        with self.store.transaction() as tx:
-            tx.set_progress(progress)
-
-    def _settle(self, lane: _Lane, flight: _Flight, move: Any) -> None:
-        try:
-            job = move()
-        except InvalidTransition:
-            job = self.store.job(flight.job.id)
-        self._moved(lane, flight, job.status)
-
-    def _moved(self, lane: _Lane, flight: _Flight, after: JobStatus) -> None:
+    def _moved(self, flight: _Flight, after: JobStatus) -> None:
         """Book-keeping and the log line of a move the store has recorded."""
+        lane = flight.lane
         assert flight.job.prompt_id is not None
         if lane.flights.get(flight.job.prompt_id) is not flight:
             return  # settled already (rerouted, or polled to its end)
-        before = flight.status
+        before = flight.recorded
         if after is not before:
             _log_move(flight.job, before, after, lane.url)
-        flight.status = after
+        flight.recorded = after
         if after in (JobStatus.SUBMITTED, JobStatus.RUNNING):
             return
         lane.flights.pop(flight.job.prompt_id, None)
+        if after is JobStatus.CANCELLED and flight.status is JobStatus.SUBMITTED:
+            # cancelled while the POST was on its way: take the prompt back off the server
+            with contextlib.suppress(*_TRANSIENT):
+                _jobs._withdraw(lane.client, flight.job.prompt_id)
         if after is JobStatus.COMPLETED:
             lane.done += 1
             self._counts["completed"] += 1
@@ -953,8 +933,9 @@ class Worker:
 
     # ----------------------------------------------------------------- polling and health
 
-    def _poll(self, lane: _Lane, flight: _Flight) -> None:
-        """Ask the server about one job and move it (``poll_job_status``)."""
+    def _poll(self, flight: _Flight) -> None:
+        """Ask the server about one job and move it (``poll_job_status``); after ``_sync``."""
+        lane = flight.lane
         try:
             job = _jobs.poll_job_status(self.store, lane.client, flight.job.id)
         except _TRANSIENT as exc:
@@ -964,7 +945,8 @@ class Worker:
             # moved meanwhile by someone else: cancel() withdraws the prompt (the server then
             # reports it interrupted) before it records "cancelled"
             job = self.store.job(flight.job.id)
-        self._moved(lane, flight, job.status)
+        flight.status = job.status
+        self._moved(flight, job.status)
 
     def _trouble(self, lane: _Lane, exc: Exception) -> None:
         """A server call failed after the client's retries: check its health soon."""
@@ -1007,6 +989,7 @@ class Worker:
 
     def _recover(self, lane: _Lane) -> None:
         """``recover`` for this server, then follow the jobs it left on the server."""
+        self._sync()
         summary = _jobs.recover(self.store, lane.client, extra_data=self._extra_data)
         lane.recovered = True
         moved = set(summary.completed + summary.failed + summary.requeued)
@@ -1024,7 +1007,7 @@ class Worker:
         for job_id in summary.in_progress:
             job = self.store.job(job_id)
             assert job.prompt_id is not None
-            lane.flights[job.prompt_id] = _Flight(job, job.status, epoch=-1)
+            lane.flights[job.prompt_id] = _Flight(lane, job, job.status, -1, job.status)
         lane.catch_up = bool(summary.in_progress)
 
     def _maintain(self, now: float) -> None:
@@ -1036,21 +1019,26 @@ class Worker:
                 if overdue and not lane.rerouted:
                     self._reroute(lane)
                 continue
-            silent = lane.flights and now - lane.last_heard > SILENCE
+            waiting = [f for f in lane.flights.values() if not f.fetching and f.settled]
+            silent = waiting and now - lane.last_heard > SILENCE
             if lane.catch_up or silent or (not lane.socket_up and now >= lane.next_poll):
                 if not lane.socket_up and not lane.catch_up:
                     lane.next_poll = now + lane.poll_delay
                     lane.poll_delay = min(lane.poll_delay * 2, MAX_BACKOFF)
                 lane.catch_up = False
                 lane.last_heard = now
+                if waiting:
+                    self._sync()
                 for flight in list(lane.flights.values()):
-                    if flight.status is not JobStatus.PENDING and lane.up:
-                        self._poll(lane, flight)
+                    ours = lane.flights.get(flight.job.prompt_id or "") is flight
+                    if ours and not flight.fetching and flight.settled and lane.up:
+                        self._poll(flight)
 
     def _reroute(self, lane: _Lane) -> None:
         """Send a dead server's unfinished jobs back to the queue for the living servers."""
+        self._sync()
         reason = f"server {lane.url} down for more than {self.reroute_after} s: rerouted"
-        ours = {f.job.id: (f.job, f) for f in lane.flights.values()}
+        ours = {f.job.id: f for f in lane.flights.values()}
         stranded = [j for j in self.store.unsettled_jobs() if j.server == lane.url]
         back: list[tuple[int, JobStatus | str, Mapping[str, Any], Mapping[str, Any] | None]] = []
         release = [job.id for job, _ in lane.hand]
@@ -1066,8 +1054,9 @@ class Worker:
             moved = transition_many(self.store, back)
             for job in moved:
                 if job.id in ours:
-                    _, flight = ours[job.id]
-                    self._moved(lane, flight, job.status)
+                    flight = ours[job.id]
+                    flight.status = job.status
+                    self._moved(flight, job.status)
                 else:
                     logger.info("job %d run %d -> %s (%s)", job.id, job.run_id, job.status, reason)
         self.store.release_claims(release)
@@ -1080,70 +1069,71 @@ class Worker:
 
     # ----------------------------------------------------------------- claiming and posting
 
-    def _claims_wanted(self, *, dry: bool) -> dict[int, int]:
-        """How many jobs to claim for each server (lane index -> n).
+    def _ask_for_claims(self) -> None:
+        """Ask the recorder for jobs for each server whose queue and hand run short.
 
-        A server whose queue would run short gets up to ``max(2 * target_depth, 8)`` of ours,
-        queued or in hand: claiming ahead makes one claim serve several rounds. ``dry``: the
-        servers whose last claim found the queue short, which ask ``claimable`` (a cheap
-        count) first; they claim after the round's transaction, keeping that count out of
-        the completion's way; the others claim inside it.
+        A server holds ``target_depth`` of ours queued, and up to ``reserve`` more claimed in
+        hand so that a freed place is refilled at once, without waiting on the store. A server
+        whose last claim came back short asks again only once jobs may have become claimable
+        since (the store counts enqueues, requeues and released claims).
         """
-        wanted: dict[int, int] = {}
-        if self._stop.is_set():
-            return wanted
-        lanes = [lane for lane in self._lanes if lane.up and lane.caps is not None]
-        held = sum(len(lane.hand) for lane in lanes)
+        if self._halting:
+            return
+        queue_changes = self.store._shared.queue_changes
         for index, lane in enumerate(self._lanes):
-            on_server = sum(1 for f in lane.flights.values() if not f.ended)
-            if lane not in lanes or on_server + len(lane.hand) >= self.target_depth:
+            if not lane.up or lane.caps is None or lane.claiming:
                 continue
-            if held >= self._ahead * len(lanes):
-                break
-            if lane.dry is not dry or (dry and not self.store.claimable([lane.url])):
+            if lane.dry_at is not None and lane.dry_at == queue_changes:
                 continue
-            wanted[index] = self._ahead - on_server - len(lane.hand)
-        return wanted
+            short = self.target_depth + lane.reserve - self._on_server(lane) - len(lane.hand)
+            if short > 0:
+                lane.dry_at = None
+                lane.claiming = short
+                self._hand(_rec.Claim(index, lane.url, short))
 
-    def _top_up(self, claimed: Mapping[int, list[Job]]) -> bool:
-        """Place the claimed jobs and post so that each server has ``target_depth`` of ours."""
-        lanes = [lane for lane in self._lanes if lane.up and lane.caps is not None]
-        did = False
-        for index, jobs in claimed.items():
-            for job in jobs:
-                did = True
-                if lanes:
-                    self._place(self._lanes[index], job, lanes)
-                else:  # every server went down meanwhile: back to the queue
-                    self.store.release_claims([job.id])
-        return self._post_from_hands(check=False) or did
+    def _claimed(self, lane: _Lane, jobs: list[Job]) -> None:
+        """Claimed jobs came back from the recorder: into hands, and posted where there is room."""
+        if len(jobs) < lane.claiming:
+            lane.dry_at = self.store._shared.queue_changes
+        lane.claiming, lane.grew = 0, False
+        lanes = [other for other in self._lanes if other.up and other.caps is not None]
+        if lane not in lanes or self._halting:  # it went down meanwhile, or stopping
+            if jobs:
+                self.store.release_claims([job.id for job in jobs])
+            return
+        for job in jobs:
+            self._place(lane, job, lanes)
+        self._post_from_hands(check=False)
+
+    @staticmethod
+    def _on_server(lane: _Lane) -> int:
+        return sum(1 for f in lane.flights.values() if not f.ended)
 
     def _post_from_hands(self, *, check: bool = True) -> bool:
         """Post jobs in hand until each server up has ``target_depth`` of ours on it.
 
-        ``check``: first drop the jobs about to be posted that a notebook cancelled since they
-        were claimed (one count query); jobs claimed in this very round need no check.
+        ``check``: first drop the jobs in hand that a notebook cancelled since they were
+        claimed (a query only when the store counted a cancel since the last check).
         """
-        if self._stop.is_set():
+        if self._halting:
             return False
-        if check:
-            self._drop_cancelled([pair[0].id for lane, pair in self._next_posts()])
+        cancellations = self.store._shared.cancellations
+        if check and cancellations != self._cancellations_seen:
+            self._cancellations_seen = cancellations
+            self._drop_cancelled([job.id for lane in self._lanes for job, _ in lane.hand])
         did = False
-        for lane, pair in self._next_posts():
-            lane.hand.remove(pair)
-            self._post(lane, *pair)
-            did = True
-        return did
-
-    def _next_posts(self) -> list[tuple[_Lane, tuple[Job, bool]]]:
-        """The jobs in hand (job, maybe posted) that fit on their servers now, in order."""
-        posts: list[tuple[_Lane, tuple[Job, bool]]] = []
         for lane in self._lanes:
-            if lane.up:
-                on_server = sum(1 for f in lane.flights.values() if not f.ended)
-                room = max(self.target_depth - on_server, 0)
-                posts += [(lane, pair) for pair in lane.hand[:room]]
-        return posts
+            if not lane.up:
+                continue
+            room = self.target_depth - self._on_server(lane)
+            if room > 0 and not lane.hand and lane.claiming and not lane.grew:
+                lane.reserve = min(lane.reserve * 2, MAX_RESERVE)  # it ran dry: hold more
+                lane.grew = True
+            for pair in lane.hand[: max(room, 0)]:
+                lane.hand.remove(pair)
+                self._post(lane, *pair)
+                did = True
+        return did
 
     def _drop_cancelled(self, job_ids: list[int]) -> None:
         """Forget jobs in hand that a notebook cancelled meanwhile (one count query)."""
@@ -1187,7 +1177,7 @@ class Worker:
         self._counts["failed"] += 1
 
     def _post(self, lane: _Lane, job: Job, maybe_posted: bool) -> None:
-        """POST a claimed job (unless it arrived before); its ``submitted`` move is deferred."""
+        """POST a claimed job (unless it arrived before); its ``submitted`` move to the recorder."""
         assert job.prompt_id is not None
         epoch = lane.epoch if lane.socket_up else -1
         try:
@@ -1222,9 +1212,10 @@ class Worker:
                 )
                 lane.hand.insert(0, (current, True))
             return
-        flight = _Flight(job, JobStatus.PENDING, epoch)
+        flight = _Flight(lane, job, JobStatus.SUBMITTED, epoch)
         lane.flights[job.prompt_id] = flight
-        self._deferred.append((lane, flight, detail))
+        fields = {"server": lane.url, "error": None}
+        self._hand(_rec.Move(flight, job.id, JobStatus.SUBMITTED, fields, detail))
 
 
 _AT_EXIT: list[bool] = []

@@ -1,0 +1,264 @@
+"""The worker's one writer: a thread that records what the loop hands it, many jobs per commit.
+
+DuckDB runs a few hundred transactions a second here whatever their size (duckdb-facts.md;
+a statement costs ~0.3-1 ms however few rows it touches), and it releases the GIL while it
+works. So the worker's loop (sockets, posts, downloads) never waits on the store: it hands
+every move to this thread, which commits all that was handed since its last commit in ONE
+transaction (a group commit: the busier the worker, the more jobs per commit), then leaves an
+outcome for the loop saying what was recorded.
+
+What keeps the store the source of truth: a claim (with its prompt_id) is committed before
+the loop posts it; a job's images are on disk before its ``completed`` move is handed here;
+moves are committed in the order they were handed. A ``submitted`` move that a crash loses
+leaves a claimed ``pending`` job, which ``recover`` finds on the server by its prompt_id.
+
+Example (what the worker does)::
+
+    recorder = Recorder(store, wake=lambda: events.put(WAKE)).start()
+    recorder.hand(Move(tag, job.id, JobStatus.SUBMITTED, {"server": url}, {"number": 3}))
+    ...
+    for outcome in recorder.outcomes():     # after a wake
+        for tag, status in outcome.moves: ...
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import jobs as _jobs
+from .errors import InvalidTransition
+from .lifecycle import JobStatus, transition
+
+if TYPE_CHECKING:
+    from .models import Job
+    from .store import Store
+
+__all__ = ["Claim", "Move", "Outcome", "Recorder", "Result", "Tick"]
+
+
+@dataclass(frozen=True)
+class Move:
+    """Move a job to ``to`` (with job ``fields``, and ``detail`` for its event row)."""
+
+    tag: Any  # the loop's handle for the job; handed back in the outcome
+    job_id: int
+    to: JobStatus
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    detail: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished job's downloaded images (or why it fails): candidates and ``completed``."""
+
+    tag: Any
+    job: Job
+    collected: _jobs._Collected
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Progress of jobs still on a server: ``{job_id: (value, max)}``."""
+
+    progress: Mapping[int, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Claim up to ``n`` pending jobs for ``server``; ``key`` names the asker in the outcome."""
+
+    key: int
+    server: str
+    n: int
+
+
+Work = Move | Result | Tick | Claim
+
+
+@dataclass
+class Outcome:
+    """What one commit recorded: each move as (tag, status the job is in now), in order.
+
+    ``items``: how many handed items it covers; ``claimed``: jobs by ``Claim.key``;
+    ``error``: the commit failed for a reason other than a job moved meanwhile (the store
+    is unwritable): nothing of it was recorded.
+    """
+
+    items: int
+    moves: list[tuple[Any, JobStatus]] = field(default_factory=list)
+    claimed: dict[int, list[Job]] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+_STOP = object()
+
+
+class Recorder:
+    """Commits handed work on its own thread; see the module docstring.
+
+    ``wake`` is called (on the recorder's thread) after each outcome is ready.
+    """
+
+    def __init__(self, store: Store, wake: Callable[[], None]) -> None:
+        import queue
+
+        self.store = store
+        self._wake = wake
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._outcomes: collections.deque[Outcome] = collections.deque()
+        self._thread = threading.Thread(target=self._run, name="comfynb-recorder", daemon=True)
+        self.handed = 0  # items handed and not yet in an outcome taken by the loop
+
+    def start(self) -> Recorder:
+        self._thread.start()
+        return self
+
+    def hand(self, work: Work) -> None:
+        """Queue ``work`` for the next commit (the loop's thread only)."""
+        self.handed += 1
+        self._inbox.put(work)
+
+    def flush(self) -> None:
+        """Block until everything handed so far is committed (its outcome may be untaken)."""
+        if not self._thread.is_alive():
+            return
+        done = threading.Event()
+        self._inbox.put(done)
+        done.wait()
+
+    def outcomes(self) -> list[Outcome]:
+        """The outcomes ready since the last call, oldest first (the loop's thread only)."""
+        ready = []
+        while self._outcomes:
+            outcome = self._outcomes.popleft()
+            self.handed -= outcome.items
+            ready.append(outcome)
+        return ready
+
+    def stop(self) -> None:
+        """Commit what was handed, then end the thread (its outcomes stay to be taken)."""
+        if self._thread.is_alive():
+            self._inbox.put(_STOP)
+            self._thread.join()
+
+    # ----------------------------------------------------------------- the thread
+
+    def _run(self) -> None:
+        import queue
+
+        stopping = False
+        while not stopping:
+            batch = [self._inbox.get()]
+            while True:
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            work = [item for item in batch if isinstance(item, Move | Result | Tick | Claim)]
+            try:
+                if work:
+                    self._outcomes.append(self._record(work))
+                    self._wake()
+            finally:
+                for item in batch:
+                    if isinstance(item, threading.Event):
+                        item.set()
+                    elif item is _STOP:
+                        stopping = True
+
+    def _record(self, work: Sequence[Work]) -> Outcome:
+        try:
+            return self._record_together(work)
+        except InvalidTransition:
+            # someone (a notebook's cancel) moved one of these jobs meanwhile: one by one
+            try:
+                return self._record_one_by_one(work)
+            except Exception as exc:
+                return Outcome(len(work), error=exc)
+        except Exception as exc:
+            return Outcome(len(work), error=exc)
+
+    def _record_together(self, work: Sequence[Work]) -> Outcome:
+        """Every item in ONE transaction; ``InvalidTransition`` if a job moved meanwhile."""
+        moves = [item for item in work if isinstance(item, Move)]
+        results = [item for item in work if isinstance(item, Result)]
+        good = [r for r in results if r.collected.error is None]
+        plain = [r for r in good if r.collected.detail is None]
+        failing: list[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]] = [
+            (r.job.id, JobStatus.FAILED, {"error": r.collected.error}, None)
+            for r in results
+            if r.collected.error is not None
+        ]
+        outcome = Outcome(len(work))
+        with self.store.transaction() as tx:
+            _jobs._record_round(
+                self.store,
+                [*((m.job_id, m.to, m.fields, m.detail) for m in moves), *failing],
+                {r.job.id: r.collected.images for r in plain},
+                known={r.job.id: r.job for r in plain},
+            )
+            for r in good:
+                if r.collected.detail is not None:
+                    _jobs.record_result(
+                        self.store, r.job.id, r.collected.images, detail=r.collected.detail
+                    )
+            tx.set_progress(_merged_ticks(work))
+            outcome.claimed = self._claim(work)
+        outcome.moves = [(m.tag, m.to) for m in moves]
+        outcome.moves += [
+            (r.tag, JobStatus.COMPLETED if r.collected.error is None else JobStatus.FAILED)
+            for r in results
+        ]
+        return outcome
+
+    def _record_one_by_one(self, work: Sequence[Work]) -> Outcome:
+        """The same items, each in its own transaction; a refused move reports the status now."""
+        outcome = Outcome(len(work))
+        for item in work:
+            if isinstance(item, Move):
+                outcome.moves.append((item.tag, self._settle(item)))
+            elif isinstance(item, Result):
+                outcome.moves.append((item.tag, self._finish(item)))
+        with self.store.transaction() as tx:
+            tx.set_progress(_merged_ticks(work))
+        outcome.claimed = self._claim(work)
+        return outcome
+
+    def _settle(self, move: Move) -> JobStatus:
+        try:
+            return transition(
+                self.store, move.job_id, move.to, detail=move.detail, **move.fields
+            ).status
+        except InvalidTransition:
+            return self.store.job(move.job_id).status
+
+    def _finish(self, result: Result) -> JobStatus:
+        job, collected = result.job, result.collected
+        try:
+            if collected.error is not None:
+                return transition(self.store, job.id, "failed", error=collected.error).status
+            _jobs.record_result(self.store, job.id, collected.images, detail=collected.detail)
+            return JobStatus.COMPLETED
+        except InvalidTransition:
+            if collected.error is None:
+                _jobs._remove_files(self.store, job, collected.written)
+            return self.store.job(job.id).status
+
+    def _claim(self, work: Sequence[Work]) -> dict[int, list[Job]]:
+        claimed: dict[int, list[Job]] = {}
+        for item in work:
+            if isinstance(item, Claim):
+                claimed[item.key] = _jobs.select_next_jobs(self.store, item.n, server=item.server)
+        return claimed
+
+
+def _merged_ticks(work: Sequence[Work]) -> dict[int, tuple[int, int]]:
+    progress: dict[int, tuple[int, int]] = {}
+    for item in work:
+        if isinstance(item, Tick):
+            progress.update(item.progress)
+    return progress
