@@ -1,16 +1,17 @@
-"""Where the worker's time goes: per job, in the store, downloads, posts, waiting.
+"""Where the worker's time goes: its loop, its recorder (the store) and its downloads.
 
 Run: ``python bench/worker_breakdown.py [--jobs 1000] [--depth 2 8]``.
 
-The same trivial jobs as ``worker_throughput.py`` (simulator in a process of its own). Each part
-is timed by wrapping one method of the worker's loop (a bench-only instrument):
+The same trivial jobs as ``worker_throughput.py`` (simulator in a process of its own). The
+loop, the recorder and the download pool run on threads of their own, side by side; each
+figure is the busy time of one of them per job (a bench-only instrument wraps one method):
 
-* store: every DuckDB statement the loop runs, BEGIN and COMMIT included (``Store._execute``);
-* downloads: collecting finished jobs' images (HTTP ``/view``, temp file, fsync, decode check,
-  rename, digest), on 4 threads;
-* posts: ``POST /prompt`` of each job;
-* waiting: blocked on the event queue (nothing to do: the servers are busy);
-* rounds: how many, and jobs per round.
+* loop: posts (``POST /prompt``), waiting for events (nothing to do), and the rest of a round;
+* recorder: its commits (every DuckDB statement of the worker's moves, claims and candidates),
+  how many, and jobs per commit;
+* downloads: collecting finished jobs' images (HTTP ``/view``, check, file, digest), on 4
+  threads;
+* store statements run by the loop itself (polling, recover; few).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from worker_throughput import simulators, trivial
 
 import comfynb
 from comfynb import worker as worker_module
+from comfynb._recorder import Recorder
 from comfynb.store import Store
 
 SPENT: dict[str, float] = defaultdict(float)
@@ -53,7 +55,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, nargs="*", default=[2, 8])
     args = parser.parse_args()
     timed(Store, "_execute", "store")
-    timed(worker_module.Worker, "_collect", "downloads")
+    timed(Recorder, "_record", "commits")
+    timed(worker_module.Worker, "_fetch_result", "downloads")
     timed(worker_module.Worker, "_post", "posts")
     timed(worker_module.Worker, "_drain", "waiting")
     timed(worker_module.Worker, "_step", "rounds")
@@ -75,13 +78,24 @@ def main() -> None:
                 total = time.perf_counter() - started
             n = args.jobs
             print(f"target_depth={depth}: {n / total:.0f} jobs/s, {total / n * 1000:.2f} ms/job")
-            rounds = CALLS["rounds"]
-            print(f"  rounds: {rounds}, {n / rounds:.1f} jobs per round")
-            for label in ("store", "downloads", "posts", "waiting"):
-                share = SPENT[label] / total * 100
-                print(f"  {label:9s} {SPENT[label] / n * 1000:5.2f} ms/job ({share:4.1f} %)")
-            other = total - sum(SPENT[k] for k in ("store", "downloads", "posts", "waiting"))
-            print(f"  {'other':9s} {other / n * 1000:5.2f} ms/job ({other / total * 100:4.1f} %)")
+            print(
+                f"  loop: {CALLS['rounds']} rounds; per job: posts {ms(SPENT['posts'], n)}, "
+                f"waiting {ms(SPENT['waiting'], n)}, rest of the round "
+                f"{ms(SPENT['rounds'] - SPENT['posts'] - SPENT['waiting'], n)}"
+            )
+            commits = CALLS["commits"]
+            print(
+                f"  recorder: {commits} commits, {n / max(commits, 1):.1f} jobs per commit, "
+                f"{ms(SPENT['commits'], n)} per job, {SPENT['commits'] / total * 100:.0f} % busy"
+            )
+            print(
+                f"  downloads: {ms(SPENT['downloads'], n)} per job (summed over the pool's threads)"
+            )
+            print(f"  store statements, all threads: {CALLS['store'] / n:.1f} per job")
+
+
+def ms(seconds: float, n: int) -> str:
+    return f"{seconds / n * 1000:.2f} ms"
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import jobs as _jobs
-from .errors import InvalidTransition
-from .lifecycle import JobStatus, transition
+from .errors import InvalidTransition, StaleStates
+from .lifecycle import JobState, JobStatus, transition
 
 if TYPE_CHECKING:
     from .models import Job
@@ -96,6 +96,10 @@ class Outcome:
 
 _STOP = object()
 
+#: The most job states the recorder keeps (those of jobs the loop failed or released itself
+#: are never dropped one by one).
+MAX_REMEMBERED = 4096
+
 
 class Recorder:
     """Commits handed work on its own thread; see the module docstring.
@@ -112,6 +116,10 @@ class Recorder:
         self._outcomes: collections.deque[Outcome] = collections.deque()
         self._thread = threading.Thread(target=self._run, name="comfynb-recorder", daemon=True)
         self.handed = 0  # items handed and not yet in an outcome taken by the loop
+        # the states of jobs on their way, as this thread last committed them: a commit plans
+        # from them instead of reading them; its UPDATE checks them (StaleStates if a job was
+        # moved by someone else meanwhile, then the batch is redone one by one from the store)
+        self._states: dict[int, JobState] = {}
 
     def start(self) -> Recorder:
         self._thread.start()
@@ -173,8 +181,10 @@ class Recorder:
     def _record(self, work: Sequence[Work]) -> Outcome:
         try:
             return self._record_together(work)
-        except InvalidTransition:
-            # someone (a notebook's cancel) moved one of these jobs meanwhile: one by one
+        except (InvalidTransition, StaleStates):
+            # someone (a notebook's cancel, the loop's own poll) moved one of these jobs
+            # meanwhile: one by one, from the store
+            self._states.clear()
             try:
                 return self._record_one_by_one(work)
             except Exception as exc:
@@ -194,12 +204,15 @@ class Recorder:
             if r.collected.error is not None
         ]
         outcome = Outcome(len(work))
+        planned = [*((m.job_id, m.to, m.fields, m.detail) for m in moves), *failing]
+        planned += [(r.job.id, JobStatus.COMPLETED, {}, None) for r in good]
         with self.store.transaction() as tx:
             _jobs._record_round(
                 self.store,
-                [*((m.job_id, m.to, m.fields, m.detail) for m in moves), *failing],
+                planned[: len(planned) - len(good)],
                 {r.job.id: r.collected.images for r in plain},
                 known={r.job.id: r.job for r in plain},
+                states=self._states,
             )
             for r in good:
                 if r.collected.detail is not None:
@@ -208,12 +221,29 @@ class Recorder:
                     )
             tx.set_progress(_merged_ticks(work))
             outcome.claimed = self._claim(work)
+        self._remember(planned, outcome.claimed)
         outcome.moves = [(m.tag, m.to) for m in moves]
         outcome.moves += [
             (r.tag, JobStatus.COMPLETED if r.collected.error is None else JobStatus.FAILED)
             for r in results
         ]
         return outcome
+
+    def _remember(
+        self, moves: Sequence[tuple[int, JobStatus, Any, Any]], claimed: Mapping[int, list[Job]]
+    ) -> None:
+        """Keep the states this commit left (none of its moves changes retries or prompt_id)."""
+        for job_id, to, _, _ in moves:
+            state = self._states.get(job_id)
+            if to.is_terminal or state is None:
+                self._states.pop(job_id, None)
+            else:
+                self._states[job_id] = JobState(to, state.retries, state.prompt_id)
+        for jobs in claimed.values():
+            for job in jobs:
+                self._states[job.id] = JobState(job.status, job.retries, job.prompt_id)
+        if len(self._states) > MAX_REMEMBERED:  # jobs the loop settled itself: start afresh
+            self._states.clear()
 
     def _record_one_by_one(self, work: Sequence[Work]) -> Outcome:
         """The same items, each in its own transaction; a refused move reports the status now."""

@@ -198,6 +198,13 @@ class InvalidTransition(StoreError):
         self.to_status = to_status
 
 
+class StaleStates(StoreError):
+    """A batch of moves was planned from job states that changed before it was written.
+
+    Raised inside the transaction, which must be rolled back: nothing of the batch is kept.
+    """
+
+
 class InvalidInput(StoreError, ValueError):
     """An argument the store cannot accept; the message names it and what to pass instead."""
 

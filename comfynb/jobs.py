@@ -364,6 +364,7 @@ def _record_round(
     detail: Mapping[str, Any] | None = None,
     *,
     known: Mapping[int, Job] | None = None,
+    states: Mapping[int, JobState] | None = None,
 ) -> dict[int, list[Candidate]]:
     """``record_results`` after other ``moves`` of the same round, in one plan.
 
@@ -371,7 +372,9 @@ def _record_round(
     checked together and written with one read, one UPDATE per set of columns, one INSERT
     of candidates and one of events, whatever the number of jobs. ``known``: the jobs as the
     caller holds them, for what never changes after ``enqueue`` (run, step, parent, params);
-    only their states are read then, not their workflows.
+    only their states are read then, not their workflows. ``states``: their states as the
+    caller knows them, with ``known``: nothing is read; if a status turned out different,
+    the UPDATE raises ``StaleStates`` and the caller's transaction must roll back.
     """
     ids = list(results)
     wanted = list(dict.fromkeys([*ids, *(move[0] for move in moves)]))
@@ -379,7 +382,8 @@ def _record_round(
         return {}
     with store.transaction() as tx:
         if known is not None and all(i in known for i in ids):
-            states = tx.job_states(wanted)  # JobNotInStore names a missing one
+            if states is None or any(i not in states for i in wanted):
+                states = tx.job_states(wanted)  # JobNotInStore names a missing one
             jobs = {i: known[i] for i in ids}
         else:
             jobs = tx.jobs_by_id(wanted)

@@ -51,6 +51,7 @@ from .errors import (
     JobNotInStore,
     RunNotFound,
     SchemaTooNew,
+    StaleStates,
     StepNotFound,
     StoreError,
     StoreLocked,
@@ -1391,15 +1392,21 @@ class Transaction:
         """Write a checked plan from ``comfynb.lifecycle``: the only SQL that sets a status.
 
         Call it only through ``comfynb.lifecycle.transition``/``transition_many``. One UPDATE
-        per set of columns written (not per job), one INSERT of all events, one SELECT back.
+        (whatever columns each job sets), one INSERT of all events, one SELECT back.
+
+        Raises:
+            StaleStates: a job's status is no longer the one the plan was made from.
         """
         groups: dict[tuple[tuple[str, str], ...], list[tuple[int, JobStatus, dict[str, Any]]]]
         groups = {}
         for job_id, (before, columns) in plan.updates.items():
             shape = tuple(sorted((name, _kind(value)) for name, value in columns.items()))
             groups.setdefault(shape, []).append((job_id, before, columns))
-        for shape, members in groups.items():
+        if len(groups) == 1:
+            [(shape, members)] = groups.items()
             self._update_group(shape, members)
+        elif groups:
+            self._update_merged([m for members in groups.values() for m in members])
         self._insert_events(plan.events)
         targets = {to for _, _, to, _ in plan.events}
         self.store._shared.queue_changes += JobStatus.PENDING in targets
@@ -1427,12 +1434,38 @@ class Transaction:
                 "WHERE jobs.id = m.id AND jobs.status = m.expected",
                 [[m[0] for m in members], [m[1].value for m in members], *args],
             )
-        if rows[0][0] != len(members):
-            # cannot happen under the writer lock unless someone wrote the file by hand
-            raise StoreError(
-                "a job changed status while a transition was being written; nothing was "
-                "changed, try again"
-            )
+        _check_updated(rows, members)
+
+    def _update_merged(self, members: list[tuple[int, JobStatus, dict[str, Any]]]) -> None:
+        """Jobs that set different columns, in ONE UPDATE: per column, a mode says for each
+        job whether to keep it, set it to now(), to NULL, or to a value."""
+        names = sorted({name for _, _, columns in members for name in columns})
+        sets: list[str] = []
+        selects = ["unnest(?::BIGINT[]) AS id", "unnest(?::VARCHAR[]) AS expected"]
+        args: list[list[Any]] = [[m[0] for m in members], [m[1].value for m in members]]
+        for name in names:
+            kinds = [_kind(m[2][name]) if name in m[2] else "keep" for m in members]
+            cast = "::JSON" if name in ("error", "metadata") else ""
+            whens = " WHEN 1 THEN now()" if "now" in kinds else ""
+            whens += " WHEN 2 THEN NULL" if "null" in kinds else ""
+            if "value" in kinds:
+                whens += f" WHEN 3 THEN m.{name}{cast}"
+                selects.append(f"unnest(?::{_COLUMN_TYPES[name]}[]) AS {name}")
+                args.append(
+                    [
+                        _param_value(name, m[2][name]) if kind == "value" else None
+                        for m, kind in zip(members, kinds, strict=True)
+                    ]
+                )
+            sets.append(f"{name} = CASE m.{name}__mode{whens} ELSE jobs.{name} END")
+            selects.append(f"unnest(?::UTINYINT[]) AS {name}__mode")
+            args.append([_MODES[kind] for kind in kinds])
+        rows = self.fetch(
+            f"UPDATE jobs SET {', '.join(sets)} FROM (SELECT {', '.join(selects)}) AS m "
+            "WHERE jobs.id = m.id AND jobs.status = m.expected",
+            args,
+        )
+        _check_updated(rows, members)
 
     def _insert_events(
         self, events: Sequence[tuple[int, JobStatus, JobStatus, dict[str, Any]]]
@@ -1653,6 +1686,19 @@ def _candidate_values(job: Job, image: NewCandidate) -> tuple[Any, ...]:
         _default_prompt(image, job),
         _to_json(params, "params"),
     )
+
+
+_MODES: Final = {"keep": 0, "now": 1, "null": 2, "value": 3}
+
+
+def _check_updated(rows: list[tuple[Any, ...]], members: Sequence[tuple[int, Any, Any]]) -> None:
+    if rows[0][0] != len(members):
+        # a job's status moved since the plan was made (a caller that planned from states it
+        # keeps itself, not read in this transaction); the transaction must be rolled back
+        raise StaleStates(
+            "a job changed status while a transition was being written; nothing was "
+            "changed, read the jobs again and retry"
+        )
 
 
 def _kind(value: object) -> str:

@@ -178,6 +178,52 @@ def test_transition_many_applies_all_in_order(store: Store) -> None:
     assert transition_many(store, []) == []
 
 
+def test_a_batch_of_mixed_moves_writes_the_rows_the_moves_one_at_a_time_write(
+    tmp_path: Path,
+) -> None:
+    """Jobs that set different columns share one UPDATE: the rows come out the same."""
+    moves: list[Any] = [
+        (S.SUBMITTED, {"server": "http://a:1", "error": None}, S.PENDING),
+        (S.RUNNING, {"progress_value": 3}, S.SUBMITTED),
+        (S.FAILED, {"error": {"type": "OOM", "message": "out of memory"}}, S.RUNNING),
+        (S.PENDING, {"server": None}, S.SUBMITTED),  # a requeue: prompt_id and claim cleared
+        (S.COMPLETED, {}, S.RUNNING),
+        (S.CANCELLED, {}, S.PENDING),
+    ]
+    rows = []
+    for batched in (False, True):
+        with comfynb.open(tmp_path / f"{batched}.duckdb", output_dir=tmp_path) as store:
+            ids = [job_at(store, start) for _, _, start in moves]
+            batch = [(i, to, fields) for i, (to, fields, _) in zip(ids, moves, strict=True)]
+            if batched:
+                transition_many(store, batch)
+            else:
+                for move in batch:
+                    transition_many(store, [move])
+            frame = store.jobs().drop(columns=["created_at"])
+            stamps = ["submitted_at", "started_at", "finished_at", "claimed_at"]
+            frame[stamps] = frame[stamps].notna()  # times differ between the files
+            rows.append(frame)
+    assert rows[1].equals(rows[0]), rows[1].compare(rows[0])
+    assert rows[1]["status"].tolist() == [to.value for to, _, _ in moves]
+
+
+def test_a_plan_made_from_states_that_changed_is_refused_and_writes_nothing(
+    store: Store,
+) -> None:
+    """A writer planning from states it keeps (the worker's recorder) learns it was wrong."""
+    from comfynb.errors import StaleStates
+
+    a, b = job_at(store, S.SUBMITTED), job_at(store, S.SUBMITTED)
+    kept = {a: JobState(S.SUBMITTED, 0, None), b: JobState(S.SUBMITTED, 0, None)}
+    transition(store, b, S.CANCELLED)  # meanwhile, from the notebook
+    events = event_count(store)
+    with pytest.raises(StaleStates, match="changed status"), store.transaction() as tx:
+        tx.apply_plan(plan_moves(kept, [(a, S.RUNNING, {}, None), (b, S.RUNNING, {}, None)]))
+    assert store.job(a).status is S.SUBMITTED and store.job(b).status is S.CANCELLED
+    assert event_count(store) == events
+
+
 def test_transition_many_with_one_illegal_move_changes_nothing(store: Store) -> None:
     a, b = job_at(store, S.PENDING), job_at(store, S.COMPLETED)
     before = store.jobs()
