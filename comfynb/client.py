@@ -418,11 +418,17 @@ class Client(_BaseClient):
             UnsafePath: the server-given name would land outside ``dest_dir`` (nothing is sent).
             CorruptImage: the body is not a whole image (nothing is written).
         """
+        return self._save(image, dest_dir)[0]
+
+    def _save(
+        self, image: ImageRef, dest_dir: str | os.PathLike[str]
+    ) -> tuple[Path, files.ImageFacts]:
+        """``download``, with the facts of the image written (size, digest, pixel size)."""
         target = files.safe_output_path(dest_dir, image.subfolder, image.filename)
         call = protocol.view_call(image)
         return self._retrying(call, lambda: self._download_once(call, target))
 
-    def _download_once(self, call: Call, target: Path) -> Path:
+    def _download_once(self, call: Call, target: Path) -> tuple[Path, files.ImageFacts]:
         with self._transport_errors(call):
             args = self._request_args(call)
             with self._http.stream(args.pop("method"), args.pop("url"), **args) as response:
@@ -432,7 +438,8 @@ class Client(_BaseClient):
                 with files.atomic_image_file(target) as f:
                     for chunk in response.iter_bytes():
                         f.write(chunk)
-        return target
+        assert f.facts is not None
+        return target, f.facts
 
     def upload_image(
         self,

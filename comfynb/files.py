@@ -105,18 +105,21 @@ def check_image(path: str | os.PathLike[str]) -> str:
     Raises:
         CorruptImage: the file is not a whole image that pillow can decode.
     """
+    return _decoded(Path(path).read_bytes(), os.fspath(path))[0]
+
+
+def _decoded(content: bytes, name: str) -> tuple[str, int, int]:
+    """Decode the whole image in ``content``: (format, width, height), or ``CorruptImage``."""
     from PIL import Image  # pillow is imported only when an image is checked
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(content)) as image:
             image.verify()  # checksums and structure; leaves the image unusable
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(content)) as image:
             image.load()  # the pixels: a truncated body fails here
-            return str(image.format)
+            return str(image.format), *image.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise CorruptImage(
-            f"{os.fspath(path)!r} is not a whole image ({exc}); download it again"
-        ) from exc
+        raise CorruptImage(f"{name!r} is not a whole image ({exc}); download it again") from exc
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,8 @@ class AtomicImageWriter:
 
     ``commit`` checks that the bytes decode as an image, syncs them and renames the file onto
     ``target`` in one step; ``discard`` (or a failed check) removes it. ``atomic_image_file`` is
-    the usual way in; the async client calls ``commit`` on a worker thread.
+    the usual way in; the async client calls ``commit`` on a worker thread. The bytes are
+    checked (and their ``facts`` taken) from memory, not read back from the file.
 
     Raises:
         CorruptImage: from ``commit``, when the bytes are not a whole image (nothing is left).
@@ -185,6 +189,8 @@ class AtomicImageWriter:
         prefix, folder = f".{self.target.name}.", self.target.parent
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
         self._tmp = Path(name)
+        self._content = bytearray()
+        self.facts: ImageFacts | None = None  # set by commit
         self._file: BinaryIO = os.fdopen(fd, "wb")
         if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
             os.fchmod(fd, _file_mode())
@@ -192,20 +198,25 @@ class AtomicImageWriter:
     def write(self, data: bytes) -> None:
         """Append ``data``."""
         self._file.write(data)
+        self._content += data
         _crashpoints.reached("download.write")  # the crash test's "middle of a download"
 
     def commit(self) -> Path:
         """Check, sync and rename onto ``target``; the target path."""
         try:
+            content = bytes(self._content)
+            _, width, height = _decoded(content, os.fspath(self._tmp))
+            digest = hashlib.sha256(content).hexdigest()
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            check_image(self._tmp)
             os.replace(self._tmp, self.target)
         except BaseException:
             self.discard()
             raise
         _fsync_dir(self.target.parent)
+        self.facts = ImageFacts(len(content), digest, width, height)
+        self._content = bytearray()
         return self.target
 
     def discard(self) -> None:

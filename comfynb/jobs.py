@@ -753,8 +753,6 @@ def _job_folder(store: Store, job: Job) -> Path:
 def _download(
     store: Store, client: Client, job: Job, ref: ImageRef, written: list[Path]
 ) -> NewCandidate:
-    from .files import image_facts
-
     if ref.type not in _IMAGE_TYPES:
         raise UnsafePath(
             f"the server named an image type {ref.type!r}; expected one of "
@@ -763,13 +761,12 @@ def _download(
     dest = _job_folder(store, job) / ref.type
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         try:
-            path = client.download(ref, dest)
+            path, facts = client._save(ref, dest)
             break
         except CorruptImage:
             if attempt == DOWNLOAD_ATTEMPTS:
                 raise
     written.append(path)
-    facts = image_facts(path)
     return NewCandidate(
         node_id=ref.node_id or "",
         path=path.relative_to(store.output_dir).as_posix(),
