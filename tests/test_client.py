@@ -304,6 +304,38 @@ def test_prompt_retried_after_a_lost_answer_is_queued_once(
     assert finished(client, queued.prompt_id).status is PromptStatus.COMPLETED
 
 
+def test_prompt_whose_answer_was_lost_as_the_server_restarted_is_queued_once_per_life(
+    sim: Simulator,
+) -> None:
+    """The flake of the worker's 500-job test, step by step (one flow for both clients).
+
+    The server queues the prompt and the connection drops before the answer; the server
+    restarts (forgetting it) before the client's check: the check finds nothing, so the retry
+    posts the same prompt_id again. The new life of the server gets it once, and runs it once.
+    """
+    import threading
+
+    sim.set_faults(reset_next=1, routes=["/prompt"])
+    # seed 0: the one pause before the retry is 0.84 s, time enough to restart the server
+    with Client(sim.url, retry=RetryPolicy(attempts=2, base=1.0, seed=0)) as client:
+        queued: list[Any] = []
+        posting = threading.Thread(
+            target=lambda: queued.append(client.queue_prompt(trivial_prompt()))
+        )
+        posting.start()
+        try:
+            wait_for(lambda: sim.prompts(), timeout=10)
+            sim.restart()
+        finally:
+            posting.join(timeout=30)
+        assert len(queued) == 1
+        prompt_id = queued[0].prompt_id
+        rows = [(row["prompt_id"], row["posts"], row["lives"]) for row in sim.prompts()]
+        assert rows == [(prompt_id, 2, 2)]
+        assert finished(client, prompt_id).status is PromptStatus.COMPLETED
+        assert list(client.history()) == [prompt_id]
+
+
 def test_prompt_retried_after_a_500_is_posted_again(
     sim: Simulator, make_client: MakeClient
 ) -> None:

@@ -208,6 +208,26 @@ def test_prompt_log_counts_posts_of_each_prompt_id(legacy_sim: Simulator) -> Non
     rows = HTTP.get(f"{legacy_sim.url}/_sim/prompts").json()["prompts"]
     assert [(row["prompt_id"], row["posts"], row["number"]) for row in rows] == [("same", 2, 0)]
     assert isinstance(rows[0]["time"], float)
+    assert rows[0]["lives"] == 1  # both POSTs reached the same life of the server
+
+
+def test_prompt_log_counts_the_server_lives_a_prompt_id_was_posted_in(
+    legacy_sim: Simulator,
+) -> None:
+    """A restart forgets the prompts: a prompt_id posted again after it is not queued twice."""
+    post_prompt(legacy_sim, trivial_prompt(), prompt_id="before")
+    post_prompt(legacy_sim, trivial_prompt(), prompt_id="again")
+    legacy_sim.restart()
+    post_prompt(legacy_sim, trivial_prompt(), prompt_id="again")
+    post_prompt(legacy_sim, trivial_prompt(), prompt_id="again")
+    post_prompt(legacy_sim, trivial_prompt(), prompt_id="after")
+    legacy_sim.restart()
+    post_prompt(legacy_sim, trivial_prompt(), prompt_id="before")
+    rows = {row["prompt_id"]: (row["posts"], row["lives"]) for row in legacy_sim.prompts()}
+    assert rows == {"before": (2, 2), "again": (3, 2), "after": (1, 1)}
+    legacy_sim.reset(version="0.8.0")
+    post_prompt(legacy_sim, trivial_prompt(), prompt_id="before")
+    assert [(row["posts"], row["lives"]) for row in legacy_sim.prompts()] == [(1, 1)]
 
 
 def test_config_route(sim: Simulator) -> None:

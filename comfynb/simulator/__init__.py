@@ -263,7 +263,11 @@ class Simulator:
         self._call(self._server.restart())
 
     def prompts(self) -> list[dict[str, Any]]:
-        """Every accepted prompt_id: ``{"prompt_id", "number", "time", "posts"}``.
+        """Every accepted prompt_id: ``{"prompt_id", "number", "time", "posts", "lives"}``.
+
+        ``posts`` counts every accepted POST of the prompt_id, ``lives`` the lives of the server
+        it was posted in (``restart`` starts a new one; it forgot the prompt): ``posts > lives``
+        means one life of the server got it twice.
 
         Example::
 

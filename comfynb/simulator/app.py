@@ -107,6 +107,7 @@ class Server:
         self.engine: Engine | None = None
         self.number = 0
         self.prompt_log: dict[str, Json] = {}
+        self._posted_in: dict[str, int] = {}  # prompt_id -> the engine life of its last POST
         self._specs_cache: dict[str, dict[str, Json]] = {}
 
     # -- life cycle (on the event loop) -------------------------------------------------------
@@ -157,6 +158,7 @@ class Server:
         await self.restart()
         self.faults.set({})
         self.prompt_log.clear()
+        self._posted_in.clear()
         self.number = 0
         self._engine().history_limit = HISTORY_LIMIT
         for kind in _FOLDER_TYPES:
@@ -375,8 +377,8 @@ class Server:
             )
         extra_data = self._extra_data(body)
         task = Task(number, prompt_id, prompt, extra_data, list(checked.outputs))
-        self._engine().submit(task)
-        self._log_prompt(prompt_id, number)
+        life = self._engine().submit(task)
+        self._log_prompt(prompt_id, number, life)
         return web.json_response(
             {"prompt_id": prompt_id, "number": number, "node_errors": checked.node_errors}
         )
@@ -419,7 +421,13 @@ class Server:
         extra["create_time"] = now_ms()
         return extra
 
-    def _log_prompt(self, prompt_id: str, number: float) -> None:
+    def _log_prompt(self, prompt_id: str, number: float, life: int) -> None:
+        """Count one accepted POST of ``prompt_id``, and the server lives it was posted in.
+
+        ``life``: the engine's life the prompt was queued in. A restart forgets every prompt,
+        so a client may then post a prompt_id again that the server took before it: ``posts``
+        counts that POST, ``lives`` tells it from a prompt queued twice in one life.
+        """
         row = self.prompt_log.get(prompt_id)
         if row is None:
             self.prompt_log[prompt_id] = {
@@ -427,9 +435,13 @@ class Server:
                 "number": number,
                 "time": time.time(),
                 "posts": 1,
+                "lives": 1,
             }
         else:
             row["posts"] += 1
+            if self._posted_in.get(prompt_id) != life:
+                row["lives"] += 1
+        self._posted_in[prompt_id] = life
 
     def _input_exists(self, name: str) -> bool:
         path = self._annotated_path(name, "input")

@@ -314,15 +314,21 @@ class Engine:
 
     # -- queue --------------------------------------------------------------------------------
 
-    def submit(self, task: Task) -> None:
-        """Queue a validated prompt and broadcast the new queue size."""
+    def submit(self, task: Task) -> int:
+        """Queue a validated prompt and broadcast the new queue size.
+
+        Returns the life of the engine the prompt was queued in (each ``forget``, a restart,
+        starts a new one): the prompt log counts the lives a prompt_id was posted in.
+        """
         with self._cond:
             self._seq += 1
             task.seq = self._seq
             heapq.heappush(self._heap, (task.number, task.seq, task))
             self._cond.notify()
             remaining = self._remaining()
+            life = self._epoch
         self._status(remaining)
+        return life
 
     def _remaining(self) -> int:
         return len(self._heap) + (1 if self._running is not None else 0)
