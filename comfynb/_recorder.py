@@ -24,7 +24,9 @@ Example (what the worker does)::
 from __future__ import annotations
 
 import collections
+import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -96,6 +98,9 @@ class Outcome:
 
 _STOP = object()
 
+#: How long a batch of moves alone waits for a result to commit with (seconds).
+LINGER = 0.004
+
 #: The most job states the recorder keeps (those of jobs the loop failed or released itself
 #: are never dropped one by one).
 MAX_REMEMBERED = 4096
@@ -108,8 +113,6 @@ class Recorder:
     """
 
     def __init__(self, store: Store, wake: Callable[[], None]) -> None:
-        import queue
-
         self.store = store
         self._wake = wake
         self._inbox: queue.Queue[Any] = queue.Queue()
@@ -156,16 +159,9 @@ class Recorder:
     # ----------------------------------------------------------------- the thread
 
     def _run(self) -> None:
-        import queue
-
         stopping = False
         while not stopping:
-            batch = [self._inbox.get()]
-            while True:
-                try:
-                    batch.append(self._inbox.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._next_batch()
             work = [item for item in batch if isinstance(item, Move | Result | Tick | Claim)]
             try:
                 if work:
@@ -177,6 +173,32 @@ class Recorder:
                         item.set()
                     elif item is _STOP:
                         stopping = True
+
+    def _next_batch(self) -> list[Any]:
+        """Everything handed, waiting for the first item; lingers a little on moves alone.
+
+        A batch of only ``submitted``/``running`` moves waits up to ``LINGER`` for more: a
+        quick job's result then shares the commit of its own ``submitted`` move instead of
+        queueing behind it (one commit, not two; and a shorter wait for its ``completed``).
+        """
+        batch = [self._inbox.get()]
+        deadline: float | None = None
+        while True:
+            try:
+                batch.append(self._inbox.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            if not all(isinstance(item, Move | Tick) for item in batch):
+                return batch  # a result, a claim the loop waits for, a flush or the stop
+            now = time.monotonic()
+            deadline = now + LINGER if deadline is None else deadline
+            if now >= deadline:
+                return batch
+            try:
+                batch.append(self._inbox.get(timeout=deadline - now))
+            except queue.Empty:
+                return batch
 
     def _record(self, work: Sequence[Work]) -> Outcome:
         try:
