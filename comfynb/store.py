@@ -531,6 +531,13 @@ class Store:
             return call(cursor)
         except duckdb.Error as exc:
             raise _map_error(exc, self.path) from exc
+        except RuntimeError as exc:
+            # Ctrl-C (the kernel's stop button) while DuckDB runs a query: DuckDB swallows the
+            # KeyboardInterrupt and raises this instead; give the caller its interrupt back
+            # (comfynb.wait returns its summary on one).
+            if str(exc) != "Query interrupted":
+                raise
+            raise KeyboardInterrupt from exc
 
     def _fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Execute one statement on this thread's cursor and fetch every row."""

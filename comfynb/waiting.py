@@ -192,16 +192,25 @@ class _WidgetBar:
         import ipywidgets
         from IPython.display import display
 
+        self._total = total
+        self._failed = False
+        # max=0 would divide by zero in the browser; an empty wait shows a full bar of 1
         self._bar = ipywidgets.IntProgress(min=0, max=max(total, 1), value=0)
         self._label = ipywidgets.Label("")
         display(ipywidgets.HBox([self._bar, self._label]))  # type: ignore[no-untyped-call]
 
     def show(self, ended: int, counts: dict[str, int]) -> None:
+        self._failed = bool(counts.get("failed"))
         with self._bar.hold_sync():
-            self._bar.value = ended
-            self._bar.bar_style = "danger" if counts.get("failed") else ""
-        self._label.value = f"{ended}/{self._bar.max} ended · {_describe(counts)}"
+            self._bar.value = ended if self._total else self._bar.max
+            self._bar.bar_style = "danger" if self._failed else ""
+        self._label.value = _progress_text(ended, self._total, counts)
 
     def close(self) -> None:
         if self._bar.value >= self._bar.max:
-            self._bar.bar_style = "danger" if "failed" in self._label.value else "success"
+            self._bar.bar_style = "danger" if self._failed else "success"
+
+
+def _progress_text(ended: int, total: int, counts: dict[str, int]) -> str:
+    """``"3/4 ended · 3 completed, 1 running"``; ``"0/0 ended"`` for no jobs."""
+    return " · ".join(part for part in (f"{ended}/{total} ended", _describe(counts)) if part)

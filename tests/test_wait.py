@@ -11,7 +11,7 @@ from conftest import trivial_prompt
 from sim_helpers import wait_for
 
 import comfynb
-from comfynb import InvalidInput, JobStatus, Worker, enqueue
+from comfynb import InvalidInput, JobStatus, Worker, enqueue, waiting
 from comfynb.simulator import Simulator
 from comfynb.store import Store
 
@@ -84,3 +84,18 @@ def test_wait_refuses_what_is_not_jobs_or_a_run(store: Store) -> None:
         comfynb.wait(store, 3.5, progress=False)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="jobs or job ids"):
         comfynb.wait(store, [1, "x"], progress=False)  # type: ignore[list-item]
+
+
+def test_the_widget_bar_shows_the_real_total_and_ends_full_when_there_are_no_jobs(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The widget path as in Jupyter, without a kernel: ipywidgets needs none to hold its
+    # traits, and display() is caught instead of sent (tests/test_browser_wait.py renders it).
+    shown: list[Any] = []
+    monkeypatch.setattr(waiting, "_in_jupyter", lambda: True)
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    store.new_run("empty")
+    assert comfynb.wait(store, "empty").total == 0
+    bar, label = shown[0].children
+    assert label.value == "0/0 ended"  # was "0/1 ended · ": the bar's max shown as the total
+    assert (bar.value, bar.max, bar.bar_style) == (1, 1, "success")
