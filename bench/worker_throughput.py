@@ -1,6 +1,9 @@
 """Worker figures: throughput against a hand-written loop, 3 servers, latency, memory.
 
-Run: ``python bench/worker_throughput.py [--jobs 2000] [--latency 200] [--memory 5000]``.
+Run: ``python bench/worker_throughput.py [--jobs 2000] [--rounds 3] [--latency 200] [--memory 5000]``.
+
+Each round runs the hand loop and every worker setting once, one after the other; the figures
+are medians over the rounds, and each ratio is taken within a round (these machines are noisy).
 
 * throughput: 2,000 trivial jobs (EmptyImage 64x64 -> SaveImage, each with its own color so
   nothing is cached), from pending in the store to a candidate row and a file on disk each,
@@ -188,6 +191,7 @@ def memory(url: str, count: int, folder: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency", type=int, default=200)
     parser.add_argument("--memory", type=int, default=5000)
     parser.add_argument("--depth", type=int, nargs="*", default=[2, 8])
@@ -195,18 +199,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, simulators(3, Path(tmp)) as urls:
         root = Path(tmp)
         n = args.jobs
-        reset(urls)
-        hand = hand_loop(urls[0], n, root / "hand", 0)
-        print(f"hand-written loop (httpx + WebSocket), 1 simulator: {hand:.0f} jobs/s")
-        for depth in args.depth:
+        rates: dict[str, list[float]] = {}
+        for r in range(args.rounds):  # interleaved: a noisy moment hits every contender
+            offset = r * 10 * n
+
             reset(urls)
-            one = worker_run(urls[:1], n, root / f"w1-{depth}", 100_000, depth)
-            reset(urls)
-            three = worker_run(urls, n, root / f"w3-{depth}", 200_000, depth)
+            rates.setdefault("hand", []).append(hand_loop(urls[0], n, root / f"h{r}", offset))
+            for d in args.depth:
+                for count in (1, 3):
+                    reset(urls)
+                    folder = root / f"r{r}d{d}s{count}"
+                    rate = worker_run(urls[:count], n, folder, offset + count * n, d)
+                    rates.setdefault(f"{count}/{d}", []).append(rate)
+        hand = rates["hand"]
+        print(f"{args.rounds} rounds of {n} jobs, interleaved; medians (and each round's figure)")
+        print(f"hand-written loop (httpx + WebSocket), 1 simulator: {_median(hand)} jobs/s")
+        for d in args.depth:
+            one, three = rates[f"1/{d}"], rates[f"3/{d}"]
+            to_hand = [w / h for w, h in zip(one, hand, strict=True)]
+            to_one = [t / o for t, o in zip(three, one, strict=True)]
             print(
-                f"worker, target_depth={depth}: 1 simulator {one:.0f} jobs/s "
-                f"(ratio to the hand loop {one / hand:.2f}); 3 simulators {three:.0f} jobs/s "
-                f"(ratio to 1: {three / one:.2f})"
+                f"worker, target_depth={d}: 1 simulator {_median(one)} jobs/s, ratio to the hand "
+                f"loop {_median(to_hand, 2)}; 3 simulators {_median(three)} jobs/s, ratio to 1 "
+                f"{_median(to_one, 2)}"
             )
         reset(urls)
         median, p90 = latency(urls[0], args.latency, root)
@@ -221,6 +236,11 @@ def main() -> None:
                 f"worker RSS over {args.memory} jobs: {before:.1f} MB -> {after:.1f} MB "
                 f"(+{after - before:.1f} MB)"
             )
+
+
+def _median(values: list[float], digits: int = 0) -> str:
+    each = ", ".join(f"{v:.{digits}f}" for v in values)
+    return f"{statistics.median(values):.{digits}f} ({each})"
 
 
 if __name__ == "__main__":

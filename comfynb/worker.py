@@ -370,6 +370,7 @@ class _Flight:
     progress_at: float = 0.0
     ended: bool = False  # its end was seen: it no longer holds a place on the server
     fetching: bool = False  # its images are being downloaded
+    started: bool = False  # its socket said it started: it left the server's queue
 
     @property
     def settled(self) -> bool:
@@ -775,6 +776,7 @@ class Worker:
             if flight is None or flight.ended:
                 continue
             if isinstance(event, ExecutionStart):
+                flight.started = True
                 if flight.status is JobStatus.SUBMITTED:
                     self._hand(_rec.Move(flight, flight.job.id, JobStatus.RUNNING))
                     flight.status = JobStatus.RUNNING
@@ -1085,8 +1087,11 @@ class Worker:
                 continue
             if lane.dry_at is not None and lane.dry_at == queue_changes:
                 continue
-            short = self.target_depth + lane.reserve - self._on_server(lane) - len(lane.hand)
-            if short > 0:
+            held = self._on_server(lane) + len(lane.hand)
+            short = self.target_depth + lane.reserve - held
+            # a claim costs ~4 statements whatever its size: ask when half the reserve is
+            # gone, or at once if a place on the server would otherwise stay empty
+            if short > 0 and (held < self.target_depth or short >= (lane.reserve + 1) // 2):
                 lane.dry_at = None
                 lane.claiming = short
                 self._hand(_rec.Claim(index, lane.url, short))
@@ -1107,7 +1112,8 @@ class Worker:
 
     @staticmethod
     def _on_server(lane: _Lane) -> int:
-        return sum(1 for f in lane.flights.values() if not f.ended)
+        """Our jobs waiting in the server's queue (not started, as far as its socket said)."""
+        return sum(1 for f in lane.flights.values() if not f.ended and not f.started)
 
     def _post_from_hands(self, *, check: bool = True) -> bool:
         """Post jobs in hand until each server up has ``target_depth`` of ours on it.
