@@ -73,6 +73,38 @@ def test_a_truncated_image_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def noisy_png(size: int = 32) -> bytes:
+    """A PNG whose pixels do not compress away (so a cut lands inside its pixel data)."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", (size, size), bytes(range(256)) * (size * size * 3 // 256)).save(
+        out, "PNG"
+    )
+    return out.getvalue()
+
+
+def test_a_png_cut_anywhere_or_with_any_byte_changed_is_corrupt() -> None:
+    """A PNG is checked by its chunks' CRCs up to IEND, not by decoding its pixels."""
+    data = noisy_png()
+    assert files._decoded(data, "whole.png") == ("PNG", 32, 32)
+    for cut in range(8, len(data), 97):
+        with pytest.raises(CorruptImage):
+            files._decoded(data[:cut], "cut.png")
+    for at in range(8, len(data), 89):  # past the signature: every chunk's bytes
+        changed = bytearray(data)
+        changed[at] ^= 0x10
+        with pytest.raises(CorruptImage):
+            files._decoded(bytes(changed), "changed.png")
+
+
+def test_a_cut_jpeg_is_corrupt() -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(out, "JPEG")
+    data = out.getvalue()
+    assert files._decoded(data, "whole.jpg")[0] == "JPEG"
+    with pytest.raises(CorruptImage):
+        files._decoded(data[: len(data) // 2], "cut.jpg")
+
+
 def test_an_error_inside_the_block_leaves_nothing_and_keeps_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "a.png"
     files.write_image_atomic(target, png_bytes(4))
