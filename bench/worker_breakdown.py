@@ -1,101 +1,164 @@
-"""Where the worker's time goes: its loop, its recorder (the store) and its downloads.
+"""Where the worker's time goes: CPU per job, by thread, beside the hand-written loop's.
 
-Run: ``python bench/worker_breakdown.py [--jobs 1000] [--depth 2 8]``.
+Run: ``python bench/worker_breakdown.py [--jobs 2000] [--depth 2]``.
 
-The same trivial jobs as ``worker_throughput.py`` (simulator in a process of its own). The
-loop, the recorder and the download pool run on threads of their own, side by side; each
-figure is the busy time of one of them per job (a bench-only instrument wraps one method):
-
-* loop: posts (``POST /prompt``), waiting for events (nothing to do), and the rest of a round;
-* recorder: its commits (every DuckDB statement of the worker's moves, claims and candidates),
-  how many, and jobs per commit;
-* downloads: collecting finished jobs' images (HTTP ``/view``, check, file, digest), on 4
-  threads;
-* store statements run by the loop itself (polling, recover; few).
+The same trivial jobs as ``worker_throughput.py``, the simulator in a process of its own. On a
+2-core machine the worker is bound by CPU, not by waiting: its loop, its recorder (the store),
+its download threads, its socket readers and DuckDB's own threads all run side by side with the
+simulator. So this prints CPU time per job (from /proc, per thread), for the worker and for the
+simulator, and the same for the hand loop; and the recorder's commits (jobs per commit).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import subprocess
 import tempfile
+import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from worker_throughput import simulators, trivial
+from worker_throughput import hand_loop, reset, simulators, trivial
 
 import comfynb
-from comfynb import worker as worker_module
 from comfynb._recorder import Recorder
 from comfynb.store import Store
 
-SPENT: dict[str, float] = defaultdict(float)
-CALLS: dict[str, int] = defaultdict(int)
+COMMITS = [0]
+_record = Recorder._record
 
 
-def timed(owner: Any, name: str, label: str) -> None:
-    original: Callable[..., Any] = getattr(owner, name)
+def _counted(self: Recorder, work: Any) -> Any:
+    COMMITS[0] += 1
+    return _record(self, work)
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            SPENT[label] += time.perf_counter() - started
-            CALLS[label] += 1
 
-    setattr(owner, name, wrapper)
+Recorder._record = _counted  # type: ignore[method-assign]
+
+
+def cpu_seconds(pid: int | str, task: str | None = None) -> float:
+    path = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def threads_cpu() -> dict[int, float]:
+    out = {}
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(FileNotFoundError):  # ended meanwhile
+            out[int(task)] = cpu_seconds("self", task)
+    return out
+
+
+class ThreadWatch:
+    """CPU seconds per thread name over a block (threads that start and end inside it too)."""
+
+    def __init__(self) -> None:
+        self.names: dict[int, str] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="bench-sampler")
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self._look()
+
+    def _look(self) -> None:
+        for thread in threading.enumerate():
+            if thread.native_id is not None:
+                self.names[thread.native_id] = thread.name
+        self.last.update(threads_cpu())
+
+    def __enter__(self) -> ThreadWatch:
+        self.before = threads_cpu()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._look()
+
+    def by_role(self) -> dict[str, float]:
+        roles: dict[str, float] = {}
+        for task, seconds in self.last.items():
+            role = _role(self.names.get(task, ""))
+            roles[role] = roles.get(role, 0.0) + seconds - self.before.get(task, 0.0)
+        return roles
+
+
+def _role(name: str) -> str:
+    if name == "MainThread":
+        return "loop (posts, events, book-keeping)"
+    if name.startswith("comfynb-recorder"):
+        return "recorder (store commits)"
+    if name.startswith("comfynb-download"):
+        return "downloads (4 threads)"
+    if name.startswith("comfynb-worker-ws") or "recv_events" in name or "keepalive" in name:
+        return "sockets (reader + websockets')"
+    if name.startswith("bench-"):
+        return "this bench's sampler"
+    return "DuckDB's own threads"
+
+
+def measured(run: Callable[[], Any], sim_pid: int, n: int) -> tuple[float, float, float]:
+    """(jobs/s, this process's CPU ms per job, the simulator's CPU ms per job)."""
+    sim_before, cpu_before, started = cpu_seconds(sim_pid), time.process_time(), time.perf_counter()
+    run()
+    wall = time.perf_counter() - started
+    cpu, sim = time.process_time() - cpu_before, cpu_seconds(sim_pid) - sim_before
+    return n / wall, cpu / n * 1000, sim / n * 1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--depth", type=int, nargs="*", default=[2, 8])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--depth", type=int, default=2)
     args = parser.parse_args()
-    timed(Store, "_execute", "store")
-    timed(Recorder, "_record", "commits")
-    timed(worker_module.Worker, "_fetch_result", "downloads")
-    timed(worker_module.Worker, "_post", "posts")
-    timed(worker_module.Worker, "_drain", "waiting")
-    timed(worker_module.Worker, "_step", "rounds")
+    n = args.jobs
+    pids: list[int] = []
+    popen = subprocess.Popen
+
+    class Recording(popen):  # type: ignore[misc,valid-type]
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, **k)
+            pids.append(self.pid)
+
+    subprocess.Popen = Recording  # type: ignore[misc]
     with tempfile.TemporaryDirectory() as tmp, simulators(1, Path(tmp)) as urls:
-        for depth in args.depth:
-            SPENT.clear()
-            CALLS.clear()
-            folder = Path(tmp) / f"d{depth}"
-            folder.mkdir()
-            with Store.open(folder / "lab.duckdb", output_dir=folder / "out") as store:
-                store.new_run("bench")
-                with store.transaction():
-                    for index in range(args.jobs):
-                        comfynb.enqueue(store, trivial(depth * 1_000_000 + index), run="bench")
-                SPENT.clear()
-                CALLS.clear()
-                started = time.perf_counter()
-                comfynb.Worker(store, urls, target_depth=depth).run()
-                total = time.perf_counter() - started
-            n = args.jobs
-            print(f"target_depth={depth}: {n / total:.0f} jobs/s, {total / n * 1000:.2f} ms/job")
-            print(
-                f"  loop: {CALLS['rounds']} rounds; per job: posts {ms(SPENT['posts'], n)}, "
-                f"waiting {ms(SPENT['waiting'], n)}, rest of the round "
-                f"{ms(SPENT['rounds'] - SPENT['posts'] - SPENT['waiting'], n)}"
-            )
-            commits = CALLS["commits"]
-            print(
-                f"  recorder: {commits} commits, {n / max(commits, 1):.1f} jobs per commit, "
-                f"{ms(SPENT['commits'], n)} per job, {SPENT['commits'] / total * 100:.0f} % busy"
-            )
-            print(
-                f"  downloads: {ms(SPENT['downloads'], n)} per job (summed over the pool's threads)"
-            )
-            print(f"  store statements, all threads: {CALLS['store'] / n:.1f} per job")
-
-
-def ms(seconds: float, n: int) -> str:
-    return f"{seconds / n * 1000:.2f} ms"
+        subprocess.Popen = popen  # type: ignore[misc]
+        root = Path(tmp)
+        reset(urls)
+        rate, cpu, sim = measured(lambda: hand_loop(urls[0], n, root / "hand", 0), pids[0], n)
+        print(
+            f"hand loop: {rate:.0f} jobs/s; CPU per job: client {cpu:.2f} ms, simulator {sim:.2f} ms"
+        )
+        reset(urls)
+        with Store.open(root / "lab.duckdb", output_dir=root / "out") as store:
+            store.new_run("bench")
+            with store.transaction():
+                for index in range(n):
+                    comfynb.enqueue(store, trivial(1_000_000 + index), run="bench")
+            COMMITS[0] = 0
+            worker = comfynb.Worker(store, urls, target_depth=args.depth)
+            with ThreadWatch() as watch:
+                rate, cpu, sim = measured(worker.run, pids[0], n)
+        print(
+            f"worker, target_depth={args.depth}: {rate:.0f} jobs/s; CPU per job: worker "
+            f"{cpu:.2f} ms, simulator {sim:.2f} ms; {COMMITS[0]} commits, "
+            f"{n / max(COMMITS[0], 1):.1f} jobs per commit"
+        )
+        for role, seconds in sorted(watch.by_role().items(), key=lambda kv: -kv[1]):
+            print(f"  {role:38s} {seconds / n * 1000:5.2f} ms/job")
+        cores = os.cpu_count() or 1
+        print(
+            f"  the machine's {cores} cores allow at most {cores * 1000 / (cpu + sim):.0f} jobs/s "
+            f"at this worker + simulator CPU per job"
+        )
 
 
 if __name__ == "__main__":
