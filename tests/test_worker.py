@@ -480,7 +480,7 @@ def test_a_worker_in_the_main_thread_stops_on_a_signal_whose_handler_is_slow(
     def rescue() -> None:
         if not returned.wait(10):
             unblocked.set()
-            worker._events.put((0, None))
+            worker._events.put((-1, None))  # a wake-up the loop ignores
 
     previous = signal.signal(signal.SIGUSR1, slow_handler)
     try:
