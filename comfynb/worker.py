@@ -12,13 +12,15 @@ Example::
     RunSummary(completed=20, failed=0, requeued=0, seconds=0.41)
 
 How it works (STYLE.md principle 8, rq's ``SimpleWorker``): one loop on one thread (the caller's
-for ``run``, a daemon thread for ``start``) calls ``recover`` for each server, then, round after
-round: reads what the servers' WebSockets said (one reader thread per server only turns frames
-into events), collects the images of the jobs that ended (``process_job_result``'s download
-half), records every transition of the round in ONE transaction (submitted, running, completed
-with candidates, progress), and claims (``select_next_jobs``) and posts new jobs to keep each
-server's queue at ``target_depth``. A socket that is down or silent is replaced by polling
-(``poll_job_status``) with backoff until it returns.
+for ``run``, a daemon thread for ``start``) calls ``recover`` for each server, then reads what
+the servers' WebSockets said (one reader thread per server only turns frames into events),
+posts claimed jobs to keep ``target_depth`` of ours waiting in each server's queue behind the
+one it runs, and starts the download of each job that ended well on a small pool
+(``process_job_result``'s download half). It never writes the store in the normal course: it
+hands every move (submitted, running, completed with candidates, failed, progress, claims) to
+the recorder (``comfynb/_recorder.py``), one thread that commits all it was handed since its
+last commit in ONE transaction and tells the loop what it recorded. A socket that is down or
+silent is replaced by polling (``poll_job_status``) with backoff until it returns.
 
 Many servers: a job goes only to a server whose ``/object_info`` has its node classes and the
 model files it names; a job no server can run fails with a message naming what is missing. A
@@ -26,8 +28,9 @@ server that stops answering is marked down (health checks on ``/system_stats`` w
 after ``reroute_after`` seconds its unfinished jobs go back to the queue with a fresh prompt_id
 (counted as a retry) and run on the living servers: no prompt_id is ever posted twice.
 
-Threads: the worker writes through the store from its own thread (the store gives each thread
-its own DuckDB cursor); a notebook keeps reading and enqueueing meanwhile.
+Threads: the worker writes through the store from its own threads (the store gives each thread
+its own DuckDB cursor, and one writer at a time); a notebook keeps reading and enqueueing
+meanwhile. Design and figures: ``docs/worker.md``.
 """
 
 from __future__ import annotations
