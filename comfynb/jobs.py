@@ -940,7 +940,8 @@ def recover(
     """After a crash, bring every job caught between states in line with the server.
 
     A worker calls it when it starts, before it claims anything; no other thread of this store
-    may be downloading meanwhile (it removes files of unfinished jobs). For each job that is
+    may be downloading images of this server's jobs meanwhile (it removes their unfinished
+    files; those of jobs on other servers, which it skips, stay). For each job that is
     submitted, running, or pending with a prompt_id (claimed, maybe posted): a prompt_id the
     server has (queued, running or in its history) is recorded as submitted and never posted
     again; one the server never saw is posted, once; finished ones are processed (images
@@ -961,11 +962,19 @@ def recover(
         ServerUnreachable, ServerTimeout, ServerFailed: the server did not answer; what was
             reconciled so far stays, call it again.
     """
-    partial = tuple(path for path in store.output_dir.rglob(".*.part") if path.is_file())
+    unsettled = store.unsettled_jobs()
+    # a job of another server may be downloading right now (a worker recovers a server that
+    # came up late while its pool downloads images from the others): its files stay
+    elsewhere = [_job_folder(store, j) for j in unsettled if j.server not in (None, client.url)]
+    partial = tuple(
+        path
+        for path in store.output_dir.rglob(".*.part")
+        if path.is_file() and not any(path.is_relative_to(top) for top in elsewhere)
+    )
     for path in partial:
         path.unlink(missing_ok=True)
     outcomes: dict[str, list[int]] = {name: [] for name in Recovery.__dataclass_fields__}
-    for job in store.unsettled_jobs():
+    for job in unsettled:
         if job.server not in (None, client.url):
             outcomes["skipped"].append(job.id)
             continue

@@ -47,6 +47,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from . import _crashpoints
 from . import _recorder as _rec
 from . import jobs as _jobs
 from ._recorder import Recorder
@@ -1194,9 +1195,11 @@ class Worker:
             if maybe_posted and (report := _jobs._arrived(lane.client, job.prompt_id)):
                 detail = {"found_on_server": report.status.value}
             else:
+                _crashpoints.reached("submit.before_post")
                 queued = lane.client.queue_prompt(
                     job.workflow, prompt_id=job.prompt_id, extra_data=self._extra_data
                 )
+                _crashpoints.reached("submit.after_post")
                 detail = {"number": queued.number}
                 if queued.node_errors:
                     detail["problems"] = queued.problems

@@ -7,8 +7,10 @@ itself is in tests/test_crash.py.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FAST_RETRY, trivial_prompt
@@ -115,3 +117,64 @@ def test_recover_passes_extra_data_to_the_prompts_it_posts(
     assert sent["hf_token"] == "hf-SECRET" and sent["extra_pnginfo"] == {"a": 1}
     with store.transaction() as tx:
         assert "SECRET" not in repr(tx.fetch("SELECT COLUMNS(*)::VARCHAR FROM job_events"))
+
+
+def test_recover_leaves_the_downloads_of_another_servers_jobs_alone(
+    store: Store, client: Client
+) -> None:
+    # A worker recovers a server that came up late while it downloads, on its pool, an image
+    # of a job on another server: that half-written file is not a crash's leftover.
+    elsewhere = claimed(store, 8, "http://elsewhere:8188")
+    ours = claimed(store, 9, client.url)
+    theirs = store.output_dir / f"run-{elsewhere.run_id}" / f"job-{elsewhere.id}" / "output"
+    mine = store.output_dir / f"run-{ours.run_id}" / f"job-{ours.id}" / "output"
+    for folder in (theirs, mine):
+        folder.mkdir(parents=True)
+        (folder / ".c_00001_.png.x1y2.part").write_bytes(b"\x89PNG half")
+
+    summary = recover(store, client)
+
+    assert summary.skipped == (elsewhere.id,)
+    assert summary.partial_files == (mine / ".c_00001_.png.x1y2.part",)
+    assert (theirs / ".c_00001_.png.x1y2.part").exists()
+    assert not (mine / ".c_00001_.png.x1y2.part").exists()
+
+
+def test_a_server_recovered_late_does_not_cut_the_download_of_another(
+    tmp_path: Path, store: Store, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Worker: `sim` is up, `late` answers 500 until an image from `sim` is half written; then
+    # the worker's health check recovers `late` while that download waits on its pool thread.
+    from comfynb import Worker, files, jobs
+
+    store.new_run("r")
+    for color in (10, 11):
+        workflow = trivial_prompt()
+        workflow["1"]["inputs"]["color"] = color
+        enqueue(store, workflow, run="r")
+    with Simulator(root=tmp_path / "late") as late:
+        late.set_faults(http_500_rate=1.0, routes=["/system_stats"])
+        late_recovered = threading.Event()
+        real_recover, real_write = jobs.recover, files.AtomicImageWriter.write
+        half_written: list[Path] = []
+
+        def recover_spy(store: Store, client: Client, **options: Any) -> Recovery:
+            done = real_recover(store, client, **options)
+            if client.url == late.url:
+                late_recovered.set()
+            return done
+
+        def write_held(writer: files.AtomicImageWriter, data: bytes) -> None:
+            real_write(writer, data)
+            if not half_written:
+                half_written.append(writer._tmp)
+                late.set_faults()  # it answers now: the next health check recovers it
+                assert late_recovered.wait(10)
+
+        monkeypatch.setattr(jobs, "recover", recover_spy)
+        monkeypatch.setattr(files.AtomicImageWriter, "write", write_held)
+        summary = Worker(store, [sim.url, late.url], target_depth=1).run()
+
+    assert half_written and late_recovered.is_set()
+    assert (summary.completed, summary.failed) == (2, 0)
+    assert store.status_counts() == {"completed": 2}
