@@ -91,6 +91,8 @@ def safe_output_path(dest_dir: str | os.PathLike[str], subfolder: str, filename:
         raise UnsafePath("the server named an output file with an empty name; refusing to write it")
     root = Path(dest_dir)
     target = root.joinpath(*folders, name)
+    if not folders and not target.is_symlink():
+        return target  # a plain name straight under root: it cannot lead out of it
     resolved_root = root.resolve()
     if not target.resolve().is_relative_to(resolved_root):
         raise UnsafePath(

@@ -101,7 +101,7 @@ SILENCE = 2.0
 PROGRESS_EVERY = 0.5
 #: The most jobs a server's hand holds claimed beyond its queue (grown from ``target_depth``
 #: while the hand runs dry before a claim comes back: a fast server drains it in milliseconds).
-MAX_RESERVE = 32
+MAX_RESERVE = 64
 #: The longest pause between health checks of a down server, and between polls.
 MAX_BACKOFF = 2.0
 

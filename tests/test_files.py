@@ -58,6 +58,21 @@ def test_a_symlinked_subfolder_pointing_out_is_refused(tmp_path: Path) -> None:
         files.safe_output_path(dest, "link", "x.png")
 
 
+def test_a_file_name_that_is_a_symlink_pointing_out_is_refused(tmp_path: Path) -> None:
+    """A name that is already a symlink out of the folder is refused; one inside is fine."""
+    outside, dest = tmp_path / "outside", tmp_path / "dest"
+    outside.mkdir()
+    dest.mkdir()
+    (dest / "x.png").symlink_to(outside / "x.png")
+    (dest / "in.png").symlink_to(dest / "real.png")
+    with pytest.raises(UnsafePath):
+        files.safe_output_path(dest, "", "x.png")
+    assert files.safe_output_path(dest, "", "in.png") == dest / "in.png"
+    linked_root = tmp_path / "root-link"
+    linked_root.symlink_to(dest)  # the folder itself may be a link: names stay under it
+    assert files.safe_output_path(linked_root, "", "a.png") == linked_root / "a.png"
+
+
 def test_atomic_write_leaves_a_whole_image(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "a.png"
     assert files.write_image_atomic(target, png_bytes()) == target
