@@ -888,6 +888,13 @@ class Worker:
             self._hand(_rec.Result(flight, flight.job, outcome))
             flight.status = JobStatus.COMPLETED if outcome.error is None else JobStatus.FAILED
             return
+        if isinstance(outcome, OSError) and not isinstance(outcome, _TRANSIENT):
+            raise WorkerError(
+                f"the images of job {flight.job.id} could not be written under "
+                f"{self.store.output_dir} ({type(outcome).__name__}: {outcome}); make room or "
+                "fix that folder, then start the worker again: the job stays on the server "
+                "and the next worker's recover collects it"
+            ) from outcome
         if isinstance(outcome, BaseException) and not isinstance(
             outcome, (*_TRANSIENT, JobNotFound)
         ):

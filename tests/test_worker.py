@@ -495,3 +495,23 @@ def test_a_worker_in_the_main_thread_stops_on_a_signal_whose_handler_is_slow(
         signal.signal(signal.SIGUSR1, previous)
     assert not unblocked.is_set(), "the loop waited past its timeout after the signal"
     assert statuses(store) == {"completed": 1}
+
+
+def test_an_image_that_cannot_be_written_stops_the_worker_with_a_clear_error(
+    sim: Simulator, store: Store
+) -> None:
+    """A folder problem on our side (a full disk, a file in the way) is not the job's fault:
+    the worker stops saying what to fix; the job stays recoverable and a new worker ends it."""
+    [job_id] = enqueue_many(store, 1)
+    run_id = store.job(job_id).run_id
+    blocker = store.output_dir / f"run-{run_id}" / f"job-{job_id}"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("in the way")  # the job's folder cannot be made
+    with pytest.raises(WorkerError, match=f"images of job {job_id} could not be written"):
+        Worker(store, [sim.url]).run()
+    assert store.job(job_id).status is JobStatus.RUNNING  # on the server: recoverable
+    blocker.unlink()
+    Worker(store, [sim.url]).run()  # its recover collects the job
+    assert statuses(store) == {"completed": 1}
+    assert len(store.candidates()) == 1
+    assert all(n == 1 for n in posts_of(sim).values())
