@@ -1032,16 +1032,15 @@ class Worker:
                 if overdue and not lane.rerouted:
                     self._reroute(lane)
                 continue
-            waiting = [f for f in lane.flights.values() if not f.fetching and f.settled]
-            silent = waiting and now - lane.last_heard > SILENCE
+            silent = lane.flights and now - lane.last_heard > SILENCE
             if lane.catch_up or silent or (not lane.socket_up and now >= lane.next_poll):
                 if not lane.socket_up and not lane.catch_up:
                     lane.next_poll = now + lane.poll_delay
                     lane.poll_delay = min(lane.poll_delay * 2, MAX_BACKOFF)
                 lane.catch_up = False
                 lane.last_heard = now
-                if waiting:
-                    self._sync()
+                if lane.flights:
+                    self._sync()  # the store then has every move of ours: it can be asked
                 for flight in list(lane.flights.values()):
                     ours = lane.flights.get(flight.job.prompt_id or "") is flight
                     if ours and not flight.fetching and flight.settled and lane.up:
