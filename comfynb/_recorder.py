@@ -246,11 +246,10 @@ class Recorder:
         ]
         outcome = Outcome(len(work))
         planned = [*((m.job_id, m.to, m.fields, m.detail) for m in moves), *failing]
-        planned += [(r.job.id, JobStatus.COMPLETED, {}, None) for r in good]
         with self.store.transaction() as tx:
             _jobs._record_round(
                 self.store,
-                planned[: len(planned) - len(good)],
+                planned,
                 {r.job.id: r.collected.images for r in plain},
                 known={r.job.id: r.job for r in plain},
                 states=self._states,
@@ -262,7 +261,10 @@ class Recorder:
                     )
             tx.set_progress(_merged_ticks(work))
             outcome.claimed = self._claim(work)
-        self._remember(planned, outcome.claimed)
+        self._remember(
+            [*planned, *((r.job.id, JobStatus.COMPLETED, {}, None) for r in good)],
+            outcome.claimed,
+        )
         outcome.moves = [(m.tag, m.to) for m in moves]
         outcome.moves += [
             (r.tag, JobStatus.COMPLETED if r.collected.error is None else JobStatus.FAILED)
