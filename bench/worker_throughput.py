@@ -1,6 +1,7 @@
 """Worker figures: throughput against a hand-written loop, 3 servers, latency, memory.
 
-Run: ``python bench/worker_throughput.py [--jobs 2000] [--rounds 3] [--latency 200] [--memory 5000]``.
+Run: ``python bench/worker_throughput.py [--jobs 2000] [--rounds 3] [--latency 200] [--memory 5000]
+[--work-ms 20 --work-jobs 200]``.
 
 Each round runs the hand loop and every worker setting once, one after the other; the figures
 are medians over the rounds, and each ratio is taken within a round (these machines are noisy).
@@ -11,6 +12,10 @@ are medians over the rounds, and each ratio is taken within a round (these machi
   same run (httpx + one WebSocket: post, wait for the end, download, write the file). The
   simulators run in processes of their own, as a ComfyUI server would.
 * 3 servers: the same jobs on three simulators; the ratio to one.
+* jobs with work: the same, with ``--work-ms`` of server time per job (the EmptyImage node
+  waits, standing in for the GPU): the ratio to the hand loop, and how much of the time the
+  server was busy (jobs x work / elapsed). The hand loop leaves the server idle while it
+  downloads and posts; the worker keeps ``target_depth`` prompts queued behind the running one.
 * latency: one job at a time with the worker running in the background: from the
   simulator's ``execution_success`` (its timestamp, ms) to the worker's log line for the
   ``completed`` move, which it writes right after the commit; median and p90.
@@ -173,6 +178,29 @@ def latency(url: str, count: int, folder: Path) -> tuple[float, float]:
     return statistics.median(delays), statistics.quantiles(delays, n=10)[-1]
 
 
+def with_work(url: str, count: int, work_ms: float, folder: Path) -> tuple[float, float]:
+    """Jobs of ``work_ms`` server time each: (worker/hand ratio, worker's server-busy share).
+
+    Also prints both contenders' figures.
+    """
+    work = {"node_seconds_by_id": {"1": work_ms / 1000}}
+    try:
+        httpx.post(f"{url}/_sim/config", json=work)
+        hand = hand_loop(url, count, folder / "wh", 700_000)
+        reset([url])  # resets the config too
+        httpx.post(f"{url}/_sim/config", json=work)
+        worker = worker_run([url], count, folder / "ww", 800_000, 2)
+    finally:
+        reset([url])
+    busy = {name: rate * work_ms / 1000 for name, rate in (("hand", hand), ("worker", worker))}
+    print(
+        f"jobs with {work_ms:g} ms of server work, {count} jobs: hand loop {hand:.1f} jobs/s "
+        f"(server busy {busy['hand']:.0%}), worker {worker:.1f} jobs/s (server busy "
+        f"{busy['worker']:.0%}); ratio {worker / hand:.2f}"
+    )
+    return worker / hand, busy["worker"]
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -195,6 +223,8 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=200)
     parser.add_argument("--memory", type=int, default=5000)
     parser.add_argument("--depth", type=int, nargs="*", default=[2, 8])
+    parser.add_argument("--work-ms", type=float, default=20.0)
+    parser.add_argument("--work-jobs", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, simulators(3, Path(tmp)) as urls:
         root = Path(tmp)
@@ -223,6 +253,9 @@ def main() -> None:
                 f"loop {_median(to_hand, 2)}; 3 simulators {_median(three)} jobs/s, ratio to 1 "
                 f"{_median(to_one, 2)}"
             )
+        if args.work_jobs:
+            reset(urls)
+            with_work(urls[0], args.work_jobs, args.work_ms, root)
         reset(urls)
         median, p90 = latency(urls[0], args.latency, root)
         print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -9,15 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import trivial_prompt
+from conftest import CAPTURES, load_capture, trivial_prompt
 from sim_helpers import wait_for
 
 import comfynb
 from comfynb import JobStatus, Worker, WorkerError, demo, enqueue
+from comfynb.events import Status, parse_frame
 from comfynb.simulator import Simulator
 from comfynb.simulator.specs import CHECKPOINTS
 from comfynb.store import Store
-from comfynb.worker import capabilities, missing_capability
+from comfynb.worker import _WANTED, _needed, capabilities, missing_capability
 
 
 def unique_prompt(index: int, prefix: str = "w") -> dict[str, Any]:
@@ -186,6 +188,26 @@ def test_a_job_no_server_can_run_fails_naming_what_is_missing(sim: Simulator, st
     error = store.job(no_node.id).error
     assert error is not None and 'node "3" (FancyUpscaler) is not installed' in error["message"]
     assert posts_of(sim).keys() == {store.job(ok.id).prompt_id}
+
+
+def test_the_socket_reader_skips_unparsed_only_frames_the_loop_never_needs() -> None:
+    # every text frame of the real server's captures, as aiohttp's send_json writes it
+    frames = [
+        json.dumps(line["msg"])
+        for capture in sorted(CAPTURES.glob("ws_*.jsonl"))
+        for line in load_capture(capture.name)
+        if line.get("frame") == "text"
+    ]
+    skipped = [f for f in frames if _needed(f) is None]
+    kept = [f for f in frames if _needed(f) is not None]
+    assert len(skipped) > len(frames) // 3  # progress_state, executing, execution_cached
+    for frame in skipped:
+        assert not isinstance(parse_frame(frame), (*_WANTED, Status)), frame
+    assert {type(_needed(f)) for f in kept} >= {*_WANTED, Status}
+    # written some other way, a frame is parsed rather than skipped
+    compact = json.dumps({"type": "executing", "data": {"node": None}}, separators=(",", ":"))
+    assert _needed(compact) == parse_frame(compact)
+    assert _needed(b"\x00\x00\x00\x01preview") is None
 
 
 def test_capabilities_read_both_combo_spellings() -> None:
@@ -379,7 +401,7 @@ def test_interpreter_exit_stops_a_started_worker_cleanly(tmp_path: Path) -> None
         f"""
         import logging, sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from conftest import trivial_prompt
+        from conftest import CAPTURES, load_capture, trivial_prompt
         import comfynb
         from comfynb.simulator import Simulator
         from comfynb.store import Store
