@@ -306,12 +306,19 @@ class _Socket:
         self._thread = threading.Thread(
             target=self._run, name=f"comfynb-worker-ws-{index}", daemon=True
         )
+        self._lock = threading.Lock()
+        self._ws: Any = None  # the open connection, closed by ``stop`` to wake the reader
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        """Ask the reader to end; an open connection is closed at once (``recv`` then ends)."""
         self._stop.set()
+        with self._lock:
+            ws = self._ws
+        if ws is not None:
+            ws.close()  # websockets' sync connection may be closed from another thread
 
     def join(self) -> None:
         self._thread.join()
@@ -339,6 +346,10 @@ class _Socket:
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
             delay = MIN_RECONNECT_DELAY
+            with self._lock:
+                self._ws = ws
+            if self._stop.is_set():  # stopped while connecting
+                ws.close()
             self._events.put((self._index, _SocketUp()))
             try:
                 while not self._stop.is_set():
@@ -354,6 +365,8 @@ class _Socket:
             except ConnectionClosed:
                 pass
             finally:
+                with self._lock:
+                    self._ws = None
                 ws.close()  # returns once the closing handshake is over: the id is released
             if not self._stop.is_set():
                 self._events.put((self._index, _SocketDown("WebSocket closed")))
@@ -668,8 +681,8 @@ class Worker:
         self._open()
         try:
             while not stop.is_set():
-                busy = self._step()
-                if until_idle and not busy and self._idle():
+                self._step()
+                if until_idle and self._idle():
                     break
         finally:
             self._halting = True  # from here on nothing is claimed or posted
@@ -743,9 +756,16 @@ class Worker:
             logger.info("worker %s stopped", self.name)
 
     def _idle(self) -> bool:
-        busy = any(lane.flights or lane.hand or lane.claiming for lane in self._lanes)
-        if busy or self._fetching or (self._recorder is not None and self._recorder.handed):
+        """Nothing in flight, in hand or being recorded, and nothing claimable on a server up.
+
+        Checked after every round: ``run`` returns as soon as the last job is recorded.
+        """
+        if self._busy():
             return False
+        if self._recorder is not None and self._recorder.handed:
+            self._sync()  # the last moves: committed now, not after the recorder's linger
+            if self._busy():
+                return False
         up = [lane for lane in self._lanes if lane.up and lane.caps is not None]
         if not up:
             # every server down: give up once they have been down for reroute_after
@@ -755,6 +775,12 @@ class Worker:
                 for lane in self._lanes
             )
         return self.store.claimable([lane.url for lane in up]) == 0
+
+    def _busy(self) -> bool:
+        lanes = self._lanes
+        return bool(self._fetching) or any(
+            lane.flights or lane.hand or lane.claiming for lane in lanes
+        )
 
     # ----------------------------------------------------------------- one round
 
