@@ -784,8 +784,8 @@ class Worker:
 
     # ----------------------------------------------------------------- one round
 
-    def _step(self) -> bool:
-        """One round; True if it did anything (so the caller does not take it for idle).
+    def _step(self) -> None:
+        """One round: the events since the last, then posts, progress, health and claims.
 
         It never waits on the store: the moves it sees go to the recorder, which commits them
         on its own thread, many jobs per transaction, while this thread posts and downloads.
@@ -835,7 +835,7 @@ class Worker:
                 flight.ended = True
                 failed.append(flight)
         # the freed places on the servers are refilled at once, from the jobs in hand
-        posted = self._post_from_hands()
+        self._post_from_hands()
         self._hand_progress(now)
         if failed:
             self._sync()
@@ -844,7 +844,6 @@ class Worker:
                     self._poll(flight)
         self._maintain(now)
         self._ask_for_claims()
-        return bool(events) or posted
 
     def _drain(self, block: float) -> list[tuple[int, Any]]:
         """Every event queued; wait up to ``block`` for the first."""
@@ -1165,19 +1164,18 @@ class Worker:
         """Our jobs waiting in the server's queue (not started, as far as its socket said)."""
         return sum(1 for f in lane.flights.values() if not f.ended and not f.started)
 
-    def _post_from_hands(self, *, check: bool = True) -> bool:
+    def _post_from_hands(self, *, check: bool = True) -> None:
         """Post jobs in hand until each server up has ``target_depth`` of ours on it.
 
         ``check``: first drop the jobs in hand that a notebook cancelled since they were
         claimed (a query only when the store counted a cancel since the last check).
         """
         if self._halting:
-            return False
+            return
         cancellations = self.store._shared.cancellations
         if check and cancellations != self._cancellations_seen:
             self._cancellations_seen = cancellations
             self._drop_cancelled([job.id for lane in self._lanes for job, _ in lane.hand])
-        did = False
         for lane in self._lanes:
             if not lane.up:
                 continue
@@ -1188,8 +1186,6 @@ class Worker:
             for pair in lane.hand[: max(room, 0)]:
                 lane.hand.remove(pair)
                 self._post(lane, *pair)
-                did = True
-        return did
 
     def _drop_cancelled(self, job_ids: list[int]) -> None:
         """Forget jobs in hand that a notebook cancelled meanwhile (one count query)."""
