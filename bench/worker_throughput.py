@@ -256,12 +256,13 @@ def main() -> None:
         if args.work_jobs:
             reset(urls)
             with_work(urls[0], args.work_jobs, args.work_ms, root)
-        reset(urls)
-        median, p90 = latency(urls[0], args.latency, root)
-        print(
-            f"completion latency, execution_success -> completed row committed, "
-            f"{args.latency} jobs one at a time: median {median:.1f} ms, p90 {p90:.1f} ms"
-        )
+        if args.latency:
+            reset(urls)
+            median, p90 = latency(urls[0], args.latency, root)
+            print(
+                f"completion latency, execution_success -> completed row committed, "
+                f"{args.latency} jobs one at a time: median {median:.1f} ms, p90 {p90:.1f} ms"
+            )
         if args.memory:
             reset(urls)
             before, after = memory(urls[0], args.memory, root)
