@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,11 +22,9 @@ if TYPE_CHECKING:
     from comfynb.simulator import Simulator
     from comfynb.store import Store
 
-SHARED = (
-    Path(os.environ.get("COMFYNB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    / "comfyui-protocol"
-)
-CAPTURES = SHARED / "captures"
+# Captures and facts from the fact sheet, copied here: a user's clone has no ../shared.
+DATA = Path(__file__).resolve().parent / "data"
+CAPTURES = DATA / "captures"
 
 
 def load_capture(name: str) -> Any:

@@ -11,7 +11,7 @@ import pytest
 
 from comfynb.simulator import nodes, specs
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "comfyui-protocol"
+SHARED = Path(__file__).resolve().parent / "data"
 
 
 def _real_0_33() -> dict[str, Any]:

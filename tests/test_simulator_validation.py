@@ -12,7 +12,7 @@ import pytest
 from comfynb.simulator import specs
 from comfynb.simulator.validation import Validation, validate_prompt
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "comfyui-protocol" / "captures"
+CAPTURES = Path(__file__).resolve().parent / "data" / "captures"
 VALIDATION_CAPTURES: dict[str, Any] = json.loads(
     (CAPTURES / "post_prompt_validation_errors.json").read_text()
 )
