@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from comfynb.client import AsyncClient, Client
-from comfynb.events import ExecutionSuccess
+from comfynb.protocol.events import ExecutionSuccess
 
 
 def trivial_prompt(index: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import comfynb
-from comfynb.remote import RemoteStore, find_endpoint
+from comfynb.service.remote import RemoteStore, find_endpoint
 from comfynb.simulator import Simulator
 from comfynb.store import Store
 

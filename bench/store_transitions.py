@@ -33,9 +33,10 @@ from typing import Any
 
 import comfynb
 from comfynb import Store, enqueue, select_next_job
-from comfynb.jobs import record_result, record_results, select_next_jobs
-from comfynb.lifecycle import JobStatus, transition, transition_many
-from comfynb.models import NewCandidate
+from comfynb.core.models import NewCandidate
+from comfynb.core.status import JobStatus
+from comfynb.jobs.functions import record_result, record_results, select_next_jobs
+from comfynb.store.lifecycle import transition, transition_many
 
 WORKFLOW: dict[str, Any] = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 4}},

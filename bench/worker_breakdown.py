@@ -25,8 +25,8 @@ from typing import Any
 from worker_throughput import hand_loop, reset, simulators, trivial
 
 import comfynb
-from comfynb._recorder import Recorder
 from comfynb.store import Store
+from comfynb.worker.recorder import Recorder
 
 COMMITS = [0]
 _record = Recorder._record

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from comfynb import JobStatus, Store, enqueue
-from comfynb.lifecycle import ALLOWED
+from comfynb.core.status import ALLOWED
 from comfynb.simulator import Simulator
 
 

@@ -22,7 +22,7 @@ from sim_helpers import HTTP, wait_for
 import comfynb
 from comfynb import JobStatus, StoreLocked, demo
 from comfynb.errors import WorkerGone
-from comfynb.remote import RemoteStore, endpoint_file, find_endpoint
+from comfynb.service.remote import RemoteStore, endpoint_file, find_endpoint
 from comfynb.simulator import Simulator
 from comfynb.store import Store
 

@@ -16,9 +16,9 @@ import pytest
 from conftest import trivial_prompt as _trivial_prompt
 from PIL import Image
 
-from comfynb import events
 from comfynb.errors import ServerUnreachable
-from comfynb.protocol import PromptStatus, RetryPolicy
+from comfynb.protocol import events as events
+from comfynb.protocol.calls import PromptStatus, RetryPolicy
 from comfynb.simulator import Simulator
 
 MakeClient = Callable[..., Any]

@@ -18,8 +18,10 @@ import pytest
 from conftest import CAPTURES
 from PIL import Image
 
-from comfynb import errors, events, protocol
-from comfynb.protocol import Call, ImageRef, PromptStatus
+from comfynb import errors
+from comfynb.protocol import calls as protocol
+from comfynb.protocol import events as events
+from comfynb.protocol.calls import Call, ImageRef, PromptStatus
 
 
 def capture(name: str) -> Any:

@@ -27,10 +27,10 @@ from comfynb import (
     select_next_job,
     submit_job,
 )
-from comfynb.jobs import Recovery
-from comfynb.lifecycle import transition
-from comfynb.protocol import new_prompt_id
+from comfynb.jobs.functions import Recovery
+from comfynb.protocol.calls import new_prompt_id
 from comfynb.simulator import Simulator
+from comfynb.store.lifecycle import transition
 
 S = JobStatus
 
@@ -145,7 +145,8 @@ def test_a_server_recovered_late_does_not_cut_the_download_of_another(
 ) -> None:
     # Worker: `sim` is up, `late` answers 500 until an image from `sim` is half written; then
     # the worker's health check recovers `late` while that download waits on its pool thread.
-    from comfynb import Worker, files, jobs
+    from comfynb import Worker, files
+    from comfynb.jobs import functions as jobs
 
     store.new_run("r")
     for color in (10, 11):

@@ -35,7 +35,7 @@ from comfynb import (
     WorkflowError,
 )
 from comfynb.errors import WorkerGone
-from comfynb.remote import Endpoint, RemoteStore, endpoint_file, find_endpoint, serve
+from comfynb.service.remote import Endpoint, RemoteStore, endpoint_file, find_endpoint, serve
 from comfynb.simulator import Simulator
 from comfynb.store import Store
 

@@ -33,10 +33,11 @@ from comfynb import (
     enqueue,
     select_next_job,
 )
-from comfynb.jobs import record_result, record_results, select_next_jobs
-from comfynb.lifecycle import transition
-from comfynb.models import NewCandidate
-from comfynb.store import MIGRATIONS, Migration, is_secret_key, strip_secrets
+from comfynb.core.jsonio import is_secret_key, strip_secrets
+from comfynb.core.models import NewCandidate
+from comfynb.jobs.functions import record_result, record_results, select_next_jobs
+from comfynb.store import MIGRATIONS, Migration
+from comfynb.store.lifecycle import transition
 
 S = JobStatus
 WORKFLOW: dict[str, Any] = {
@@ -188,9 +189,9 @@ def test_sigkill_mid_results_leaves_whole_transactions_only(tmp_path: Path) -> N
     code = textwrap.dedent(
         f"""
         import comfynb
-        from comfynb.jobs import enqueue, record_result
-        from comfynb.lifecycle import transition
-        from comfynb.models import NewCandidate
+        from comfynb.jobs.functions import enqueue, record_result
+        from comfynb.store.lifecycle import transition
+        from comfynb.core.models import NewCandidate
         wf = {WORKFLOW!r}
         store = comfynb.open({str(path)!r})
         run = store.new_run("r")

@@ -11,9 +11,10 @@ from conftest import trivial_prompt
 from sim_helpers import wait_for
 
 import comfynb
-from comfynb import InvalidInput, JobStatus, Worker, enqueue, waiting
+from comfynb import InvalidInput, JobStatus, Worker, enqueue
 from comfynb.simulator import Simulator
 from comfynb.store import Store
+from comfynb.views import wait as waiting
 
 
 def prompt(index: int) -> dict[str, Any]:

@@ -15,11 +15,11 @@ from sim_helpers import wait_for
 
 import comfynb
 from comfynb import JobStatus, Worker, WorkerError, demo, enqueue
-from comfynb.events import Status, parse_frame
+from comfynb.protocol.events import Status, parse_frame
 from comfynb.simulator import Simulator
 from comfynb.simulator.specs import CHECKPOINTS
 from comfynb.store import Store
-from comfynb.worker import _WANTED, _needed, capabilities, missing_capability
+from comfynb.worker.loop import _WANTED, _needed, capabilities, missing_capability
 
 
 def unique_prompt(index: int, prefix: str = "w") -> dict[str, Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from conftest import trivial_prompt
 
 from comfynb import JobStatus, enqueue
-from comfynb.jobs import _record_round, select_next_jobs
-from comfynb.lifecycle import transition_many
-from comfynb.models import NewCandidate
+from comfynb.core.models import NewCandidate
+from comfynb.jobs.functions import _record_round, select_next_jobs
 from comfynb.store import Store
+from comfynb.store.lifecycle import transition_many
 
 
 def jobs(store: Store, n: int) -> list[int]:

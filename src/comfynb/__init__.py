@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .core.models import Candidate, Job, Run, Step
+from .core.status import JobStatus
 from .errors import (
     CandidateNotFound,
     ComfynbError,
@@ -42,7 +44,7 @@ from .errors import (
     WorkerGone,
     WorkflowError,
 )
-from .jobs import (
+from .jobs.functions import (
     cancel,
     enqueue,
     poll_job_status,
@@ -51,18 +53,16 @@ from .jobs import (
     select_next_job,
     submit_job,
 )
-from .lifecycle import JobStatus
-from .models import Candidate, Job, Run, Step
-from .protocol import PromptStatus, RetryPolicy
+from .protocol.calls import PromptStatus, RetryPolicy
 
 if TYPE_CHECKING:
     from .client import AsyncClient as AsyncClient
     from .client import Client as Client
+    from .service.open import open
     from .simulator import Simulator as Simulator
     from .store import Store as Store
-    from .store import open as open
-    from .waiting import wait as wait
-    from .worker import Worker as Worker
+    from .views.wait import wait
+    from .worker.loop import Worker
 
 __version__ = "0.1.0"
 
@@ -123,9 +123,9 @@ _LAZY = {
     "Client": ".client",
     "Simulator": ".simulator",
     "Store": ".store",
-    "open": ".store",
-    "Worker": ".worker",
-    "wait": ".waiting",
+    "open": ".service.open",
+    "Worker": ".worker.loop",
+    "wait": ".views.wait",
 }
 
 

@@ -115,9 +115,9 @@ def run_worker(
         $ comfynb worker --db lab.duckdb --server http://127.0.0.1:8188 --server http://gpu2:8188
     """
     from .errors import ComfynbError
-    from .remote import serve
+    from .service.remote import serve
     from .store import Store
-    from .worker import Worker
+    from .worker.loop import Worker
 
     logging.basicConfig(
         level=logging.INFO,

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from .jobs import enqueue
+from .jobs.functions import enqueue
 
 DEFAULT_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 
@@ -107,8 +107,8 @@ def run_demo(*, out_dir: str | Path, server: str | None = None, steps: int = 20)
     """
     from .client import Client
     from .store import Store
-    from .waiting import wait
-    from .worker import Worker
+    from .views.wait import wait
+    from .worker.loop import Worker
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

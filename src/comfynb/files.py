@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from . import _crashpoints
+from .core import crashpoints as _crashpoints
 from .errors import CorruptImage, UnsafePath
 
 __all__ = [

@@ -45,7 +45,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .errors import (
+from ...core.jsonio import from_json, strip_secrets, to_json
+from ...core.models import Candidate, Job, NewCandidate, Run, Step
+from ...core.status import NOW, JobState, JobStatus, Plan, check_fields
+from ...errors import (
     CandidateNotFound,
     InvalidInput,
     JobNotInStore,
@@ -56,11 +59,9 @@ from .errors import (
     StoreError,
     StoreLocked,
 )
-from .lifecycle import NOW, JobState, JobStatus, Plan, check_fields
-from .models import Candidate, Job, NewCandidate, Run, Step
 
 if TYPE_CHECKING:
-    from .remote import RemoteStore
+    pass
 
 __all__ = ["MIGRATIONS", "Migration", "Store", "Transaction", "open", "strip_secrets"]
 
@@ -153,74 +154,6 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     ),
 )
 
-# --------------------------------------------------------------------------- secrets
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_SECRET_KEY = re.compile(
-    r"^(api_?key|apikey)"  # api_key, api_key_comfy_org, apikey
-    r"|(^|_)(api_?key|token|secret|password|passwd|authorization|cookie|credentials?"
-    r"|(secret|private|access)_key)$"  # auth_token, hf_token, x_api_key, client_secret
-)
-
-
-def is_secret_key(key: str) -> bool:
-    """True for a key that names a secret: ``api_key*``, ``*_token``, ``*password``, ...
-
-    Keys such as ``max_tokens`` or ``token_normalization`` are not secrets.
-
-    Example::
-
-        >>> is_secret_key("api_key_comfy_org"), is_secret_key("HF_TOKEN"), is_secret_key("max_tokens")
-        (True, True, False)
-    """
-    normal = _CAMEL.sub("_", key).replace("-", "_").lower()
-    return bool(_SECRET_KEY.search(normal))
-
-
-def strip_secrets(value: Any) -> Any:
-    """Return ``value`` without secret-looking keys, at any depth; the input is not changed.
-
-    Example::
-
-        >>> strip_secrets({"extra_data": {"api_key_comfy_org": "sk-1", "client": "nb"}})
-        {'extra_data': {'client': 'nb'}}
-    """
-    if isinstance(value, Mapping):
-        return {
-            k: strip_secrets(v)
-            for k, v in value.items()
-            if not (isinstance(k, str) and is_secret_key(k))
-        }
-    if isinstance(value, list | tuple):
-        return [strip_secrets(v) for v in value]
-    return value
-
-
-def _json_default(value: object) -> object:
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item):
-        return item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _to_json(value: Any, what: str) -> str | None:
-    """Serialize a JSON column value, secrets stripped; bad values raise InvalidInput."""
-    if value is None:
-        return None
-    try:
-        return json.dumps(strip_secrets(value), separators=(",", ":"), default=_json_default)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(
-            f"{what} must be JSON data (dicts, lists, str, numbers, bools, None): {exc}"
-        ) from None
-
-
-def _from_json(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
 # --------------------------------------------------------------------------- columns
 
 
@@ -262,18 +195,18 @@ CANDIDATE_SELECT: Final = _select(_CANDIDATE_COLUMNS, ["created_at"])
 
 def _run(row: tuple[Any, ...]) -> Run:
     id_, name, notes, metadata, created_at = row
-    return Run(id_, name, notes, _from_json(metadata) or {}, _utc(created_at))  # type: ignore[arg-type]
+    return Run(id_, name, notes, from_json(metadata) or {}, _utc(created_at))  # type: ignore[arg-type]
 
 
 def _step(row: tuple[Any, ...]) -> Step:
     id_, run_id, kind, parent, workflow, spec, created_at = row
-    return Step(id_, run_id, kind, parent, _from_json(workflow), _from_json(spec), _utc(created_at))  # type: ignore[arg-type]
+    return Step(id_, run_id, kind, parent, from_json(workflow), from_json(spec), _utc(created_at))  # type: ignore[arg-type]
 
 
 def _job(row: tuple[Any, ...]) -> Job:
     values = dict(zip(_JOB_COLUMNS, row, strict=True))
     for name in ("workflow", "params", "error", "metadata"):
-        values[name] = _from_json(values[name])
+        values[name] = from_json(values[name])
     values["params"] = values["params"] or {}
     values["metadata"] = values["metadata"] or {}
     values["status"] = JobStatus(values["status"])
@@ -284,7 +217,7 @@ def _job(row: tuple[Any, ...]) -> Job:
 
 def _candidate(row: tuple[Any, ...]) -> Candidate:
     values = dict(zip(_CANDIDATE_COLUMNS, row, strict=True))
-    values["params"] = _from_json(values["params"]) or {}
+    values["params"] = from_json(values["params"]) or {}
     values["created_at"] = _utc(values["created_at"])
     return Candidate(**values)
 
@@ -642,7 +575,7 @@ class Store:
             raise InvalidInput(f"a run name is a non-empty string, got {name!r}")
         if notes is not None and not isinstance(notes, str):
             raise InvalidInput(f"notes must be a string or None, got {notes!r}")
-        meta = _to_json(dict(metadata or {}), "metadata")
+        meta = to_json(dict(metadata or {}), "metadata")
         with self.transaction():
             rows = self._fetch(f"SELECT {RUN_SELECT} FROM runs WHERE name = ?", [name])
             if not rows:
@@ -688,13 +621,13 @@ class Store:
             WorkflowError: ``workflow`` is not a ComfyUI API prompt (the message names the node).
             InvalidInput: an unknown ``kind``.
         """
-        from .jobs import check_workflow
+        from ...workflows.check import check_workflow
 
         if kind not in ("generate", "sweep", "refine"):
             raise InvalidInput(f"a step kind is 'generate', 'sweep' or 'refine', got {kind!r}")
         check_workflow(workflow)
-        flow = _to_json(dict(workflow), "workflow")
-        spec = _to_json(None if params_spec is None else dict(params_spec), "params_spec")
+        flow = to_json(dict(workflow), "workflow")
+        spec = to_json(None if params_spec is None else dict(params_spec), "params_spec")
         with self.transaction():
             run_id = self._run_id(run)
             parent = None
@@ -960,7 +893,7 @@ class Store:
             for name in fields
         )
         values = [
-            _to_json(value, name) if name in ("error", "metadata") else value
+            to_json(value, name) if name in ("error", "metadata") else value
             for name, value in fields.items()
         ]
         rows = self._write(
@@ -1478,7 +1411,7 @@ class Transaction:
         self, events: Sequence[tuple[int, JobStatus, JobStatus, dict[str, Any]]]
     ) -> None:
         columns = "INSERT INTO job_events (job_id, from_status, to_status, detail)"
-        details = [_to_json(e[3], "detail") if e[3] else None for e in events]
+        details = [to_json(e[3], "detail") if e[3] else None for e in events]
         if len(events) == 1:
             job_id, before, to, _ = events[0]
             self.fetch(
@@ -1553,7 +1486,7 @@ class Transaction:
         made = []
         for (id_, created_at), row in zip(sorted(returned), rows, strict=True):
             values = dict(zip(names, row, strict=True))
-            values["params"] = _from_json(values["params"]) or {}
+            values["params"] = from_json(values["params"]) or {}
             made.append(
                 Candidate(
                     **values,
@@ -1691,7 +1624,7 @@ def _candidate_values(job: Job, image: NewCandidate) -> tuple[Any, ...]:
         image.bytes,
         _default_seed(image, job),
         _default_prompt(image, job),
-        _to_json(params, "params"),
+        to_json(params, "params"),
     )
 
 
@@ -1718,7 +1651,7 @@ def _kind(value: object) -> str:
 
 def _param_value(name: str, value: object) -> object:
     if name in ("error", "metadata"):
-        return _to_json(value, name)
+        return to_json(value, name)
     return value
 
 
@@ -1743,31 +1676,3 @@ def _default_prompt(image: NewCandidate, job: Job) -> str | None:
         return image.prompt
     prompt = (image.params or job.params).get("prompt")
     return prompt if isinstance(prompt, str) else None
-
-
-# comfynb.open shadows the builtin on purpose, as the issue's `comfynb.open("lab.duckdb")` asks
-def open(
-    path: str | os.PathLike[str],
-    output_dir: str | os.PathLike[str] | None = None,
-) -> Store | RemoteStore:
-    """Open or create a store: ``comfynb.open("lab.duckdb", output_dir="outputs")``.
-
-    When a ``comfynb worker`` process owns the file (it names itself in
-    ``lab.duckdb.worker.json``), this returns a ``RemoteStore`` that reaches the same store
-    through that process, with the same methods, results and errors (README.md, "A notebook
-    beside a worker process"). Otherwise it opens the file.
-
-    Example::
-
-        >>> store = comfynb.open("lab.duckdb", output_dir="outputs")
-        >>> store.new_run("portraits").name
-        'portraits'
-
-    See ``Store.open`` for the arguments and errors; also ``WorkerGone``: the worker process
-    named beside the file holds it but does not answer.
-    """
-    if isinstance(path, str | os.PathLike) and os.fspath(path) != ":memory:":
-        from .remote import open_local_or_remote
-
-        return open_local_or_remote(path, output_dir)
-    return Store.open(path, output_dir)

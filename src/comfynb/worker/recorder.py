@@ -31,13 +31,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import jobs as _jobs
-from .errors import InvalidTransition, StaleStates
-from .lifecycle import JobState, JobStatus, transition
+from ..core.status import JobState, JobStatus
+from ..errors import InvalidTransition, StaleStates
+from ..jobs import functions as _jobs
+from ..store.lifecycle import transition
 
 if TYPE_CHECKING:
-    from .models import Job
-    from .store import Store
+    from ..core.models import Job
+    from ..store import Store
 
 __all__ = ["Claim", "Move", "Outcome", "Recorder", "Result", "Tick"]
 

@@ -47,11 +47,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _crashpoints
-from . import _recorder as _rec
-from . import jobs as _jobs
-from ._recorder import Recorder
-from .errors import (
+from ..core import crashpoints as _crashpoints
+from ..core.status import JobStatus
+from ..errors import (
     InvalidTransition,
     JobNotFound,
     PromptRejected,
@@ -60,7 +58,9 @@ from .errors import (
     ServerUnreachable,
     WorkerError,
 )
-from .events import (
+from ..jobs import functions as _jobs
+from ..protocol.calls import PromptStatus
+from ..protocol.events import (
     MIN_RECONNECT_DELAY,
     Event,
     Executed,
@@ -71,14 +71,15 @@ from .events import (
     Progress,
     Status,
 )
-from .lifecycle import JobStatus, transition, transition_many
-from .protocol import PromptStatus
+from ..store.lifecycle import transition, transition_many
+from . import recorder as _rec
+from .recorder import Recorder
 
 if TYPE_CHECKING:
-    from .client import Client, ClientOptions
-    from .models import Job
-    from .protocol import ImageRef
-    from .store import Store
+    from ..client import Client, ClientOptions
+    from ..core.models import Job
+    from ..protocol.calls import ImageRef
+    from ..store import Store
 
 __all__ = [
     "Capabilities",
@@ -283,7 +284,7 @@ _UNNEEDED = ('{"type": "progress_state"', '{"type": "executing"', '{"type": "exe
 
 def _needed(frame: str | bytes) -> Event | None:
     """The event a frame stands for, or None for one the loop never needs (told unparsed)."""
-    from .events import parse_frame
+    from ..protocol.events import parse_frame
 
     if isinstance(frame, bytes) or frame.startswith(_UNNEEDED):
         return None  # previews, and node-by-node news
@@ -327,7 +328,7 @@ class _Socket:
         from websockets.exceptions import ConnectionClosed, InvalidHandshake
         from websockets.sync.client import connect
 
-        from .events import _RedactingLogger
+        from ..client.streams import _RedactingLogger
 
         client = self._lane.client
         delay = MIN_RECONNECT_DELAY
@@ -500,8 +501,8 @@ class Worker:
         reroute_after: float = 10.0,
         extra_data: Mapping[str, Any] | None = None,
     ) -> None:
-        from .client import _split_userinfo
-        from .errors import InvalidInput
+        from ..client.base import _split_userinfo
+        from ..errors import InvalidInput
 
         if isinstance(servers, str):
             servers = [servers]
@@ -695,7 +696,7 @@ class Worker:
         )
 
     def _open(self) -> None:
-        from .client import Client, RetryPolicy
+        from ..client import Client, RetryPolicy
 
         # queue.Queue, not SimpleQueue: on CPython 3.11 a SimpleQueue.get(timeout=...) that a
         # signal handler outlasts waits forever (measured), and the CLI's SIGTERM handler runs

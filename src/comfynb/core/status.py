@@ -20,27 +20,25 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
-from .errors import InvalidInput, InvalidTransition
+from ..errors import InvalidInput, InvalidTransition
 
 if TYPE_CHECKING:
-    from .models import Job
-    from .store import Store, Transaction
+    pass
 
 __all__ = [
     "ALLOWED",
+    "NOW",
     "TRANSITION_FIELDS",
+    "JobState",
     "JobStatus",
-    "check_move",
-    "transition",
-    "transition_many",
-    "transition_read",
-    "transition_read_many",
-    "transition_states_many",
+    "Plan",
+    "check_fields",
+    "plan_moves",
 ]
 
 
@@ -225,170 +223,3 @@ def plan_moves(
             columns.get("prompt_id", state.prompt_id),
         )
     return plan
-
-
-def transition(
-    store: Store,
-    job_id: int,
-    to: JobStatus | str,
-    *,
-    detail: Mapping[str, Any] | None = None,
-    **fields: Any,
-) -> Job:
-    """Move a job to ``to`` and record the event; the only writer of ``jobs.status``.
-
-    The job row and its ``job_events`` row are written in one transaction (joining the
-    caller's ``store.transaction()`` if there is one). Timestamps are set for you:
-    ``submitted_at``, ``started_at``, ``finished_at``; a move back to ``pending`` clears the
-    prompt_id, claim and progress and adds one to ``retries``.
-
-    Example::
-
-        >>> job = transition(store, 7, "failed", error={"type": "OOM", "message": "..."})
-        >>> job.status.is_terminal, job.error["type"]
-        (True, 'OOM')
-
-    Args:
-        store: the open store.
-        job_id: the job to move.
-        to: the new status.
-        detail: extra JSON kept in the event row only (secret-looking keys are dropped).
-        **fields: job columns to set with the move: one of ``TRANSITION_FIELDS``.
-
-    Returns:
-        The job as stored after the move.
-
-    Raises:
-        JobNotInStore: no job ``job_id``.
-        InvalidTransition: ``ALLOWED`` forbids the move; nothing changed.
-        InvalidInput: an unknown status or field; nothing changed.
-    """
-    return transition_many(store, [(job_id, to, fields, detail)])[0]
-
-
-def transition_many(
-    store: Store,
-    moves: Iterable[
-        tuple[int, JobStatus | str]
-        | tuple[int, JobStatus | str, Mapping[str, Any]]
-        | tuple[int, JobStatus | str, Mapping[str, Any], Mapping[str, Any] | None]
-    ],
-    *,
-    fetch: bool = True,
-) -> list[Job]:
-    """Apply many moves in ONE transaction: all of them, or none if any is illegal.
-
-    Far cheaper per move than :func:`transition` (a handful of statements for the whole
-    batch, not per job), for workers that move many jobs at once. Moves apply in order.
-
-    Example::
-
-        >>> jobs = transition_many(store, [(7, "running"), (8, "completed", {"progress_value": 20})])
-        >>> [j.status.value for j in jobs]
-        ['running', 'completed']
-
-    Args:
-        store: the open store.
-        moves: ``(job_id, to)``, ``(job_id, to, fields)`` or ``(job_id, to, fields, detail)``.
-        fetch: read the moved jobs back; ``False`` saves that query (a worker's batches)
-            and returns ``[]``.
-
-    Returns:
-        The moved jobs as stored afterwards, one per move, in the order of ``moves``.
-
-    Raises:
-        JobNotInStore, InvalidTransition, InvalidInput: as :func:`transition`; nothing changed.
-    """
-    normal = [_normal_move(move) for move in moves]
-    if not normal:
-        return []
-    with store.transaction() as tx:
-        states = tx.job_states({job_id for job_id, *_ in normal})
-        jobs = tx.apply_plan(plan_moves(states, normal), fetch=fetch)
-    return [jobs[job_id] for job_id, *_ in normal] if fetch else []
-
-
-def check_move(job: Job, to: JobStatus) -> None:
-    """Raise ``InvalidTransition`` unless ``ALLOWED`` lets ``job`` move to ``to``; no I/O.
-
-    Example::
-
-        >>> check_move(store.job(7), JobStatus.COMPLETED)   # job 7 is pending
-        Traceback (most recent call last):
-        comfynb.errors.InvalidTransition: job 7 cannot move from 'pending' to 'completed'; ...
-    """
-    plan_moves({job.id: JobState(job.status, job.retries, job.prompt_id)}, [(job.id, to, {}, None)])
-
-
-def transition_read(
-    tx: Transaction,
-    job: Job,
-    to: JobStatus,
-    *,
-    detail: Mapping[str, Any] | None = None,
-    **fields: Any,
-) -> None:
-    """Move ``job``, just read inside ``tx``, to ``to``: :func:`transition` minus two queries.
-
-    For job functions that hold the job's current row in their own transaction (e.g.
-    completing it with its candidates); it neither reads the job again nor returns it.
-
-    Example::
-
-        >>> with store.transaction() as tx:
-        ...     job = tx.job(7)
-        ...     transition_read(tx, job, JobStatus.COMPLETED, detail={"candidates": 4})
-    """
-    transition_read_many(tx, [(job, to, fields, detail)])
-
-
-def transition_read_many(
-    tx: Transaction,
-    moves: Sequence[tuple[Job, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]],
-) -> None:
-    """:func:`transition_read` for many jobs at once: one UPDATE per shape, one INSERT.
-
-    Example::
-
-        >>> with store.transaction() as tx:
-        ...     jobs = tx.jobs_by_id([7, 8])
-        ...     transition_read_many(tx, [(j, JobStatus.COMPLETED, {}, None) for j in jobs.values()])
-    """
-    states = {job.id: JobState(job.status, job.retries, job.prompt_id) for job, *_ in moves}
-    plan = plan_moves(states, [(job.id, to, fields, detail) for job, to, fields, detail in moves])
-    tx.apply_plan(plan, fetch=False)
-
-
-def _normal_move(
-    move: tuple[Any, ...],
-) -> tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]:
-    if not 2 <= len(move) <= 4:
-        raise InvalidInput(
-            f"a move is (job_id, to[, fields[, detail]]), got {move!r}; "
-            'e.g. (7, "running") or (7, "failed", {"error": {...}})'
-        )
-    job_id, to, *rest = move
-    if isinstance(job_id, bool) or not isinstance(job_id, int):
-        raise InvalidInput(f"a job id is an int, got {job_id!r}; pass job.id")
-    fields = rest[0] if rest else {}
-    detail = rest[1] if len(rest) > 1 else None
-    return job_id, JobStatus.parse(to), fields or {}, detail
-
-
-def transition_states_many(
-    tx: Transaction,
-    states: Mapping[int, JobState],
-    moves: Sequence[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]],
-) -> None:
-    """Apply ``moves`` of jobs whose ``states`` were just read inside ``tx``, in order.
-
-    For a worker's round: submitted, running, completed and failed moves of many jobs are
-    checked together and written as one UPDATE per set of columns and one INSERT of events.
-
-    Example::
-
-        >>> with store.transaction() as tx:
-        ...     states = tx.job_states([7, 8])
-        ...     transition_states_many(tx, states, [(7, RUNNING, {}, None), (8, COMPLETED, {}, None)])
-    """
-    tx.apply_plan(plan_moves(states, moves), fetch=False)

@@ -58,17 +58,17 @@ from pathlib import Path
 from socket import SHUT_RDWR, socket
 from typing import TYPE_CHECKING, Any, Final
 
-from . import errors as _errors
-from .errors import ComfynbError, InvalidInput, StoreError, StoreLocked, WorkerGone
-from .lifecycle import JobStatus
-from .models import Candidate, Job, NewCandidate, Run, Step
+from .. import errors as _errors
+from ..core.models import Candidate, Job, NewCandidate, Run, Step
+from ..core.status import JobStatus
+from ..errors import ComfynbError, InvalidInput, StoreError, StoreLocked, WorkerGone
 
 if TYPE_CHECKING:
     import httpx
     import pandas as pd
 
-    from .client import ClientOptions
-    from .store import Store
+    from ..client import ClientOptions
+    from ..store import Store
 
 __all__ = [
     "Endpoint",
@@ -268,8 +268,8 @@ def _cancel_on_worker(
     claimed for or sent to (a claimed job may be on its way there), from the URL the worker
     was given (``user:password@`` included) and its client options.
     """
-    from .client import Client
-    from .jobs import cancel
+    from ..client import Client
+    from ..jobs.functions import cancel
 
     del client  # the notebook's client (if any) stays there: this process talks to the server
     job_id = job.id if isinstance(job, Job) else job
@@ -294,7 +294,7 @@ def _calls(
     Worker-side writes (claims, transitions, ``transaction``) are left out on purpose: the
     worker in this process owns them.
     """
-    from .jobs import enqueue
+    from ..jobs.functions import enqueue
 
     names = (
         "new_run run new_step step job jobs runs candidates candidate events pick star "
@@ -456,7 +456,7 @@ class Endpoint:
         client_options: ClientOptions | None = None,
         threads: int = 8,
     ) -> None:
-        from .client import _split_userinfo
+        from ..client.base import _split_userinfo
 
         if store.path == ":memory:":
             raise InvalidInput("an in-memory store cannot be served; open a file")
@@ -609,7 +609,7 @@ class RemoteStore:
         """Reach the endpoint ``info`` names, checked with ``/hello``; then drop the old one."""
         import httpx
 
-        from .client import _tls_context
+        from ..client.base import _tls_context
 
         http = httpx.Client(
             base_url=str(info["url"]),
@@ -849,7 +849,7 @@ class RemoteStore:
         self, path: str | os.PathLike[str], what: str = "candidates", **filters: Any
     ) -> Path:
         """Write a table as Parquet or CSV on this side (see ``Store.export``)."""
-        from .store import _export
+        from ..store.duckdb.store import _export
 
         reads: dict[str, Callable[..., pd.DataFrame]] = {
             "candidates": self.candidates,
@@ -879,7 +879,7 @@ def open_local_or_remote(
     while the file opens locally was stale (its file is removed); one that does not answer
     while the file is locked is reported as ``WorkerGone``.
     """
-    from .store import Store
+    from ..store import Store
 
     info = find_endpoint(path)
     if info is not None:

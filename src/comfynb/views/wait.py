@@ -20,11 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import InvalidInput
-from .models import Job, Run
+from ..core.models import Job, Run
+from ..errors import InvalidInput
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ..store import Store
 
 __all__ = ["WaitSummary", "wait"]
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-from .errors import (
+from ..errors import (
     ComfynbError,
     JobNotFound,
     PromptRejected,

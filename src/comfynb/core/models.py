@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .lifecycle import JobStatus
+from .status import JobStatus
 
 __all__ = ["Candidate", "Job", "NewCandidate", "Run", "Step"]
 

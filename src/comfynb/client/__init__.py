@@ -1,0 +1,8 @@
+"""Layer 2: the ComfyUI clients (blocking and asyncio) and their event streams."""
+
+from ..protocol.calls import RetryPolicy
+from .aio import AsyncClient
+from .base import ClientOptions
+from .sync import Client
+
+__all__ = ["AsyncClient", "Client", "ClientOptions", "RetryPolicy"]

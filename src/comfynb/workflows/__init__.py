@@ -1,0 +1,1 @@
+"""Layer 1, pure: workflows as data (checks today; loading and conversion to come)."""
