@@ -35,7 +35,7 @@ import comfynb
 from comfynb import Store, enqueue, select_next_job
 from comfynb.core.models import NewCandidate
 from comfynb.core.status import JobStatus
-from comfynb.jobs.functions import record_result, record_results, select_next_jobs
+from comfynb.jobs import record_result, record_results, select_next_jobs
 from comfynb.store.lifecycle import transition, transition_many
 
 WORKFLOW: dict[str, Any] = {

@@ -32,7 +32,7 @@ from comfynb import (
     select_next_job,
     submit_job,
 )
-from comfynb.jobs.functions import DOWNLOAD_ATTEMPTS
+from comfynb.jobs import DOWNLOAD_ATTEMPTS
 from comfynb.simulator import Simulator
 
 S = JobStatus

@@ -12,7 +12,7 @@ import pytest
 import comfynb
 from comfynb import InvalidInput, InvalidTransition, JobNotInStore, JobStatus, Store
 from comfynb.core.status import ALLOWED, NOW, JobState, plan_moves
-from comfynb.jobs.functions import enqueue
+from comfynb.jobs import enqueue
 from comfynb.store.lifecycle import transition, transition_many
 
 S = JobStatus

@@ -35,7 +35,7 @@ from comfynb import (
 )
 from comfynb.core.jsonio import is_secret_key, strip_secrets
 from comfynb.core.models import NewCandidate
-from comfynb.jobs.functions import record_result, record_results, select_next_jobs
+from comfynb.jobs import record_result, record_results, select_next_jobs
 from comfynb.store import MIGRATIONS, Migration
 from comfynb.store.lifecycle import transition
 
@@ -189,7 +189,7 @@ def test_sigkill_mid_results_leaves_whole_transactions_only(tmp_path: Path) -> N
     code = textwrap.dedent(
         f"""
         import comfynb
-        from comfynb.jobs.functions import enqueue, record_result
+        from comfynb.jobs import enqueue, record_result
         from comfynb.store.lifecycle import transition
         from comfynb.core.models import NewCandidate
         wf = {WORKFLOW!r}

@@ -6,7 +6,8 @@ from conftest import trivial_prompt
 
 from comfynb import JobStatus, enqueue
 from comfynb.core.models import NewCandidate
-from comfynb.jobs.functions import _record_round, select_next_jobs
+from comfynb.jobs import select_next_jobs
+from comfynb.jobs.results import record_round
 from comfynb.store import Store
 from comfynb.store.lifecycle import transition_many
 
@@ -23,7 +24,7 @@ def test_a_round_of_mixed_moves_sets_each_job_s_own_columns(store: Store) -> Non
     transition_many(store, [(c, "running")])
     error = {"type": "Boom", "message": "no"}
     (store.output_dir / "x.png").write_bytes(b"png")
-    _record_round(
+    record_round(
         store,
         [
             (a, JobStatus.SUBMITTED, {"server": "http://t", "error": None}, {"number": 3}),

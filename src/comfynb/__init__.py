@@ -44,7 +44,7 @@ from .errors import (
     WorkerGone,
     WorkflowError,
 )
-from .jobs.functions import (
+from .jobs import (
     cancel,
     enqueue,
     poll_job_status,

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from .jobs.functions import enqueue
+from .jobs import enqueue
 
 DEFAULT_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 

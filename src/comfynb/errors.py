@@ -28,9 +28,10 @@ Catch ``ComfynbError`` to catch them all; each message says what was wrong and w
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
+    "TRANSIENT_ERRORS",
     "CandidateNotFound",
     "ComfynbError",
     "CorruptImage",
@@ -260,3 +261,7 @@ class WorkflowError(ComfynbError):
 
 class WorkerError(ComfynbError):
     """A worker cannot start or run: another worker already runs on the same store."""
+
+
+#: Errors worth another try: the server may answer the same request well a moment later.
+TRANSIENT_ERRORS: Final = (ServerUnreachable, ServerTimeout, ServerFailed)

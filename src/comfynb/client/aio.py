@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any, Self, Unpack
 import httpx
 
 from .. import files
-from ..errors import ComfynbError
+from ..errors import TRANSIENT_ERRORS, ComfynbError
 from ..protocol import calls as protocol
 from ..protocol.calls import (
-    TRANSIENT_ERRORS,
     Call,
     Flow,
     HistoryEntry,

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
-from ..errors import JobNotFound, ServerUnreachable
-from ..protocol.calls import TRANSIENT_ERRORS, JobReport, RetryPolicy
+from ..errors import TRANSIENT_ERRORS, JobNotFound, ServerUnreachable
+from ..protocol.calls import JobReport, RetryPolicy
 from ..protocol.events import (
     FEATURE_FLAGS,
     MIN_RECONNECT_DELAY,

@@ -29,13 +29,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from ..errors import (
+    TRANSIENT_ERRORS,
     ComfynbError,
     JobNotFound,
     PromptRejected,
-    ServerError,
     ServerFailed,
-    ServerTimeout,
-    ServerUnreachable,
     UnexpectedResponse,
 )
 
@@ -47,8 +45,6 @@ T = TypeVar("T")
 #: A multi-request operation: yields ``Call``s, receives responses, returns its result.
 Flow = Generator["Call", "httpx.Response", T]
 
-#: Errors worth another try: the server may answer the same request well a moment later.
-TRANSIENT_ERRORS: tuple[type[ServerError], ...] = (ServerUnreachable, ServerTimeout, ServerFailed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -269,7 +269,7 @@ def _cancel_on_worker(
     was given (``user:password@`` included) and its client options.
     """
     from ..client import Client
-    from ..jobs.functions import cancel
+    from ..jobs import cancel
 
     del client  # the notebook's client (if any) stays there: this process talks to the server
     job_id = job.id if isinstance(job, Job) else job
@@ -294,7 +294,7 @@ def _calls(
     Worker-side writes (claims, transitions, ``transaction``) are left out on purpose: the
     worker in this process owns them.
     """
-    from ..jobs.functions import enqueue
+    from ..jobs import enqueue
 
     names = (
         "new_run run new_step step job jobs runs candidates candidate events pick star "

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..core import crashpoints as _crashpoints
 from ..core.status import JobStatus
 from ..errors import (
+    TRANSIENT_ERRORS,
     InvalidTransition,
     JobNotFound,
     PromptRejected,
@@ -58,7 +59,10 @@ from ..errors import (
     ServerUnreachable,
     WorkerError,
 )
-from ..jobs import functions as _jobs
+from ..jobs.base import error_detail, find_posted, withdraw
+from ..jobs.recover import recover
+from ..jobs.results import Collected, collect_images
+from ..jobs.submit import poll_job_status
 from ..protocol.calls import PromptStatus
 from ..protocol.events import (
     MIN_RECONNECT_DELAY,
@@ -93,7 +97,6 @@ __all__ = [
 
 logger = logging.getLogger("comfynb.worker")
 
-_TRANSIENT = (ServerUnreachable, ServerTimeout, ServerFailed)
 _DOWN = (ServerUnreachable, ServerTimeout)
 
 #: Seconds without a word from a server's socket, jobs in flight, before they are polled (the
@@ -379,7 +382,7 @@ class _Fetched:
     """A download on the pool ended: the images on disk, or what kept them."""
 
     flight: _Flight
-    outcome: Any  # _jobs._Collected | Exception | None (not finished after all)
+    outcome: Any  # Collected | Exception | None (not finished after all)
 
 
 _WAKE: Final = (-1, None)  # the recorder has an outcome ready
@@ -896,13 +899,13 @@ class Worker:
         self._fetching += 1
         flight.fetching = True
 
-        def done(future: Future[_jobs._Collected | Exception | None]) -> None:
+        def done(future: Future[Collected | Exception | None]) -> None:
             error = future.exception()
             events.put((-1, _Fetched(flight, error if error is not None else future.result())))
 
         self._pool.submit(self._fetch_result, flight).add_done_callback(done)
 
-    def _fetch_result(self, flight: _Flight) -> _jobs._Collected | Exception | None:
+    def _fetch_result(self, flight: _Flight) -> Collected | Exception | None:
         """One job's images on disk, or the error that kept them (None: not finished)."""
         job, lane = flight.job, flight.lane
         assert job.prompt_id is not None
@@ -914,8 +917,8 @@ class Worker:
                 if report.status is not PromptStatus.COMPLETED:
                     return None
                 refs = report.outputs
-            return _jobs._collect(self.store, lane.client, job, refs)
-        except (*_TRANSIENT, JobNotFound) as exc:
+            return collect_images(self.store, lane.client, job, refs)
+        except (*TRANSIENT_ERRORS, JobNotFound) as exc:
             return exc
 
     def _fetched(self, event: _Fetched) -> None:
@@ -924,11 +927,11 @@ class Worker:
         flight, outcome = event.flight, event.outcome
         flight.fetching = False
         lane = flight.lane
-        if isinstance(outcome, _jobs._Collected):
+        if isinstance(outcome, Collected):
             self._hand(_rec.Result(flight, flight.job, outcome))
             flight.status = JobStatus.COMPLETED if outcome.error is None else JobStatus.FAILED
             return
-        if isinstance(outcome, OSError) and not isinstance(outcome, _TRANSIENT):
+        if isinstance(outcome, OSError) and not isinstance(outcome, TRANSIENT_ERRORS):
             raise WorkerError(
                 f"the images of job {flight.job.id} could not be written under "
                 f"{self.store.output_dir} ({type(outcome).__name__}: {outcome}); make room or "
@@ -936,10 +939,10 @@ class Worker:
                 "and the next worker's recover collects it"
             ) from outcome
         if isinstance(outcome, BaseException) and not isinstance(
-            outcome, (*_TRANSIENT, JobNotFound)
+            outcome, (*TRANSIENT_ERRORS, JobNotFound)
         ):
             raise outcome
-        if isinstance(outcome, _TRANSIENT):
+        if isinstance(outcome, TRANSIENT_ERRORS):
             self._trouble(lane, outcome)
         lane.catch_up = True  # polled once the server answers
 
@@ -973,8 +976,8 @@ class Worker:
         lane.flights.pop(flight.job.prompt_id, None)
         if after is JobStatus.CANCELLED and flight.status is JobStatus.SUBMITTED:
             # cancelled while the POST was on its way: take the prompt back off the server
-            with contextlib.suppress(*_TRANSIENT):
-                _jobs._withdraw(lane.client, flight.job.prompt_id)
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                withdraw(lane.client, flight.job.prompt_id)
         if after is JobStatus.COMPLETED:
             lane.done += 1
             self._counts["completed"] += 1
@@ -990,8 +993,8 @@ class Worker:
         """Ask the server about one job and move it (``poll_job_status``); after ``_sync``."""
         lane = flight.lane
         try:
-            job = _jobs.poll_job_status(self.store, lane.client, flight.job.id)
-        except _TRANSIENT as exc:
+            job = poll_job_status(self.store, lane.client, flight.job.id)
+        except TRANSIENT_ERRORS as exc:
             self._trouble(lane, exc)
             return
         except InvalidTransition:
@@ -1043,7 +1046,7 @@ class Worker:
     def _recover(self, lane: _Lane) -> None:
         """``recover`` for this server, then follow the jobs it left on the server."""
         self._sync()
-        summary = _jobs.recover(self.store, lane.client, extra_data=self._extra_data)
+        summary = recover(self.store, lane.client, extra_data=self._extra_data)
         lane.recovered = True
         moved = set(summary.completed + summary.failed + summary.requeued)
         if moved or summary.in_progress:
@@ -1235,7 +1238,7 @@ class Worker:
         epoch = lane.epoch if lane.socket_up else -1
         try:
             detail: dict[str, Any]
-            if maybe_posted and (report := _jobs._arrived(lane.client, job.prompt_id)):
+            if maybe_posted and (report := find_posted(lane.client, job.prompt_id)):
                 detail = {"found_on_server": report.status.value}
             else:
                 _crashpoints.reached("submit.before_post")
@@ -1247,23 +1250,23 @@ class Worker:
                 if queued.node_errors:
                     detail["problems"] = queued.problems
         except PromptRejected as exc:
-            error = _jobs._error(exc, error_type=exc.error_type, node_errors=exc.node_errors)
+            error = error_detail(exc, error_type=exc.error_type, node_errors=exc.node_errors)
             failed = transition(self.store, job.id, JobStatus.FAILED, error=error)
             _log_move(job, JobStatus.PENDING, failed.status, lane.url)
             lane.failed += 1
             self._counts["failed"] += 1
             return
-        except _TRANSIENT as exc:
+        except TRANSIENT_ERRORS as exc:
             self._trouble(lane, exc)
             current = self.store.job(job.id)
             if current.retries >= current.max_retries:
-                failed = transition(self.store, job.id, JobStatus.FAILED, error=_jobs._error(exc))
+                failed = transition(self.store, job.id, JobStatus.FAILED, error=error_detail(exc))
                 _log_move(job, JobStatus.PENDING, failed.status, lane.url)
                 lane.failed += 1
                 self._counts["failed"] += 1
             else:
                 current = self.store.update_job(
-                    job.id, retries=current.retries + 1, error=_jobs._error(exc)
+                    job.id, retries=current.retries + 1, error=error_detail(exc)
                 )
                 lane.hand.insert(0, (current, True))
             return

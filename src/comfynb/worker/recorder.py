@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.status import JobState, JobStatus
 from ..errors import InvalidTransition, StaleStates
-from ..jobs import functions as _jobs
+from ..jobs.results import Collected, record_result, record_round, remove_files
+from ..jobs.submit import select_next_jobs
 from ..store.lifecycle import transition
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class Result:
 
     tag: Any
     job: Job
-    collected: _jobs._Collected
+    collected: Collected
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ class Recorder:
         outcome = Outcome(len(work))
         planned = [*((m.job_id, m.to, m.fields, m.detail) for m in moves), *failing]
         with self.store.transaction() as tx:
-            _jobs._record_round(
+            record_round(
                 self.store,
                 planned,
                 {r.job.id: r.collected.images for r in plain},
@@ -257,7 +258,7 @@ class Recorder:
             )
             for r in good:
                 if r.collected.detail is not None:
-                    _jobs.record_result(
+                    record_result(
                         self.store, r.job.id, r.collected.images, detail=r.collected.detail
                     )
             tx.set_progress(_merged_ticks(work))
@@ -315,18 +316,18 @@ class Recorder:
         try:
             if collected.error is not None:
                 return transition(self.store, job.id, "failed", error=collected.error).status
-            _jobs.record_result(self.store, job.id, collected.images, detail=collected.detail)
+            record_result(self.store, job.id, collected.images, detail=collected.detail)
             return JobStatus.COMPLETED
         except InvalidTransition:
             if collected.error is None:
-                _jobs._remove_files(self.store, job, collected.written)
+                remove_files(self.store, job, collected.written)
             return self.store.job(job.id).status
 
     def _claim(self, work: Sequence[Work]) -> dict[int, list[Job]]:
         claimed: dict[int, list[Job]] = {}
         for item in work:
             if isinstance(item, Claim):
-                claimed[item.key] = _jobs.select_next_jobs(self.store, item.n, server=item.server)
+                claimed[item.key] = select_next_jobs(self.store, item.n, server=item.server)
         return claimed
 
 

@@ -1,0 +1,70 @@
+"""Cancel a job: at once if pending, on its server first if it was sent."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..core.models import Job
+from ..core.status import JobStatus
+from ..errors import (
+    InvalidInput,
+)
+from ..store.lifecycle import check_move, transition
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..service.remote import RemoteStore
+    from ..store import Store
+
+from .base import check_server, load_job, withdraw
+from .enqueue import served_by
+
+
+def cancel(store: Store | RemoteStore, job: Job | int, client: Client | None = None) -> Job:
+    """Cancel a job: a pending one at once; a submitted or running one on its server first.
+
+    A submitted or running job is deleted from the server's queue and interrupted by its
+    prompt_id (only if it is the one running), then ``cancelled``. Cancelling a cancelled job
+    changes nothing.
+
+    Example::
+
+        >>> cancel(store, job).status.value                       # pending
+        'cancelled'
+        >>> cancel(store, running_job, client=client).status.value
+        'cancelled'
+
+    Args:
+        client: the job's server; needed for submitted and running jobs.
+
+    Raises:
+        InvalidTransition: the job is completed or failed.
+        InvalidInput: a submitted or running job and no client (or one for another server).
+
+    A store served by a ``comfynb worker`` process is cancelled there, with that process's
+    client for the job's server; ``client`` is then not needed (and not used).
+    """
+    from ..store import Store
+
+    remote = served_by(store)
+    if remote is not None:
+        return remote._cancel(job)
+    assert isinstance(store, Store)
+    current = load_job(store, job)
+    if current.status is JobStatus.CANCELLED:
+        return current
+    check_move(current, JobStatus.CANCELLED)
+    detail: dict[str, Any] = {"by": "comfynb.cancel"}
+    on_server = current.status in (JobStatus.SUBMITTED, JobStatus.RUNNING)
+    if client is None and on_server:
+        raise InvalidInput(
+            f"job {current.id} is {current.status.value} on {current.server}; pass its client "
+            "to take it off that server: cancel(store, job, client=client)"
+        )
+    if client is not None and current.prompt_id is not None:
+        check_server(current, client)
+        withdraw(client, current.prompt_id)
+        detail["withdrawn_from"] = client.url
+    return transition(store, current.id, JobStatus.CANCELLED, detail=detail)
+
+

@@ -1,0 +1,122 @@
+"""Put a store and a server back in agreement after a crash: nothing posted twice."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.models import Job
+from ..core.status import JobStatus
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..store import Store
+
+from .base import find_posted
+from .results import job_folder, remove_files
+from .submit import poll_job_status, submit_job
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What ``recover`` did, as job ids per outcome.
+
+    ``adopted``: posted before the crash, found on the server, now recorded as submitted;
+    ``posted``: never reached the server, posted now (once); ``requeued``: the server forgot
+    them, back to pending; ``completed``/``failed``: finished now; ``in_progress``: still
+    queued or running on the server; ``skipped``: jobs of another server;
+    ``partial_files``: temporary download files removed.
+
+    Example::
+
+        >>> recover(store, client)
+        Recovery(adopted=(41,), posted=(42,), requeued=(), completed=(38, 39, 40, 41), ...)
+    """
+
+    adopted: tuple[int, ...] = ()
+    posted: tuple[int, ...] = ()
+    requeued: tuple[int, ...] = ()
+    completed: tuple[int, ...] = ()
+    failed: tuple[int, ...] = ()
+    in_progress: tuple[int, ...] = ()
+    skipped: tuple[int, ...] = ()
+    partial_files: tuple[Path, ...] = ()
+
+
+def recover(
+    store: Store, client: Client, *, extra_data: Mapping[str, Any] | None = None
+) -> Recovery:
+    """After a crash, bring every job caught between states in line with the server.
+
+    A worker calls it when it starts, before it claims anything; no other thread of this store
+    may be downloading images of this server's jobs meanwhile (it removes their unfinished
+    files; those of jobs on other servers, which it skips, stay). For each job that is
+    submitted, running, or pending with a prompt_id (claimed, maybe posted): a prompt_id the
+    server has (queued, running or in its history) is recorded as submitted and never posted
+    again; one the server never saw is posted, once; finished ones are processed (images
+    downloaded, candidates recorded) or failed; ones the server forgot go back to pending.
+    Temporary files of interrupted downloads are removed from the output folder, and files of
+    unfinished jobs that no candidate points to.
+
+    Example::
+
+        >>> summary = recover(store, client)
+        >>> summary.adopted, summary.posted, summary.completed
+        ((41,), (42,), (38, 39, 40, 41))
+
+    Args:
+        extra_data: as for ``submit_job``, for the prompts that must be posted now.
+
+    Raises:
+        ServerUnreachable, ServerTimeout, ServerFailed: the server did not answer; what was
+            reconciled so far stays, call it again.
+    """
+    unsettled = store.unsettled_jobs()
+    # a job of another server may be downloading right now (a worker recovers a server that
+    # came up late while its pool downloads images from the others): its files stay
+    elsewhere = [job_folder(store, j) for j in unsettled if j.server not in (None, client.url)]
+    partial = tuple(
+        path
+        for path in store.output_dir.rglob(".*.part")
+        if path.is_file() and not any(path.is_relative_to(top) for top in elsewhere)
+    )
+    for path in partial:
+        path.unlink(missing_ok=True)
+    outcomes: dict[str, list[int]] = {name: [] for name in Recovery.__dataclass_fields__}
+    for job in unsettled:
+        if job.server not in (None, client.url):
+            outcomes["skipped"].append(job.id)
+            continue
+        after = job
+        if job.status is JobStatus.PENDING:
+            assert job.prompt_id is not None
+            seen = find_posted(client, job.prompt_id) is not None
+            after = submit_job(store, client, job, extra_data=extra_data)
+            if after.status is JobStatus.SUBMITTED:
+                outcomes["adopted" if seen else "posted"].append(job.id)
+        after = poll_job_status(store, client, after)
+        if after.status is JobStatus.PENDING and job.status is not JobStatus.PENDING:
+            outcomes["requeued"].append(job.id)
+        elif after.status is JobStatus.COMPLETED:
+            outcomes["completed"].append(job.id)
+        elif after.status is JobStatus.FAILED:
+            outcomes["failed"].append(job.id)
+        elif after.status in (JobStatus.SUBMITTED, JobStatus.RUNNING):
+            outcomes["in_progress"].append(job.id)
+        _remove_strays(store, after)
+    fields: dict[str, Any] = {name: tuple(ids) for name, ids in outcomes.items()}
+    fields["partial_files"] = partial
+    return Recovery(**fields)
+
+
+def _remove_strays(store: Store, job: Job) -> None:
+    """Remove files in a job's folder that none of its candidates points to."""
+    top = job_folder(store, job)
+    if not top.is_dir():
+        return
+    with store.transaction() as tx:
+        kept = {store.output_dir / c.path for c in tx.candidates_of(job.id)}
+    strays = [p for p in top.rglob("*") if p.is_file() and p not in kept]
+    remove_files(store, job, strays)
