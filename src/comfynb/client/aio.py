@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from .streams import AsyncEventStream
 
 
-from .base import DEFAULT_URL, ClientOptions, T, _advance, _BaseClient
+from .base import DEFAULT_URL, BaseClient, ClientOptions, T, advance_flow
 
 
-class AsyncClient(_BaseClient):
+class AsyncClient(BaseClient):
     """The asyncio twin of ``Client``: same methods, awaited; ``aclose`` instead of ``close``.
 
     Example::
@@ -91,7 +91,7 @@ class AsyncClient(_BaseClient):
                 outcome: httpx.Response | ComfynbError = await self._send(call)
             except ComfynbError as exc:  # the flow may catch it (POST /prompt retries)
                 outcome = exc
-            step = _advance(flow, outcome)
+            step = advance_flow(flow, outcome)
             if not isinstance(step, Call):
                 return step.value
             call = step

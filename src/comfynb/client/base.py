@@ -59,7 +59,7 @@ DEFAULT_URL = "http://127.0.0.1:8188"
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """httpx's default TLS context (certifi, ``SSL_CERT_FILE``...), made once per process.
 
     httpx makes one per client otherwise, ~16 ms each here; a worker makes two clients per
@@ -79,7 +79,7 @@ class ClientOptions(TypedDict, total=False):
     retry: RetryPolicy | None
 
 
-def _auth_headers(
+def auth_headers(
     token: str | None, basic_auth: tuple[str, str] | None, headers: Mapping[str, str] | None
 ) -> dict[str, str]:
     result = dict(headers or {})
@@ -93,7 +93,7 @@ def _auth_headers(
     return result
 
 
-def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
     """``url`` without ``user:password@``, and that pair (kept out of URLs that get logged)."""
     parts = urlsplit(url)
     if parts.username is None:
@@ -105,21 +105,21 @@ def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
 
 
 @dataclass(frozen=True)
-class _Done(Generic[T]):
+class FlowDone(Generic[T]):
     value: T
 
 
-def _advance(flow: Flow[T], outcome: httpx.Response | ComfynbError) -> Call | _Done[T]:
+def advance_flow(flow: Flow[T], outcome: httpx.Response | ComfynbError) -> Call | FlowDone[T]:
     """Hand a flow the response (or throw it the error); its next call, or its result."""
     try:
         if isinstance(outcome, ComfynbError):
             return flow.throw(outcome)
         return flow.send(outcome)
     except StopIteration as done:
-        return _Done(done.value)
+        return FlowDone(done.value)
 
 
-class _BaseClient:
+class BaseClient:
     """Everything both clients share: configuration, request building and error mapping."""
 
     def __init__(
@@ -133,12 +133,12 @@ class _BaseClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.url, url_auth = _split_userinfo(url)
+        self.url, url_auth = split_userinfo(url)
         self.client_id = client_id or uuid.uuid4().hex
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._auth_kind = "bearer" if token else "basic" if (basic_auth or url_auth) else None
-        self._headers = _auth_headers(token, basic_auth or url_auth, headers)
+        self._headers = auth_headers(token, basic_auth or url_auth, headers)
         self._jobs_api: bool | None = None
 
     def __repr__(self) -> str:
@@ -164,7 +164,7 @@ class _BaseClient:
             "headers": self._headers,
             "timeout": httpx.Timeout(self.timeout),
             "follow_redirects": False,
-            "verify": _tls_context(),
+            "verify": tls_context(),
         }
 
     def _prompt_body(

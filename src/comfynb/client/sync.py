@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from .streams import EventStream
 
 
-from .base import DEFAULT_URL, ClientOptions, T, _advance, _BaseClient
+from .base import DEFAULT_URL, BaseClient, ClientOptions, T, advance_flow
 
 
-class Client(_BaseClient):
+class Client(BaseClient):
     """A blocking ComfyUI client (use it from notebooks and scripts).
 
     Example::
@@ -100,7 +100,7 @@ class Client(_BaseClient):
                 outcome: httpx.Response | ComfynbError = self._send(call)
             except ComfynbError as exc:  # the flow may catch it (POST /prompt retries)
                 outcome = exc
-            step = _advance(flow, outcome)
+            step = advance_flow(flow, outcome)
             if not isinstance(step, Call):
                 return step.value
             call = step

@@ -456,14 +456,14 @@ class Endpoint:
         client_options: ClientOptions | None = None,
         threads: int = 8,
     ) -> None:
-        from ..client.base import _split_userinfo
+        from ..client.base import split_userinfo
 
         if store.path == ":memory:":
             raise InvalidInput("an in-memory store cannot be served; open a file")
         self.store = store
         self.file = endpoint_file(store.path)
         self._token = secrets.token_urlsafe(32)
-        given = {_split_userinfo(url)[0]: url for url in servers}
+        given = {split_userinfo(url)[0]: url for url in servers}
         self._calls = _calls(store, given, dict(client_options or {}))
         self._server = _Server(("127.0.0.1", 0), self, threads)
         host, port = self._server.server_address[:2]
@@ -609,14 +609,14 @@ class RemoteStore:
         """Reach the endpoint ``info`` names, checked with ``/hello``; then drop the old one."""
         import httpx
 
-        from ..client.base import _tls_context
+        from ..client.base import tls_context
 
         http = httpx.Client(
             base_url=str(info["url"]),
             headers={"Authorization": f"Bearer {info['token']}"},
             timeout=httpx.Timeout(CALL_TIMEOUT, connect=5.0),
             trust_env=False,  # never through an HTTP_PROXY: the endpoint is on this machine
-            verify=_tls_context(),  # plain HTTP; a made-once context spares ~16 ms per attach
+            verify=tls_context(),  # plain HTTP; a made-once context spares ~16 ms per attach
         )
         try:
             hello = self._exchange(http, "GET", "/hello", "open", None).json()

@@ -504,12 +504,12 @@ class Worker:
         reroute_after: float = 10.0,
         extra_data: Mapping[str, Any] | None = None,
     ) -> None:
-        from ..client.base import _split_userinfo
+        from ..client.base import split_userinfo
         from ..errors import InvalidInput
 
         if isinstance(servers, str):
             servers = [servers]
-        urls = [_split_userinfo(url)[0] for url in servers]
+        urls = [split_userinfo(url)[0] for url in servers]
         if not urls or len(set(urls)) != len(urls):
             raise InvalidInput(
                 f"servers is a list of distinct ComfyUI URLs, e.g. ['http://127.0.0.1:8188']; "
