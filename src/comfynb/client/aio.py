@@ -145,11 +145,16 @@ class AsyncClient(BaseClient):
 
     async def download(self, image: ImageRef, dest_dir: str | os.PathLike[str]) -> Path:
         """Save an output image under ``dest_dir``; see ``Client.download``."""
-        target = files.safe_output_path(dest_dir, image.subfolder, image.filename)
-        call = protocol.view_call(image)
+        return (await self.download_with_facts(image, dest_dir))[0]
+
+    async def download_with_facts(
+        self, image: ImageRef, dest_dir: str | os.PathLike[str]
+    ) -> tuple[Path, files.ImageFacts]:
+        """``download``, with the facts of the image written; see ``Client.download_with_facts``."""
+        call, target = self._download_call(image, dest_dir)
         return await self._retrying(call, lambda: self._download_once(call, target))
 
-    async def _download_once(self, call: Call, target: Path) -> Path:
+    async def _download_once(self, call: Call, target: Path) -> tuple[Path, files.ImageFacts]:
         with self._transport_errors(call):
             args = self._request_args(call)
             async with self._http.stream(args.pop("method"), args.pop("url"), **args) as response:
@@ -164,7 +169,7 @@ class AsyncClient(BaseClient):
                     writer.discard()
                     raise
         # decoding the whole image takes a while for big ones: not on the event loop
-        return await asyncio.to_thread(writer.commit)
+        return await asyncio.to_thread(self._saved, writer)
 
     async def upload_image(
         self,

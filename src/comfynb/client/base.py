@@ -35,21 +35,15 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from .. import files
 from ..errors import ComfynbError, ServerTimeout, ServerUnreachable
 from ..protocol import calls as protocol
-from ..protocol.calls import (
-    Call,
-    Flow,
-    RetryPolicy,
-)
-
-if TYPE_CHECKING:
-    pass
+from ..protocol.calls import Call, Flow, ImageRef, RetryPolicy
 
 __all__ = ["DEFAULT_URL", "ClientOptions"]
 
@@ -205,6 +199,23 @@ class BaseClient:
             args["files"] = dict(call.files)
             args["data"] = dict(call.data or {})
         return args
+
+    @staticmethod
+    def _download_call(image: ImageRef, dest_dir: str | os.PathLike[str]) -> tuple[Call, Path]:
+        """The request for an output image and where it goes, checked before anything is sent.
+
+        Raises:
+            UnsafePath: the server-given name would land outside ``dest_dir``.
+        """
+        target = files.safe_output_path(dest_dir, image.subfolder, image.filename)
+        return protocol.view_call(image), target
+
+    @staticmethod
+    def _saved(writer: files.AtomicImageWriter) -> tuple[Path, files.ImageFacts]:
+        """The path and facts of an image whose bytes all arrived: checked, synced, renamed."""
+        path = writer.commit()
+        assert writer.facts is not None
+        return path, writer.facts
 
     def _checked(self, call: Call, response: httpx.Response) -> httpx.Response:
         """``response`` if its status is one ``call`` expects, else the typed error."""

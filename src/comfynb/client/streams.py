@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -23,6 +22,7 @@ from ..protocol.events import (
     terminal_for_lost_job,
     terminal_from_report,
 )
+from .ws import aconnect, connect
 
 
 class BlockingSource(Protocol):
@@ -162,30 +162,19 @@ class EventStream(_StreamBase[BlockingSource]):
             ws.close()  # returns once the closing handshake is over: the old id is released
 
     def _connect(self) -> None:
-        from websockets.sync.client import connect
-
         delays = self.reconnect.delays()
         if self.reconnects:
             time.sleep(next(delays, MIN_RECONNECT_DELAY) + MIN_RECONNECT_DELAY)
         while True:
             try:
-                ws = connect(
-                    self._client.ws_url,
-                    additional_headers=self._client.headers,
-                    open_timeout=self._client.timeout,
-                    max_size=None,
-                    logger=_RedactingLogger(self._client.headers),
+                self._ws = connect(
+                    self._client.ws_url, self._client.headers, timeout=self._client.timeout
                 )
-                # websockets >= 17.1 wants `with connect()`; entering by hand works on every
-                # version (our close() is its __exit__) and keeps the socket for the stream
-                self._ws = ws.__enter__()
                 break
-            except (OSError, TimeoutError, _handshake_errors()) as exc:
+            except ServerUnreachable:
                 delay = next(delays, None)
                 if delay is None:
-                    raise ServerUnreachable(
-                        f"could not open the WebSocket {self._client.ws_url} ({exc})"
-                    ) from exc
+                    raise
                 time.sleep(max(delay, MIN_RECONNECT_DELAY))
         from websockets.exceptions import ConnectionClosed
 
@@ -292,27 +281,19 @@ class AsyncEventStream(_StreamBase[AsyncSource]):
             await ws.close()
 
     async def _connect(self) -> None:
-        from websockets.asyncio.client import connect
-
         delays = self.reconnect.delays()
         if self.reconnects:
             await asyncio.sleep(next(delays, MIN_RECONNECT_DELAY) + MIN_RECONNECT_DELAY)
         while True:
             try:
-                self._ws = await connect(
-                    self._client.ws_url,
-                    additional_headers=self._client.headers,
-                    open_timeout=self._client.timeout,
-                    max_size=None,
-                    logger=_RedactingLogger(self._client.headers),
+                self._ws = await aconnect(
+                    self._client.ws_url, self._client.headers, timeout=self._client.timeout
                 )
                 break
-            except (OSError, TimeoutError, _handshake_errors()) as exc:
+            except ServerUnreachable:
                 delay = next(delays, None)
                 if delay is None:
-                    raise ServerUnreachable(
-                        f"could not open the WebSocket {self._client.ws_url} ({exc})"
-                    ) from exc
+                    raise
                 await asyncio.sleep(max(delay, MIN_RECONNECT_DELAY))
         from websockets.exceptions import ConnectionClosed
 
@@ -334,22 +315,3 @@ class AsyncEventStream(_StreamBase[AsyncSource]):
                 continue
             if event is not None and self._tracker.take(event):
                 self._pending.append(event)
-
-
-class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
-    """websockets' logger, minus the values of our auth headers (it logs the handshake)."""
-
-    def __init__(self, secret_headers: Iterable[str]) -> None:
-        super().__init__(logging.getLogger("websockets.client"), {})
-        self._secret = {name.lower() for name in secret_headers}
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if msg == "> %s: %s" and len(args) == 2 and str(args[0]).lower() in self._secret:
-            args = (args[0], "<hidden>")
-        super().log(level, msg, *args, **kwargs)
-
-
-def _handshake_errors() -> type[Exception]:
-    from websockets.exceptions import InvalidHandshake
-
-    return InvalidHandshake

@@ -227,14 +227,20 @@ class Client(BaseClient):
             UnsafePath: the server-given name would land outside ``dest_dir`` (nothing is sent).
             CorruptImage: the body is not a whole image (nothing is written).
         """
-        return self._save(image, dest_dir)[0]
+        return self.download_with_facts(image, dest_dir)[0]
 
-    def _save(
+    def download_with_facts(
         self, image: ImageRef, dest_dir: str | os.PathLike[str]
     ) -> tuple[Path, files.ImageFacts]:
-        """``download``, with the facts of the image written (size, digest, pixel size)."""
-        target = files.safe_output_path(dest_dir, image.subfolder, image.filename)
-        call = protocol.view_call(image)
+        """``download``, with the facts of the image written (size, digest, pixel size).
+
+        Example::
+
+            >>> path, facts = client.download_with_facts(ref, "out")
+            >>> facts.width, facts.height
+            (512, 512)
+        """
+        call, target = self._download_call(image, dest_dir)
         return self._retrying(call, lambda: self._download_once(call, target))
 
     def _download_once(self, call: Call, target: Path) -> tuple[Path, files.ImageFacts]:
@@ -244,11 +250,14 @@ class Client(BaseClient):
                 if response.status_code not in call.expected:
                     response.read()
                     self._checked(call, response)
-                with files.atomic_image_file(target) as f:
+                writer = files.AtomicImageWriter(target)
+                try:
                     for chunk in response.iter_bytes():
-                        f.write(chunk)
-        assert f.facts is not None
-        return target, f.facts
+                        writer.write(chunk)
+                except BaseException:
+                    writer.discard()
+                    raise
+        return self._saved(writer)
 
     def upload_image(
         self,

@@ -278,7 +278,7 @@ def _download(
     dest = job_folder(store, job) / ref.type
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         try:
-            path, facts = client._save(ref, dest)
+            path, facts = client.download_with_facts(ref, dest)
             break
         except CorruptImage:
             if attempt == DOWNLOAD_ATTEMPTS:

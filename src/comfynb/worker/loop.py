@@ -47,6 +47,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from ..client.ws import connect as ws_connect
 from ..core import crashpoints as _crashpoints
 from ..core.status import JobStatus
 from ..errors import (
@@ -328,24 +329,15 @@ class _Socket:
         self._thread.join()
 
     def _run(self) -> None:
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake
-        from websockets.sync.client import connect
-
-        from ..client.streams import _RedactingLogger
+        from websockets.exceptions import ConnectionClosed
 
         client = self._lane.client
         delay = MIN_RECONNECT_DELAY
         while not self._stop.is_set():
             try:
-                ws = connect(
-                    client.ws_url,
-                    additional_headers=client._headers,
-                    open_timeout=min(client.timeout, 5.0),
-                    max_size=None,
-                    logger=_RedactingLogger(client._headers),
-                ).__enter__()
-            except (OSError, TimeoutError, InvalidHandshake) as exc:
-                self._events.put((self._index, _SocketDown(f"WebSocket: {exc}")))
+                ws = ws_connect(client.ws_url, client.headers, timeout=min(client.timeout, 5.0))
+            except ServerUnreachable as exc:
+                self._events.put((self._index, _SocketDown(f"WebSocket: {exc.__cause__}")))
                 self._stop.wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
