@@ -452,11 +452,6 @@ def _outcome(
     return PromptStatus.UNKNOWN, None, None
 
 
-def report_from_history(prompt_id: str, entry: Any) -> JobReport:
-    """A ``JobReport`` from one ``/history`` entry (a finished job)."""
-    return parse_history_entry(prompt_id, entry).report
-
-
 def parse_history_entry(prompt_id: str, entry: Any) -> HistoryEntry:
     """Read one value of the ``/history`` object."""
     data = _object(entry, f"the history entry of {prompt_id}")
