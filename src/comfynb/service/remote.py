@@ -56,12 +56,14 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socket import SHUT_RDWR, socket
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from .. import errors as _errors
 from ..core.models import Candidate, Job, NewCandidate, Run, Step
 from ..core.status import JobStatus
 from ..errors import ComfynbError, InvalidInput, StoreError, StoreLocked, WorkerGone
+from ..store.base import AddedJobs, ServedStore
+from ..store.export import write_export
 
 if TYPE_CHECKING:
     import httpx
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
 
     from ..client import ClientOptions
     from ..store import Store
+    from ..store.base import NotebookStore
 
 __all__ = [
     "Endpoint",
@@ -151,7 +154,7 @@ def _write_private(path: Path, text: str) -> None:
 
 _TYPE: Final = "__type__"
 _DATACLASSES: Final[dict[str, type[Any]]] = {
-    cls.__name__: cls for cls in (Run, Step, Job, Candidate, NewCandidate)
+    cls.__name__: cls for cls in (Run, Step, Job, Candidate, NewCandidate, AddedJobs)
 }
 # builtin errors a store call may raise (a wrong argument); anything else is a StoreError
 _BUILTIN_ERRORS: Final = ("TypeError", "ValueError", "KeyError", "LookupError")
@@ -289,20 +292,17 @@ def _cancel_on_worker(
 def _calls(
     store: Store, servers: Mapping[str, str], client_options: Mapping[str, Any]
 ) -> dict[str, Callable[..., Any]]:
-    """What a notebook may call, by name: the Store's reads and notebook writes, enqueue, cancel.
+    """What a notebook may call, by name: the Store's reads and notebook writes, add_jobs, cancel.
 
     Worker-side writes (claims, transitions, ``transaction``) are left out on purpose: the
-    worker in this process owns them.
+    worker in this process owns them (a RemoteStore refuses them before sending anything).
     """
-    from ..jobs import enqueue
-
     names = (
-        "new_run run new_step step job jobs runs candidates candidate events pick star "
-        "lineage unsettled_jobs status_counts"
+        "new_run run new_step step add_jobs job jobs runs candidates candidate events pick "
+        "star lineage unsettled_jobs status_counts"
     )
     table: dict[str, Callable[..., Any]] = {name: _method(store, name) for name in names.split()}
     table["schema_version"] = lambda: store.schema_version
-    table["enqueue"] = lambda *args, **kwargs: enqueue(store, *args, **kwargs)
     table["cancel"] = lambda *args, **kwargs: _cancel_on_worker(
         store, servers, client_options, *args, **kwargs
     )
@@ -572,14 +572,16 @@ class _NotSent(Exception):
     """The endpoint refused the connection or the token: the call surely was not run."""
 
 
-class RemoteStore:
+class RemoteStore(ServedStore):
     """The store of a running ``comfynb worker``, reached through its local endpoint.
 
     ``comfynb.open(path)`` returns one when a worker process owns the file. It has the
-    methods of :class:`comfynb.Store` that a notebook uses, with the same arguments, results
-    (DataFrames with the same dtypes, frozen dataclasses) and errors; ``comfynb.enqueue``,
-    ``comfynb.cancel`` and ``comfynb.wait`` accept it. Calls are answered by the worker's
-    process; ``close()`` closes this side only.
+    methods a notebook uses (``comfynb.store.base.NotebookStore``), with the same arguments,
+    results (DataFrames with the same dtypes, frozen dataclasses) and errors as
+    :class:`comfynb.Store`; ``comfynb.enqueue``, ``comfynb.enqueue_many``, ``comfynb.cancel``
+    and ``comfynb.wait`` accept it. Calls are answered by the worker's process; ``close()``
+    closes this side only. What the worker does itself (claims, ``transaction()``, ...)
+    raises ``OwnedByWorker`` here, before anything is sent.
 
     Example::
 
@@ -649,7 +651,7 @@ class RemoteStore:
         if self._http is not None:
             self._http.close()
 
-    def __enter__(self) -> RemoteStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -729,14 +731,6 @@ class RemoteStore:
             return _arrow_to_frame(response.content)
         return _decode(response.json()["result"])
 
-    def transaction(self) -> Any:
-        """Not available here: the worker process owns the writes of a job's life."""
-        raise StoreError(
-            f"{self.path} is owned by the comfynb worker (PID {self.pid}), which submits, "
-            "follows and records jobs itself; from this notebook queue them with "
-            "comfynb.enqueue(store, ...), or stop the worker to drive jobs by hand"
-        )
-
     # ----------------------------------------------------------------- the Store's methods
 
     @property
@@ -772,6 +766,32 @@ class RemoteStore:
         """The step with this id (see ``Store.step``)."""
         step: Step = self._call("step", step_id)
         return step
+
+    def add_jobs(
+        self,
+        workflows_json: Sequence[str],
+        *,
+        run: Run | int | str,
+        step: Step | int | None = None,
+        parent: Candidate | int | None = None,
+        params_json: Sequence[str | None] | None = None,
+        priority: int = 0,
+        max_retries: int = 3,
+        metadata_json: str | None = None,
+    ) -> AddedJobs:
+        """Write checked pending jobs in one transaction, in ONE request (see ``Store.add_jobs``)."""
+        added: AddedJobs = self._call(
+            "add_jobs",
+            list(workflows_json),
+            run=run,
+            step=step,
+            parent=parent,
+            params_json=None if params_json is None else list(params_json),
+            priority=priority,
+            max_retries=max_retries,
+            metadata_json=metadata_json,
+        )
+        return added
 
     def job(self, job_id: int) -> Job:
         """The job with this id, as stored now (see ``Store.job``)."""
@@ -849,25 +869,24 @@ class RemoteStore:
         self, path: str | os.PathLike[str], what: str = "candidates", **filters: Any
     ) -> Path:
         """Write a table as Parquet or CSV on this side (see ``Store.export``)."""
-        from ..store.duckdb.store import _export
-
         reads: dict[str, Callable[..., pd.DataFrame]] = {
             "candidates": self.candidates,
             "jobs": self.jobs,
             "runs": self.runs,
             "events": self.events,
         }
-        return _export(reads, path, what, filters)
+        return write_export(reads, path, what, filters)
 
-    # ----------------------------------------------------------------- jobs.py's entry points
-
-    def _enqueue(self, *args: Any, **kwargs: Any) -> Job:
-        job: Job = self._call("enqueue", *args, **kwargs)
-        return job
-
-    def _cancel(self, job: Job | int) -> Job:
+    def cancel_on_owner(self, job: Job | int) -> Job:
+        """``comfynb.cancel`` run in the worker process, with its client for the job's server."""
         cancelled: Job = self._call("cancel", job)
         return cancelled
+
+
+if TYPE_CHECKING:
+
+    def _has_the_interface(store: RemoteStore) -> NotebookStore:
+        return store  # mypy checks that RemoteStore has every method of NotebookStore
 
 
 def open_local_or_remote(
