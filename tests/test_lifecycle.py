@@ -380,13 +380,20 @@ def test_only_the_lifecycle_writes_a_status() -> None:
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
-        ({"jobs/x.py": "def f(tx):\n    tx.apply_plan(plan)\n"}, "jobs/x.py:2 (f) calls apply_plan"),
         (
-            {"worker/x.py": "def f(s):\n    s.fetch(\"UPDATE jobs SET a = 1, status = 'failed'\")\n"},
+            {"jobs/x.py": "def f(tx):\n    tx.apply_plan(plan)\n"},
+            "jobs/x.py:2 (f) calls apply_plan",
+        ),
+        (
+            {
+                "worker/x.py": "def f(s):\n    s.fetch(\"UPDATE jobs SET a = 1, status = 'failed'\")\n"
+            },
             "worker/x.py:2 (f) may write jobs.status (literal)",
         ),
         (
-            {"store/duckdb/queue.py": "class Q:\n    def g(self, c):\n        q = f'UPDATE jobs j SET {c} = ?'\n"},
+            {
+                "store/duckdb/queue.py": "class Q:\n    def g(self, c):\n        q = f'UPDATE jobs j SET {c} = ?'\n"
+            },
             "store/duckdb/queue.py:3 (Q.g) may write jobs.status (dynamic)",
         ),
         (
