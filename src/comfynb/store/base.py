@@ -22,13 +22,16 @@ What a backend (a PostgreSQL store, later) must provide:
   ``InvalidInput``, and a failed call writes nothing. JSON it writes has lost its
   secret-looking keys (``comfynb.core.jsonio.to_json``). :meth:`NotebookStore.add_jobs` writes
   its jobs in ONE transaction, ids ascending in the order given.
-* For a worker that drives jobs in this process, what ``Store`` has beyond the interface:
-  ``transaction()`` yielding a transaction with ``job_states``, ``apply_plan`` (the only code
-  that writes ``jobs.status``; ``comfynb.store.lifecycle`` its only caller), ``jobs_by_id``,
-  ``insert_candidates_many``, ``set_progress``, ``add_child_counts``; the claims
+* For a worker that drives jobs in this process, what ``Store`` has beyond the interface
+  (``ServedStore`` lists it): ``transaction()``, yielding a transaction whose methods the
+  job functions and the lifecycle call (``job``, ``job_states``, ``jobs_by_id``,
+  ``candidates_of``, ``apply_plan``, ``insert_candidates_many``, ``add_child_counts``,
+  ``set_progress``; none of them takes SQL), with ``apply_plan`` the only code that writes
+  ``jobs.status`` and ``comfynb.store.lifecycle`` its only caller; the claims
   (``claim_next_job(s)``, ``claimable``, ``release_claims``, ``record_intent``) with their
-  order (priority, then fair between runs, then oldest) and atomicity; ``update_job``; and
-  :meth:`change_counts`-style counters (:class:`ChangeCounts`).
+  order (priority, then fair between runs, then oldest) and atomicity between processes;
+  ``update_job``; and ``change_counts()`` (:class:`ChangeCounts`: a backend with several
+  writing processes counts what it sees, e.g. by LISTEN/NOTIFY).
 * A store that another process owns and serves derives from :class:`ServedStore`: the
   worker-side calls are refused there with ``OwnedByWorker``, and ``comfynb.cancel`` runs on
   the owner (:meth:`ServedStore.cancel_on_owner`).

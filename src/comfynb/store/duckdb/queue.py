@@ -21,6 +21,7 @@ from ...core.jsonio import to_json
 from ...core.models import Candidate, Job, Run, Step
 from ...core.status import JobStatus, check_fields
 from ...errors import InvalidInput, JobNotInStore, StoreError
+from ...workflows.check import check_int
 from ..base import AddedJobs
 from .connection import Connection
 from .rows import (
@@ -89,9 +90,8 @@ class Queue(Connection):
             )
         if not all(isinstance(text, str) for text in workflows_json):
             raise InvalidInput("workflows_json is a list of JSON texts, one per job")
-        for value, what, low in ((priority, "priority", -(2**31)), (max_retries, "max_retries", 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InvalidInput(f"{what} must be an int from {low}, got {value!r}")
+        check_int(priority, "priority", -(2**31))
+        check_int(max_retries, "max_retries", 0)
         with self._atomic():
             run_id = find_run_id(self._fetch, run)
             step_id, parent_id = None, None
@@ -115,7 +115,7 @@ class Queue(Connection):
                 )
             else:
                 rows = []
-            self._shared.queue_changes += 1
+            self._shared.queue_changes += bool(rows)
         created = {int(id_): at.replace(tzinfo=UTC) for id_, at in rows}
         ids = sorted(created)
         return AddedJobs(run_id, step_id, parent_id, tuple(ids), tuple(created[i] for i in ids))
