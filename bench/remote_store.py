@@ -57,6 +57,9 @@ def calls(store: Any, job_id: int, candidate_id: int) -> dict[str, Callable[[], 
         "events()": lambda: store.events(),
         "pick(id)": lambda: store.pick(candidate_id),
         "enqueue": lambda: comfynb.enqueue(store, trivial_prompt(0), run="extra"),
+        "enqueue_many x100": lambda: comfynb.enqueue_many(
+            store, [trivial_prompt(i) for i in range(100)], run="extra"
+        ),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,20 +263,167 @@ def test_plan_moves_is_pure_and_checks_in_order() -> None:
         plan_moves({7: JobState(S.RUNNING, 0, None)}, [(7, S.SUBMITTED, {}, None)])
 
 
+# --------------------------------------------------------------------------- one writer, read from the source
+
+#: The only functions whose SQL may set jobs.status: the plan writer's two UPDATE forms, which
+#: only ``Transaction.apply_plan`` calls (checked below), which only the lifecycle calls.
+STATUS_WRITERS = {
+    ("store/duckdb/transaction.py", "Transaction._update_group"),
+    ("store/duckdb/transaction.py", "Transaction._update_merged"),
+}
+#: Functions whose UPDATE of jobs builds its SET list at run time, from a fixed list of columns
+#: without ``status`` (``tests/test_store.py::test_update_job_never_sets_the_status``).
+DYNAMIC_NOT_STATUS = {("store/duckdb/queue.py", "Queue.update_job")}
+
+_UPDATE_JOBS = re.compile(
+    r"\bUPDATE\s+(?:\w+\.)?\"?jobs\"?(?:\s+(?:AS\s+)?(?!SET\b)\w+)?\s+SET\b(?P<set>.*?)"
+    r"(?=\bFROM\b|\bWHERE\b|\bRETURNING\b|$)",
+    re.IGNORECASE | re.DOTALL,
+)
+_INSERT_JOBS = re.compile(
+    r"\bINSERT\s+(?:OR\s+\w+\s+)?INTO\s+(?:\w+\.)?\"?jobs\"?\s*(?P<columns>\([^)]*\))?",
+    re.IGNORECASE,
+)
+_SETS_STATUS = re.compile(r"(?:^|[\s,.])\"?status\"?\s*=", re.IGNORECASE)
+
+
+def _text(node: ast.AST) -> str | None:
+    """The SQL a string expression holds, with ``{}`` for every part known only at run time."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value.replace("%s", "{}")
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            str(part.value) if isinstance(part, ast.Constant) else "{}" for part in node.values
+        )
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _text(node.left), _text(node.right)
+        if left is None and right is None:
+            return None
+        return (left if left is not None else "{}") + (right if right is not None else "{}")
+    return None
+
+
+def status_writes(sql: str) -> str | None:
+    """``"literal"`` if ``sql`` sets jobs.status, ``"dynamic"`` if its SET list is built at
+    run time (it may), None if it cannot write a status."""
+    for found in _UPDATE_JOBS.finditer(sql):
+        if _SETS_STATUS.search(found["set"]):
+            return "literal"
+        if "{}" in found["set"]:
+            return "dynamic"
+    for found in _INSERT_JOBS.finditer(sql):
+        columns = found["columns"]
+        if columns is None or "{}" in columns:  # every column, or columns chosen at run time
+            return "dynamic" if columns else "literal"
+        if re.search(r"\bstatus\b", columns, re.IGNORECASE):
+            return "literal"
+    if re.search(r"\bCOPY\s+jobs\b", sql, re.IGNORECASE):
+        return "literal"
+    return None
+
+
+def status_problems(root: Path) -> tuple[list[str], set[tuple[str, str]]]:
+    """Every call of ``apply_plan`` outside the lifecycle and every SQL text that may write a
+    status outside :data:`STATUS_WRITERS`, in every module under ``root``; and the writers seen.
+    """
+    problems: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for path in sorted(root.rglob("*.py")):
+        module = path.relative_to(root).as_posix()
+        tree = ast.parse(path.read_text(), str(path))
+        for owner, node in _walk(tree, ""):
+            where = f"{module}:{getattr(node, 'lineno', 0)} ({owner or 'module'})"
+            if isinstance(node, ast.Call):
+                called = node.func.attr if isinstance(node.func, ast.Attribute) else None
+                if isinstance(node.func, ast.Name):
+                    called = node.func.id
+                if called == "apply_plan" and module != "store/lifecycle.py":
+                    problems.append(f"{where} calls apply_plan")
+                if called in ("_update_group", "_update_merged") and owner != (
+                    "Transaction.apply_plan"
+                ):
+                    problems.append(f"{where} calls {called}, the plan writer's own SQL")
+                continue
+            sql = _text(node)
+            kind = None if sql is None else status_writes(sql)
+            if kind is None:
+                continue
+            if (module, owner) in STATUS_WRITERS:
+                seen.add((module, owner))
+            elif not (kind == "dynamic" and (module, owner) in DYNAMIC_NOT_STATUS):
+                problems.append(f"{where} may write jobs.status ({kind}): {sql[:60]!r}")
+    return problems, seen
+
+
+def _walk(node: ast.AST, owner: str) -> Iterator[tuple[str, ast.AST]]:
+    """Every node, with the qualified name of the function or class it is in."""
+    for child in ast.iter_child_nodes(node):
+        inner = owner
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            inner = f"{owner}.{child.name}" if owner else child.name
+        yield inner if child is not node else owner, child
+        # a string inside a bigger string expression is that expression's part, not its own
+        if _text(child) is None or isinstance(child, ast.Call):
+            yield from _walk(child, inner)
+
+
 def test_only_the_lifecycle_writes_a_status() -> None:
-    """Principle 5: one writer of jobs.status; the store's apply_plan is its only SQL."""
+    """Principle 5: one writer of jobs.status; ``Transaction.apply_plan`` holds its only SQL,
+    and only ``store/lifecycle.py`` calls it. Every module's source is read."""
     package = Path(comfynb.__file__).parent
-    writers = []
-    for path in package.rglob("*.py"):
-        text = path.read_text()
-        if "apply_plan(" in text and path.relative_to(package).as_posix() not in ("store/lifecycle.py", "store/duckdb/store.py"):
-            writers.append(path.name)
-        # "UPDATE jobs SET status = ..." or "... SET a = 1, status = ...", in any module
-        if re.search(r"UPDATE\s+jobs\s+SET\b(?:[^\n]*?,)?\s*status\s*=", text, re.IGNORECASE):
-            writers.append(path.name)
-    assert writers == []
+    problems, seen = status_problems(package)
+    assert problems == []
+    assert seen == STATUS_WRITERS  # the checker found the one writer: it can see them
     assert "apply_plan(" in (package / "store" / "lifecycle.py").read_text()
-    assert re.findall(r"\.apply_plan\(", (package / "store" / "duckdb" / "store.py").read_text()) == []
-    assert re.search(
-        r"UPDATE\s+jobs\s+SET\b(?:[^\n]*?,)?\s*status\s*=", "UPDATE jobs SET x = 1, status = 'a'"
-    )
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {"jobs/x.py": "def f(tx):\n    tx.apply_plan(plan)\n"},
+            "jobs/x.py:2 (f) calls apply_plan",
+        ),
+        (
+            {
+                "worker/x.py": "def f(s):\n    s.fetch(\"UPDATE jobs SET a = 1, status = 'failed'\")\n"
+            },
+            "worker/x.py:2 (f) may write jobs.status (literal)",
+        ),
+        (
+            {
+                "store/duckdb/queue.py": "class Q:\n    def g(self, c):\n        q = f'UPDATE jobs j SET {c} = ?'\n"
+            },
+            "store/duckdb/queue.py:3 (Q.g) may write jobs.status (dynamic)",
+        ),
+        (
+            {"jobs/y.py": "Q = 'INSERT INTO jobs (run_id, status) VALUES (?, ?)'\n"},
+            "jobs/y.py:1 (module) may write jobs.status (literal)",
+        ),
+        (
+            {"jobs/z.py": "def h(x):\n    return 'UPDATE jobs ' + 'SET status = ' + x\n"},
+            "jobs/z.py:2 (h) may write jobs.status (literal)",
+        ),
+        (
+            {"store/x.py": "def h(tx, m):\n    tx._update_group(m)\n"},
+            "store/x.py:2 (h) calls _update_group, the plan writer's own SQL",
+        ),
+    ],
+)
+def test_the_status_checker_sees_each_kind_of_writer(
+    tmp_path: Path, files: dict[str, str], expected: str
+) -> None:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    problems, _ = status_problems(tmp_path)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_the_status_checker_lets_other_writes_be() -> None:
+    assert status_writes("UPDATE jobs SET retries = ? WHERE status = 'pending'") is None
+    assert status_writes("UPDATE candidates SET status = 1") is None
+    assert status_writes("INSERT INTO jobs (run_id, workflow) SELECT ?, ?") is None
+    assert status_writes("INSERT INTO job_events (job_id, to_status) VALUES (?, ?)") is None
+    assert status_writes("INSERT INTO jobs VALUES (?)") == "literal"

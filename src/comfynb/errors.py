@@ -14,6 +14,8 @@
   + StoreError                   the DuckDB store refused or failed (comfynb.open, Store)
     - StoreLocked                another process holds the file; ``.pid`` names it
     - WorkerGone                 the worker process serving the store has exited (comfynb.open)
+    - OwnedByWorker              a call the worker process owning the store does itself
+                                 (claims, submits, transactions); ``.pid`` names it
     - SchemaTooNew               the file was written by a newer comfynb
     - InvalidTransition          a job status move the lifecycle table forbids
     - InvalidInput               a bad argument to a store call (also a ``ValueError``)
@@ -40,6 +42,7 @@ __all__ = [
     "JobNotFound",
     "JobNotInStore",
     "OutputError",
+    "OwnedByWorker",
     "PromptRejected",
     "RecordNotFound",
     "RunNotFound",
@@ -179,6 +182,26 @@ class WorkerGone(StoreError):
         self.path = path
         self.pid = pid
         self.url = url
+
+
+class OwnedByWorker(StoreError):
+    """A call that drives jobs, on a store a ``comfynb worker`` process owns: it does them itself.
+
+    ``path`` is the store's file, ``pid`` the worker's process id and ``call`` what was refused.
+    Nothing was done.
+    """
+
+    def __init__(self, path: str, *, pid: int, call: str) -> None:
+        super().__init__(
+            f"{call} is refused: {path} is owned by the comfynb worker (PID {pid}), which "
+            "claims, submits, follows and records jobs itself. From this notebook queue jobs "
+            "with comfynb.enqueue(store, ...) or comfynb.enqueue_many, follow them with "
+            "comfynb.wait and cancel them with comfynb.cancel; or stop the worker (Ctrl-C in its "
+            f"terminal, or kill -TERM {pid}) and open the file to drive jobs by hand"
+        )
+        self.path = path
+        self.pid = pid
+        self.call = call
 
 
 class SchemaTooNew(StoreError):

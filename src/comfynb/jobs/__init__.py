@@ -30,7 +30,7 @@ Decisions (see README.md, "The store"):
 """
 
 from .cancel import cancel
-from .enqueue import enqueue
+from .enqueue import enqueue, enqueue_many
 from .recover import Recovery, recover
 from .results import DOWNLOAD_ATTEMPTS, process_job_result, record_result, record_results
 from .submit import poll_job_status, select_next_job, select_next_jobs, submit_job
@@ -40,6 +40,7 @@ __all__ = [
     "Recovery",
     "cancel",
     "enqueue",
+    "enqueue_many",
     "poll_job_status",
     "process_job_result",
     "record_result",

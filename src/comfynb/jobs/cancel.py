@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..core.models import Job
 from ..core.status import JobStatus
-from ..errors import (
-    InvalidInput,
-)
+from ..errors import InvalidInput
+from ..store.base import NotebookStore, ServedStore
 from ..store.lifecycle import check_move, transition
+from .base import check_server, load_job, withdraw
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ..service.remote import RemoteStore
     from ..store import Store
 
-from .base import check_server, load_job, withdraw
-from .enqueue import served_by
+__all__ = ["cancel"]
 
 
-def cancel(store: Store | RemoteStore, job: Job | int, client: Client | None = None) -> Job:
+def cancel(store: NotebookStore, job: Job | int, client: Client | None = None) -> Job:
     """Cancel a job: a pending one at once; a submitted or running one on its server first.
 
     A submitted or running job is deleted from the server's queue and interrupted by its
@@ -44,13 +42,11 @@ def cancel(store: Store | RemoteStore, job: Job | int, client: Client | None = N
     A store served by a ``comfynb worker`` process is cancelled there, with that process's
     client for the job's server; ``client`` is then not needed (and not used).
     """
-    from ..store import Store
-
-    remote = served_by(store)
-    if remote is not None:
-        return remote._cancel(job)
-    assert isinstance(store, Store)
-    current = load_job(store, job)
+    if isinstance(store, ServedStore):
+        return store.cancel_on_owner(job)
+    # not served: this process owns the store, and writes the move in its transaction
+    owner = cast("Store", store)
+    current = load_job(owner, job)
     if current.status is JobStatus.CANCELLED:
         return current
     check_move(current, JobStatus.CANCELLED)
@@ -65,6 +61,4 @@ def cancel(store: Store | RemoteStore, job: Job | int, client: Client | None = N
         check_server(current, client)
         withdraw(client, current.prompt_id)
         detail["withdrawn_from"] = client.url
-    return transition(store, current.id, JobStatus.CANCELLED, detail=detail)
-
-
+    return transition(owner, current.id, JobStatus.CANCELLED, detail=detail)

@@ -18,7 +18,8 @@ Example::
        id     status
     0   1  completed
 
-How (see README.md, "A notebook beside a worker process"):
+How (see README.md, "A notebook beside a worker process"; the worker's half is in
+``comfynb.service.endpoint``, the values on the wire in ``comfynb.service.wire``):
 
 * The endpoint listens on 127.0.0.1 on a free port and answers only requests that carry its
   random token (``Authorization: Bearer``). Its address and token are in ``<db>.worker.json``
@@ -40,35 +41,27 @@ How (see README.md, "A notebook beside a worker process"):
 
 from __future__ import annotations
 
-import builtins
-import contextlib
-import dataclasses
-import hmac
-import json
 import logging
 import os
-import secrets
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from socket import SHUT_RDWR, socket
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 
-from .. import errors as _errors
-from ..core.models import Candidate, Job, NewCandidate, Run, Step
+from ..core.models import Candidate, Job, Run, Step
 from ..core.status import JobStatus
-from ..errors import ComfynbError, InvalidInput, StoreError, StoreLocked, WorkerGone
+from ..errors import InvalidInput, StoreError, StoreLocked, WorkerGone
+from ..store.base import AddedJobs, ServedStore
+from ..store.export import write_export
+from .endpoint import Endpoint, endpoint_file, find_endpoint, serve
+from .wire import ARROW, arrow_to_frame, decode, decode_error, encode
 
 if TYPE_CHECKING:
     import httpx
     import pandas as pd
 
-    from ..client import ClientOptions
     from ..store import Store
+    from ..store.base import NotebookStore
 
 __all__ = [
     "Endpoint",
@@ -82,463 +75,8 @@ __all__ = [
 
 logger = logging.getLogger("comfynb.remote")
 
-ARROW: Final = "application/vnd.apache.arrow.stream"
-JSON: Final = "application/json"
 #: how long a notebook's call may take before it is reported as unanswered
 CALL_TIMEOUT: Final = 120.0
-
-# --------------------------------------------------------------------------- the endpoint file
-
-
-def endpoint_file(db_path: str | os.PathLike[str]) -> Path:
-    """The file beside a database that names the worker serving it: ``lab.duckdb.worker.json``.
-
-    Example::
-
-        >>> endpoint_file("lab.duckdb")
-        PosixPath('/home/me/lab.duckdb.worker.json')
-    """
-    db = Path(db_path).resolve()
-    return db.with_name(db.name + ".worker.json")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
-def find_endpoint(db_path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The endpoint file's contents if a live process wrote it; None if absent or stale.
-
-    A file whose pid is dead, or that cannot be read as one, is ignored (the next worker on
-    the file replaces it).
-
-    Example::
-
-        >>> find_endpoint("lab.duckdb")["url"]
-        'http://127.0.0.1:40123'
-    """
-    path = endpoint_file(db_path)
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict) or not all(k in info for k in ("pid", "url", "token")):
-        return None
-    if not isinstance(info["pid"], int) or not _pid_alive(info["pid"]):
-        return None
-    return info
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600 from the first byte; whole or not at all."""
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------- values on the wire
-
-_TYPE: Final = "__type__"
-_DATACLASSES: Final[dict[str, type[Any]]] = {
-    cls.__name__: cls for cls in (Run, Step, Job, Candidate, NewCandidate)
-}
-# builtin errors a store call may raise (a wrong argument); anything else is a StoreError
-_BUILTIN_ERRORS: Final = ("TypeError", "ValueError", "KeyError", "LookupError")
-
-
-def _encode(value: Any) -> Any:
-    """A JSON-ready form of a call argument or result; dataclasses, dates and enums are tagged."""
-    if isinstance(value, JobStatus):
-        return {_TYPE: "JobStatus", "value": value.value}
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if dataclasses.is_dataclass(value) and type(value).__name__ in _DATACLASSES:
-        fields = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return {_TYPE: type(value).__name__, "fields": fields}
-    if isinstance(value, datetime):
-        return {_TYPE: "datetime", "value": value.isoformat()}
-    if isinstance(value, Path):
-        return {_TYPE: "Path", "value": str(value)}
-    if isinstance(value, Mapping):
-        items = {str(k): _encode(v) for k, v in value.items()}
-        return {_TYPE: "dict", "items": items} if _TYPE in items else items
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_encode(v) for v in value]
-    item = getattr(value, "item", None)  # numpy scalars, e.g. an id read from a DataFrame
-    if callable(item):
-        return _encode(item())
-    raise InvalidInput(
-        f"{type(value).__name__} cannot be sent to the worker process; pass plain values "
-        "(ints, strings, dicts, lists) or comfynb's Run, Step, Job and Candidate"
-    )
-
-
-def _decode(value: Any) -> Any:
-    """The inverse of :func:`_encode`."""
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    kind = value.get(_TYPE)
-    if kind is None:
-        return {k: _decode(v) for k, v in value.items()}
-    if kind == "dict":
-        return {k: _decode(v) for k, v in value["items"].items()}
-    if kind == "JobStatus":
-        return JobStatus(value["value"])
-    if kind == "datetime":
-        return datetime.fromisoformat(value["value"])
-    if kind == "Path":
-        return Path(value["value"])
-    cls = _DATACLASSES.get(kind)
-    if cls is None:
-        raise StoreError(f"the worker sent a value of unknown type {kind!r}; upgrade comfynb")
-    return cls(**{k: _decode(v) for k, v in value["fields"].items()})
-
-
-def _encode_error(exc: BaseException) -> dict[str, Any]:
-    attrs: dict[str, Any] = {}
-    for name, attr in vars(exc).items():
-        with contextlib.suppress(InvalidInput):
-            attrs[name] = _encode(attr)
-    return {"type": type(exc).__name__, "message": str(exc), "attrs": attrs}
-
-
-def _decode_error(body: Mapping[str, Any], call: str) -> Exception:
-    """The exception the worker raised, as the same comfynb type with the same attributes."""
-    name, message = str(body.get("type", "")), str(body.get("message", ""))
-    cls = getattr(_errors, name, None)
-    if isinstance(cls, type) and issubclass(cls, ComfynbError):
-        # built without __init__: each error class has its own signature, and the message is
-        # already composed; the attributes (``key``, ``pid``, ``job_id``...) are set as sent
-        exc: Exception = cls.__new__(cls)
-        Exception.__init__(exc, message)
-        for attr, value in dict(body.get("attrs") or {}).items():
-            setattr(exc, attr, _decode(value))
-        return exc
-    if name in _BUILTIN_ERRORS:
-        error_class: type[Exception] = getattr(builtins, name)
-        return error_class(message)
-    return StoreError(
-        f"the worker process failed on {call}: {name}: {message}; its log has the traceback"
-    )
-
-
-def _frame_to_arrow(frame: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    data: bytes = sink.getvalue().to_pybytes()
-    return data
-
-
-def _arrow_to_frame(data: bytes) -> pd.DataFrame:
-    import pyarrow as pa
-
-    return pa.ipc.open_stream(data).read_all().to_pandas()
-
-
-# --------------------------------------------------------------------------- the server
-
-
-def _cancel_on_worker(
-    store: Store,
-    servers: Mapping[str, str],
-    client_options: Mapping[str, Any],
-    job: Job | int,
-    client: object = None,
-) -> Job:
-    """``comfynb.cancel`` run in the worker process, with a client for the job's server.
-
-    The notebook has no client; the worker's process makes one for the server the job was
-    claimed for or sent to (a claimed job may be on its way there), from the URL the worker
-    was given (``user:password@`` included) and its client options.
-    """
-    from ..client import Client
-    from ..jobs import cancel
-
-    del client  # the notebook's client (if any) stays there: this process talks to the server
-    job_id = job.id if isinstance(job, Job) else job
-    for _ in range(2):
-        current = store.job(job_id)
-        if current.server is None or current.prompt_id is None or current.status.is_terminal:
-            try:
-                return cancel(store, current)
-            except InvalidInput:
-                continue  # claimed and submitted meanwhile: again, with a client
-        url = servers.get(current.server, current.server)
-        with Client(url, **client_options) as server:
-            return cancel(store, current, client=server)
-    return cancel(store, job_id)
-
-
-def _calls(
-    store: Store, servers: Mapping[str, str], client_options: Mapping[str, Any]
-) -> dict[str, Callable[..., Any]]:
-    """What a notebook may call, by name: the Store's reads and notebook writes, enqueue, cancel.
-
-    Worker-side writes (claims, transitions, ``transaction``) are left out on purpose: the
-    worker in this process owns them.
-    """
-    from ..jobs import enqueue
-
-    names = (
-        "new_run run new_step step job jobs runs candidates candidate events pick star "
-        "lineage unsettled_jobs status_counts"
-    )
-    table: dict[str, Callable[..., Any]] = {name: _method(store, name) for name in names.split()}
-    table["schema_version"] = lambda: store.schema_version
-    table["enqueue"] = lambda *args, **kwargs: enqueue(store, *args, **kwargs)
-    table["cancel"] = lambda *args, **kwargs: _cancel_on_worker(
-        store, servers, client_options, *args, **kwargs
-    )
-    return table
-
-
-def _method(store: Store, name: str) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(store, name)(*args, **kwargs)
-
-    return call
-
-
-class _Server(ThreadingHTTPServer):
-    """A thread per connection; the store's calls run on a small fixed pool of threads.
-
-    Connections are cheap and may idle (a notebook that re-ran ``comfynb.open`` keeps the
-    old RemoteStore's keep-alive connection): each has its own thread, so none waits for
-    another. The store gives each thread that calls it a DuckDB cursor for the store's
-    life, so the calls themselves go to ``calls``, a fixed pool: the number of cursors stays
-    bounded.
-    """
-
-    daemon_threads = True
-    block_on_close = False  # close_connections ends them; the store calls are waited for
-
-    def __init__(self, address: tuple[str, int], endpoint: Endpoint, threads: int) -> None:
-        super().__init__(address, _Handler)
-        self.endpoint = endpoint
-        self.calls = ThreadPoolExecutor(threads, thread_name_prefix="comfynb-endpoint")
-        self._open: set[socket] = set()
-        self._open_guard = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_guard:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_guard:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.debug("connection from %s ended with an error", client_address, exc_info=True)
-
-    def close_connections(self) -> None:
-        """End every open connection, then wait for the store calls under way."""
-        with self._open_guard:
-            for request in self._open:
-                with contextlib.suppress(OSError):
-                    request.shutdown(SHUT_RDWR)
-        self.calls.shutdown(wait=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: a notebook's calls reuse one connection
-    # headers and body are two writes: with Nagle on, the body waits for the client's delayed
-    # ACK, ~40 ms per call
-    disable_nagle_algorithm = True
-    server: _Server
-    timeout = 300  # an idle connection's thread ends after this long (httpx drops it first)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # the request line only (never headers, so never the token)
-        logger.debug("%s %s", self.address_string(), format % args)
-
-    def _reply(self, status: int, body: bytes, content_type: str = JSON) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _reply_json(self, status: int, value: Any) -> None:
-        self._reply(status, json.dumps(value, separators=(",", ":")).encode())
-
-    def _authorized(self) -> bool:
-        given = self.headers.get("Authorization", "")
-        expected = f"Bearer {self.server.endpoint._token}"
-        if hmac.compare_digest(given.encode(), expected.encode()):
-            return True
-        self._reply_json(401, {"error": {"type": "Unauthorized", "message": "wrong token"}})
-        return False
-
-    def do_GET(self) -> None:
-        if not self._authorized():
-            return
-        if self.path != "/hello":
-            self._reply_json(404, {"error": {"type": "NotFound", "message": self.path}})
-            return
-        self._reply_json(200, self.server.endpoint.hello())
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length)
-        if not self._authorized():
-            return
-        name = self.path.removeprefix("/call/")
-        call = self.server.endpoint._calls.get(name)
-        if not self.path.startswith("/call/") or call is None:
-            message = f"the worker serves no call {name!r}"
-            self._reply_json(404, {"error": {"type": "StoreError", "message": message}})
-            return
-        self._answer(name, call, body)
-
-    def _answer(self, name: str, call: Callable[..., Any], body: bytes) -> None:
-        import pandas as pd
-
-        try:
-            request = json.loads(body or b"{}")
-            args, kwargs = _decode(request.get("args", [])), _decode(request.get("kwargs", {}))
-            try:
-                future = self.server.calls.submit(call, *args, **kwargs)
-            except RuntimeError:  # the endpoint is closing: nothing was run
-                self._reply_json(503, {"error": self.server.endpoint.gone("it is stopping")})
-                return
-            result = future.result()
-            if isinstance(result, pd.DataFrame):
-                self._reply(200, _frame_to_arrow(result), ARROW)
-            else:
-                self._reply_json(200, {"result": _encode(result)})
-        except (ComfynbError, TypeError, ValueError, LookupError) as exc:
-            self._reply_json(400, {"error": _encode_error(exc)})
-        except Exception as exc:
-            logger.exception("store.%s() failed in the endpoint", name)
-            self._reply_json(500, {"error": _encode_error(exc)})
-
-
-class Endpoint:
-    """Serve a store on 127.0.0.1 to other processes, and name it in ``<db>.worker.json``.
-
-    Example::
-
-        >>> with comfynb.Store.open("lab.duckdb") as store, serve(store) as endpoint:
-        ...     endpoint.url
-        'http://127.0.0.1:40123'
-
-    Args:
-        store: the open store this process owns.
-        servers: the worker's server URLs as given (``cancel`` talks to them).
-        client_options: ``comfynb.Client`` options for the servers (``cancel`` uses them).
-        threads: how many store calls run at once (each such thread keeps a DuckDB cursor).
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        *,
-        servers: Sequence[str] = (),
-        client_options: ClientOptions | None = None,
-        threads: int = 8,
-    ) -> None:
-        from ..client.base import split_userinfo
-
-        if store.path == ":memory:":
-            raise InvalidInput("an in-memory store cannot be served; open a file")
-        self.store = store
-        self.file = endpoint_file(store.path)
-        self._token = secrets.token_urlsafe(32)
-        given = {split_userinfo(url)[0]: url for url in servers}
-        self._calls = _calls(store, given, dict(client_options or {}))
-        self._server = _Server(("127.0.0.1", 0), self, threads)
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host!s}:{port}"
-        self._thread: threading.Thread | None = None
-
-    def __repr__(self) -> str:
-        return f"<Endpoint {self.store.path} at {self.url}>"  # never the token
-
-    def hello(self) -> dict[str, Any]:
-        """What a notebook checks first: which process, which file, where the images go."""
-        return {
-            "pid": os.getpid(),
-            "db": str(Path(self.store.path).resolve()),
-            "output_dir": str(self.store.output_dir),
-        }
-
-    def gone(self, reason: str) -> dict[str, Any]:
-        """The ``WorkerGone`` error a notebook gets from a call this endpoint did not run."""
-        return _encode_error(
-            WorkerGone(self.store.path, pid=os.getpid(), url=self.url, reason=reason)
-        )
-
-    def start(self) -> Endpoint:
-        """Answer calls on a daemon thread, then write the endpoint file (replacing a stale one)."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="comfynb-endpoint",
-            daemon=True,
-        )
-        self._thread.start()
-        info = {"pid": os.getpid(), "url": self.url, "token": self._token, "db": self.hello()["db"]}
-        try:
-            _write_private(self.file, json.dumps(info))
-        except BaseException:  # e.g. a read-only folder: serve nothing nobody can find
-            self.close()
-            raise
-        logger.info("serving %s to notebooks at %s (%s)", self.store.path, self.url, self.file)
-        return self
-
-    def close(self) -> None:
-        """Remove the endpoint file (if still ours), stop answering, end open connections."""
-        info = find_endpoint(self.store.path)
-        if info is not None and info.get("token") == self._token:
-            self.file.unlink(missing_ok=True)
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-        self._server.close_connections()
-
-    def __enter__(self) -> Endpoint:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def serve(
-    store: Store,
-    *,
-    servers: Sequence[str] = (),
-    client_options: ClientOptions | None = None,
-) -> Endpoint:
-    """Start serving ``store`` to notebooks; close the returned endpoint to stop.
-
-    Example::
-
-        >>> with serve(store) as endpoint:
-        ...     worker.run(until_idle=False, stop=stop)
-    """
-    return Endpoint(store, servers=servers, client_options=client_options).start()
-
 
 # --------------------------------------------------------------------------- the notebook's side
 
@@ -572,14 +110,16 @@ class _NotSent(Exception):
     """The endpoint refused the connection or the token: the call surely was not run."""
 
 
-class RemoteStore:
+class RemoteStore(ServedStore):
     """The store of a running ``comfynb worker``, reached through its local endpoint.
 
     ``comfynb.open(path)`` returns one when a worker process owns the file. It has the
-    methods of :class:`comfynb.Store` that a notebook uses, with the same arguments, results
-    (DataFrames with the same dtypes, frozen dataclasses) and errors; ``comfynb.enqueue``,
-    ``comfynb.cancel`` and ``comfynb.wait`` accept it. Calls are answered by the worker's
-    process; ``close()`` closes this side only.
+    methods a notebook uses (``comfynb.store.base.NotebookStore``), with the same arguments,
+    results (DataFrames with the same dtypes, frozen dataclasses) and errors as
+    :class:`comfynb.Store`; ``comfynb.enqueue``, ``comfynb.enqueue_many``, ``comfynb.cancel``
+    and ``comfynb.wait`` accept it. Calls are answered by the worker's process; ``close()``
+    closes this side only. What the worker does itself (claims, ``transaction()``, ...)
+    raises ``OwnedByWorker`` here, before anything is sent.
 
     Example::
 
@@ -649,7 +189,7 @@ class RemoteStore:
         if self._http is not None:
             self._http.close()
 
-    def __enter__(self) -> RemoteStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -686,7 +226,7 @@ class RemoteStore:
             raise _NotSent(f"{what}: the endpoint refused the token")
         if response.status_code != 200:
             error = response.json().get("error", {})
-            raise _decode_error(error, what)
+            raise decode_error(error, what)
         return response
 
     def _request(self, method: str, path: str, what: str, body: Any = None) -> httpx.Response:
@@ -723,19 +263,11 @@ class RemoteStore:
             raise WorkerGone(self.path, pid=self.pid, url=self.url, reason=str(refused)) from None
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        body = {"args": _encode(list(args)), "kwargs": _encode(kwargs)}
+        body = {"args": encode(list(args)), "kwargs": encode(kwargs)}
         response = self._request("POST", f"/call/{name}", f"store.{name}()", body)
         if response.headers.get("Content-Type") == ARROW:
-            return _arrow_to_frame(response.content)
-        return _decode(response.json()["result"])
-
-    def transaction(self) -> Any:
-        """Not available here: the worker process owns the writes of a job's life."""
-        raise StoreError(
-            f"{self.path} is owned by the comfynb worker (PID {self.pid}), which submits, "
-            "follows and records jobs itself; from this notebook queue them with "
-            "comfynb.enqueue(store, ...), or stop the worker to drive jobs by hand"
-        )
+            return arrow_to_frame(response.content)
+        return decode(response.json()["result"])
 
     # ----------------------------------------------------------------- the Store's methods
 
@@ -772,6 +304,32 @@ class RemoteStore:
         """The step with this id (see ``Store.step``)."""
         step: Step = self._call("step", step_id)
         return step
+
+    def add_jobs(
+        self,
+        workflows_json: Sequence[str],
+        *,
+        run: Run | int | str,
+        step: Step | int | None = None,
+        parent: Candidate | int | None = None,
+        params_json: Sequence[str | None] | None = None,
+        priority: int = 0,
+        max_retries: int = 3,
+        metadata_json: str | None = None,
+    ) -> AddedJobs:
+        """Write checked pending jobs in one transaction, in ONE request (see ``Store.add_jobs``)."""
+        added: AddedJobs = self._call(
+            "add_jobs",
+            list(workflows_json),
+            run=run,
+            step=step,
+            parent=parent,
+            params_json=None if params_json is None else list(params_json),
+            priority=priority,
+            max_retries=max_retries,
+            metadata_json=metadata_json,
+        )
+        return added
 
     def job(self, job_id: int) -> Job:
         """The job with this id, as stored now (see ``Store.job``)."""
@@ -849,25 +407,24 @@ class RemoteStore:
         self, path: str | os.PathLike[str], what: str = "candidates", **filters: Any
     ) -> Path:
         """Write a table as Parquet or CSV on this side (see ``Store.export``)."""
-        from ..store.duckdb.store import _export
-
         reads: dict[str, Callable[..., pd.DataFrame]] = {
             "candidates": self.candidates,
             "jobs": self.jobs,
             "runs": self.runs,
             "events": self.events,
         }
-        return _export(reads, path, what, filters)
+        return write_export(reads, path, what, filters)
 
-    # ----------------------------------------------------------------- jobs.py's entry points
-
-    def _enqueue(self, *args: Any, **kwargs: Any) -> Job:
-        job: Job = self._call("enqueue", *args, **kwargs)
-        return job
-
-    def _cancel(self, job: Job | int) -> Job:
+    def cancel_on_owner(self, job: Job | int) -> Job:
+        """``comfynb.cancel`` run in the worker process, with its client for the job's server."""
         cancelled: Job = self._call("cancel", job)
         return cancelled
+
+
+if TYPE_CHECKING:
+
+    def _has_the_interface(store: RemoteStore) -> NotebookStore:
+        return store  # mypy checks that RemoteStore has every method of NotebookStore
 
 
 def open_local_or_remote(

@@ -24,7 +24,7 @@ from ..core.models import Job, Run
 from ..errors import InvalidInput
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..store.base import NotebookStore
 
 __all__ = ["WaitSummary", "wait"]
 
@@ -65,7 +65,7 @@ class _Bar(Protocol):
 
 
 def wait(
-    store: Store,
+    store: NotebookStore,
     jobs_or_run: Job | int | Run | str | Iterable[Job | int],
     *,
     timeout: float | None = None,
