@@ -19,7 +19,8 @@ from comfynb.protocol.events import Status, parse_frame
 from comfynb.simulator import Simulator
 from comfynb.simulator.specs import CHECKPOINTS
 from comfynb.store import Store
-from comfynb.worker.loop import _WANTED, _needed, capabilities, missing_capability
+from comfynb.worker.servers import capabilities, missing_capability
+from comfynb.worker.sockets import WANTED, needed
 
 
 def unique_prompt(index: int, prefix: str = "w") -> dict[str, Any]:
@@ -198,16 +199,16 @@ def test_the_socket_reader_skips_unparsed_only_frames_the_loop_never_needs() -> 
         for line in load_capture(capture.name)
         if line.get("frame") == "text"
     ]
-    skipped = [f for f in frames if _needed(f) is None]
-    kept = [f for f in frames if _needed(f) is not None]
+    skipped = [f for f in frames if needed(f) is None]
+    kept = [f for f in frames if needed(f) is not None]
     assert len(skipped) > len(frames) // 3  # progress_state, executing, execution_cached
     for frame in skipped:
-        assert not isinstance(parse_frame(frame), (*_WANTED, Status)), frame
-    assert {type(_needed(f)) for f in kept} >= {*_WANTED, Status}
+        assert not isinstance(parse_frame(frame), (*WANTED, Status)), frame
+    assert {type(needed(f)) for f in kept} >= {*WANTED, Status}
     # written some other way, a frame is parsed rather than skipped
     compact = json.dumps({"type": "executing", "data": {"node": None}}, separators=(",", ":"))
-    assert _needed(compact) == parse_frame(compact)
-    assert _needed(b"\x00\x00\x00\x01preview") is None
+    assert needed(compact) == parse_frame(compact)
+    assert needed(b"\x00\x00\x00\x01preview") is None
 
 
 def test_capabilities_read_both_combo_spellings() -> None:

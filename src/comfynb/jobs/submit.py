@@ -98,7 +98,7 @@ class Transient:
     """The server could not be reached or failed (after the client's own retries); the prompt
     may or may not have arrived: the next attempt asks the server first."""
 
-    error: BaseException
+    error: Exception
 
 
 PostOutcome = Posted | Rejected | Transient
