@@ -245,7 +245,7 @@ def details(store: Store, job: Job) -> list[dict[str, Any]]:
     """The job's event rows as (from, to, detail) dicts, oldest first."""
     events = store.events(job=job.id)
     return [
-        {"from": a, "to": b, **(json.loads(d) if d else {})}
+        {"from": a, "to": b, **(json.loads(d) if isinstance(d, str) else {})}
         for a, b, d in zip(events["from_status"], events["to_status"], events["detail"], strict=True)
     ]
 

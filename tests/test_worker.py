@@ -107,6 +107,69 @@ def test_a_failing_node_fails_the_job_with_the_servers_error(sim: Simulator, sto
     assert store.candidates(job=failed[0].id).empty
 
 
+def event_rows(store: Store, job_id: int) -> list[dict[str, Any]]:
+    events = store.events(job=job_id)
+    return [
+        {"from": a, "to": b, **(json.loads(d) if isinstance(d, str) else {})}
+        for a, b, d in zip(events["from_status"], events["to_status"], events["detail"], strict=True)
+    ]
+
+
+#: The client's own retries, quick: 2 tries per call, so 2 answers of 500 fail one POST.
+QUICK = comfynb.RetryPolicy(attempts=2, base=0.01, max_delay=0.02, seed=0)
+
+
+def test_a_post_that_fails_on_the_way_is_a_retry_event_then_the_job_completes(
+    sim: Simulator, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    [job_id] = enqueue_many(store, 1)
+    sim.set_faults(routes=["/prompt"], http_500_next=QUICK.attempts)  # one POST fails
+    with caplog.at_level(logging.INFO, logger="comfynb.worker"):
+        summary = Worker(store, [sim.url], client_options={"retry": QUICK}).run()
+    assert (summary.completed, summary.failed) == (1, 0)
+    job = store.job(job_id)
+    assert job.status is JobStatus.COMPLETED and job.retries == 1 and job.error is None
+    rows = event_rows(store, job_id)
+    assert [(r["from"], r["to"]) for r in rows] == [
+        ("pending", "pending"),
+        ("pending", "submitted"),
+        ("submitted", "running"),
+        ("running", "completed"),
+    ]
+    assert rows[0]["event"] == "retry" and rows[0]["retries"] == 1
+    assert rows[0]["reason"] == "POST /prompt: ServerFailed"
+    assert rows[0]["error"]["type"] == "ServerFailed"
+    assert posts_of(sim) == {job.prompt_id: 1}  # the same prompt_id, asked for, posted once
+    lines = [r.getMessage() for r in caplog.records if r.name == "comfynb.worker"]
+    assert f"job {job_id} run 1: retry 1 of 3 ({sim.url}): POST /prompt: ServerFailed" in lines
+
+
+def test_a_job_whose_posts_keep_failing_fails_with_the_reason_once_out_of_retries(
+    sim: Simulator, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.new_run("r")
+    job_id = enqueue(store, unique_prompt(1), run="r", max_retries=1).id
+    sim.set_faults(routes=["/prompt"], http_500_next=100)
+    with caplog.at_level(logging.INFO, logger="comfynb.worker"):
+        summary = Worker(store, [sim.url], client_options={"retry": QUICK}).run()
+    assert (summary.completed, summary.failed) == (0, 1)
+    job = store.job(job_id)
+    assert job.status is JobStatus.FAILED and job.retries == 1 and job.error is not None
+    assert job.error["type"] == "ServerFailed"
+    assert job.error["reason"] == "POST /prompt: ServerFailed"
+    assert "no retries left (1 of 1 used)" in job.error["message"]
+    rows = event_rows(store, job_id)
+    assert [(r["from"], r["to"], r.get("event")) for r in rows] == [
+        ("pending", "pending", "retry"),
+        ("pending", "failed", None),
+    ]
+    assert rows[1]["reason"] == "POST /prompt: ServerFailed"
+    assert sim.prompts() == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "comfynb.worker"]
+    assert f"job {job_id} run 1 pending -> failed ({sim.url})" in lines
+    assert Worker(store, [sim.url]).status().servers[0].failed == 0  # a new worker: its own
+
+
 def test_progress_is_stored_while_a_sampler_runs(sim: Simulator, store: Store) -> None:
     store.new_run("r")
     job = enqueue(store, txt2img(seed=1, steps=40), run="r")
