@@ -170,6 +170,32 @@ def test_a_job_whose_posts_keep_failing_fails_with_the_reason_once_out_of_retrie
     assert Worker(store, [sim.url]).status().servers[0].failed == 0  # a new worker: its own
 
 
+def test_a_stopped_worker_gives_back_the_jobs_it_claimed_with_a_release_event(
+    sim: Simulator, store: Store
+) -> None:
+    sim.configure(node_seconds=0.5)  # the jobs posted stay on the server: more wait claimed
+    try:
+        ids = enqueue_many(store, 8)
+        worker = Worker(store, [sim.url]).start()
+        try:
+            wait_for(lambda: worker.status().servers[0].in_flight == 3, timeout=10)
+        finally:
+            worker.stop()
+    finally:
+        sim.configure(node_seconds=0)
+    events = store.events()
+    releases = events[events["detail"].str.contains('"event":"release"', na=False)]
+    assert len(releases) >= 1
+    for job_id, detail in zip(releases["job_id"], releases["detail"], strict=True):
+        job = store.job(int(job_id))
+        assert job.status is JobStatus.PENDING and job.prompt_id is None and job.server is None
+        assert json.loads(detail)["reason"] == "worker lab.duckdb stopped"
+        assert json.loads(detail)["previous_prompt_id"] not in posts_of(sim)
+    # what is left unsettled is on the server; nothing claimed stays held
+    assert all(job.prompt_id in posts_of(sim) for job in store.unsettled_jobs())
+    assert len(ids) == 8
+
+
 def test_progress_is_stored_while_a_sampler_runs(sim: Simulator, store: Store) -> None:
     store.new_run("r")
     job = enqueue(store, txt2img(seed=1, steps=40), run="r")

@@ -11,12 +11,12 @@ Two things happen to a job without a change of status:
 
 * **Claimed** is a state the status does not show: a ``pending`` job with a ``prompt_id``
   (and ``claimed_at``, and usually ``server``) was claimed by a worker or ``submit_job`` and
-  may already have been posted with that prompt_id. It writes no event row (a claim is one
-  UPDATE choosing many jobs; its events would double what a worker writes per job): the job
-  row shows it, ``store.unsettled_jobs()`` lists it, and the ``submitted`` event that ends it
-  is the first row of the job's story. A claim given back (``store.release_claims``: a
-  stopping worker, a dead server) clears ``prompt_id``, ``claimed_at`` and ``server``, and
-  writes no event either.
+  may already have been posted with that prompt_id. A claim writes no event row (one UPDATE
+  claims many jobs; and a job's story starts with the move that ends its claim): the job row
+  shows it, ``store.unsettled_jobs()`` lists it, and the ``submitted`` event that ends it
+  names its ``prompt_id``. A claim given back (:class:`Release`: a stopping worker, a dead
+  server) is an event row, pending to pending, ``{"event": "release", "previous_prompt_id":
+  ..., "reason": ...}``; it clears ``prompt_id``, ``claimed_at`` and ``server``.
 * **A retry** (:class:`Retry`) is an event row whose from and to are the same status when the
   job stays where it is (a POST that failed on the way: the job stays pending with its
   prompt_id), or ``-> pending`` when the job comes back from a server (forgotten, or its server
@@ -56,6 +56,7 @@ __all__ = [
     "JobStatus",
     "Move",
     "Plan",
+    "Release",
     "Retry",
     "check_fields",
     "job_of",
@@ -245,13 +246,28 @@ class Retry:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
-#: What the lifecycle records: a move, as a ``Move`` or a plain tuple, or a retry.
-Change = Move | tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None] | Retry
+@dataclass(frozen=True)
+class Release:
+    """A claim given back: the pending job loses its prompt_id, claim and server, unposted
+    (a stopping worker, a dead server); the next claim gives it a fresh prompt_id. One event
+    row, pending to pending: ``{"event": "release", "previous_prompt_id": ..., "reason": ...}``.
+
+    Example::
+
+        >>> Release(7, "the worker stopped")
+    """
+
+    job_id: int
+    reason: str
+
+
+#: What the lifecycle records: a move (a ``Move`` or a plain tuple), a retry, a release.
+Change = Move | tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None] | Retry | Release
 
 
 def job_of(change: Change) -> int:
     """The id of the job a change is about."""
-    return change.job_id if isinstance(change, Retry) else change[0]
+    return change.job_id if isinstance(change, Retry | Release) else change[0]
 
 
 class Attempts(Protocol):
@@ -324,6 +340,9 @@ def plan_moves(states: Mapping[int, JobState], moves: Iterable[Change]) -> Plan:
     plan = Plan()
     current = dict(states)
     for change in moves:
+        if isinstance(change, Release):
+            _plan_release(plan, current, change)
+            continue
         if isinstance(change, Retry):
             job_id, to, fields = change.job_id, PENDING, change.fields
         else:
@@ -362,3 +381,15 @@ def plan_moves(states: Mapping[int, JobState], moves: Iterable[Change]) -> Plan:
             columns.get("prompt_id", state.prompt_id),
         )
     return plan
+
+
+def _plan_release(plan: Plan, current: dict[int, JobState], release: Release) -> None:
+    state = current[release.job_id]
+    if state.status is not PENDING or state.prompt_id is None:
+        raise InvalidTransition(release.job_id, state.status.value, "released", ["pending"])
+    before, columns = plan.updates.get(release.job_id, (state.status, {}))
+    columns.update(prompt_id=None, claimed_at=None, server=None, status=PENDING.value)
+    plan.updates[release.job_id] = (before, columns)
+    event = {"event": "release", "previous_prompt_id": state.prompt_id, "reason": release.reason}
+    plan.events.append((release.job_id, PENDING, PENDING, event))
+    current[release.job_id] = JobState(PENDING, state.retries, None)

@@ -142,18 +142,19 @@ def post_prompt(
 def post_change(job: Job, outcome: PostOutcome, server: str) -> Move | Retry:
     """What to record after :func:`post_prompt`; pure.
 
-    ``submitted`` on ``server`` (its error cleared); ``failed`` with the node errors when
+    ``submitted`` on ``server`` (its error cleared; the event names the prompt_id); ``failed`` with the node errors when
     rejected; after a transient failure, a retry (the same prompt_id, asked for first next
     time) while the budget lasts, else ``failed`` with the reason (``retry_or_fail``).
 
     Example::
 
         >>> post_change(job, Posted({"number": 3}), "http://127.0.0.1:8188")
-        Move(job_id=7, to=<JobStatus.SUBMITTED: 'submitted'>, fields={...}, detail={'number': 3})
+        Move(job_id=7, to=<JobStatus.SUBMITTED: 'submitted'>, fields={...}, detail={'number': 3, ...})
     """
     if isinstance(outcome, Posted):
         fields = {"server": server, "error": None}
-        return Move(job.id, JobStatus.SUBMITTED, fields, outcome.detail)
+        detail = {**outcome.detail, "prompt_id": job.prompt_id}  # the claim this move ends
+        return Move(job.id, JobStatus.SUBMITTED, fields, detail)
     if isinstance(outcome, Rejected):
         return Move(job.id, JobStatus.FAILED, {"error": outcome.error})
     exc = outcome.error

@@ -12,12 +12,13 @@ if TYPE_CHECKING:
     from . import Store, Transaction
 
 
-from ..core.status import Change, JobState, JobStatus, Retry, job_of, plan_moves
+from ..core.status import Change, JobState, JobStatus, Release, Retry, job_of, plan_moves
 
 __all__ = [
     "check_move",
     "record_changes",
     "record_changes_in",
+    "release_claims",
     "retry",
     "transition",
     "transition_many",
@@ -266,3 +267,31 @@ def record_changes_in(
         ...                                    Move(8, JobStatus.RUNNING)])
     """
     tx.apply_plan(plan_moves(states, changes), fetch=False)
+
+
+def release_claims(store: Store, job_ids: Iterable[int], *, reason: str) -> int:
+    """Give claimed, never-submitted jobs back to the queue, each with a ``release`` event.
+
+    Each pending job with a prompt_id loses it, its claim and its server (``Release``); jobs no
+    longer pending, or not claimed, are left alone. For a worker that stops (or loses a
+    server) holding jobs it claimed but did not post: another claim gives them a fresh
+    prompt_id, so no server ever sees one prompt_id twice. Returns how many were released.
+
+    Example::
+
+        >>> release_claims(store, [7, 8], reason="the worker stopped")
+        2
+    """
+    ids = sorted(set(job_ids))
+    if not ids:
+        return 0
+    with store.transaction() as tx:
+        states = tx.job_states(ids)
+        claimed = [
+            Release(i, reason)
+            for i in ids
+            if states[i].status is JobStatus.PENDING and states[i].prompt_id is not None
+        ]
+        if claimed:
+            tx.apply_plan(plan_moves(states, claimed), fetch=False)
+    return len(claimed)

@@ -64,7 +64,7 @@ from ..jobs.recover import recover
 from ..jobs.results import Collected
 from ..jobs.submit import Posted, Transient, poll_job_status, post_change, post_prompt
 from ..protocol.events import Event, Executed, ExecutionStart, ExecutionSuccess, Progress
-from ..store.lifecycle import record_changes
+from ..store.lifecycle import record_changes, release_claims
 from . import running as registry
 from .downloads import Downloads, Fetched
 from .recorder import Claim, Record, Recorder, Result, Tick, Work
@@ -442,8 +442,7 @@ class _Loop:
                 self._recorder.stop()  # posted jobs: recorded as submitted
                 self._take_outcomes(raising=False)
             held = [job_id for server in self.servers for job_id in server.claims.give_back()]
-            if held:
-                self.store.release_claims(held)
+            release_claims(self.store, held, reason=f"worker {self.name} stopped")
         finally:
             if self._downloads is not None:
                 self._downloads.close()
@@ -612,8 +611,8 @@ class _Loop:
         server.claims.came_back(jobs, _change_counts(self.store)[0])
         able = [s for s in self.servers if s.up and s.caps is not None]
         if server not in able or self.halting:  # it went down meanwhile, or stopping
-            if jobs:
-                self.store.release_claims([job.id for job in jobs])
+            why = f"worker {self.name} stopping" if self.halting else f"server {server.url} down"
+            release_claims(self.store, [job.id for job in jobs], reason=why)
             return
         for job in jobs:
             self._place(server, job, able)
@@ -865,7 +864,7 @@ class _Loop:
                 self._moved(posted, job.status)
             else:
                 logger.info("job %d run %d -> %s (%s)", job.id, job.run_id, job.status, reason)
-        self.store.release_claims(release)
+        release_claims(self.store, release, reason=reason)
         server.posted.clear()
         server.recovered = True  # nothing of ours is left there to recover
         server.rerouted = True

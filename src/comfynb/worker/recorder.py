@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..core.status import JobState, JobStatus, Move, Retry
+from ..core.status import JobState, JobStatus, Move, Release, Retry
 from ..errors import InvalidTransition, StaleStates
 from ..jobs.results import Collected, record_result, record_round, remove_files
 from ..jobs.submit import select_next_jobs
@@ -48,10 +48,11 @@ __all__ = ["Claim", "Outcome", "Record", "Recorder", "Result", "Tick"]
 
 @dataclass(frozen=True)
 class Record:
-    """Record a change of a job: a ``Move`` (a new status) or a ``Retry`` (an attempt counted)."""
+    """Record a change of a job: a ``Move`` (a new status), a ``Retry`` (an attempt counted) or
+    a ``Release`` (a claim given back)."""
 
     tag: Any  # the loop's handle for the job; handed back in the outcome with the status
-    change: Move | Retry
+    change: Move | Retry | Release
 
 
 @dataclass(frozen=True)
@@ -288,12 +289,13 @@ class Recorder:
 
     def _remember(
         self,
-        changes: Sequence[Move | Retry | tuple[int, JobStatus, Any, Any]],
+        changes: Sequence[Move | Retry | Release | tuple[int, JobStatus, Any, Any]],
         claimed: Mapping[int, list[Job]],
     ) -> None:
-        """Keep the states this commit left (a retry changes retries: read again next time)."""
+        """Keep the states this commit left (a retry or a release changes more than the
+        status: read again next time)."""
         for change in changes:
-            if isinstance(change, Retry):
+            if isinstance(change, Retry | Release):
                 self._states.pop(change.job_id, None)
                 continue
             job_id, to, _, _ = change
@@ -321,7 +323,7 @@ class Recorder:
         outcome.claimed = self._claim(work)
         return outcome
 
-    def _settle(self, change: Move | Retry) -> JobStatus:
+    def _settle(self, change: Move | Retry | Release) -> JobStatus:
         try:
             return record_changes(self.store, [change])[0].status
         except InvalidTransition:
@@ -355,5 +357,5 @@ def _merged_ticks(work: Sequence[Work]) -> dict[int, tuple[int, int]]:
     return progress
 
 
-def _status_after(change: Move | Retry) -> JobStatus:
-    return JobStatus.PENDING if isinstance(change, Retry) else change.to
+def _status_after(change: Move | Retry | Release) -> JobStatus:
+    return JobStatus.PENDING if isinstance(change, Retry | Release) else change.to
