@@ -69,14 +69,19 @@ def posting_damage(point: str, store: Store, posted: set[str]) -> bool | None:
 
 
 def check_events(store: Store, job_id: int) -> None:
-    """The job's events chain from ``pending`` through legal moves to ``completed``."""
+    """The job's events chain from ``pending`` through legal moves (and retries or releases,
+    whose row keeps a pending job where it is) to ``completed``."""
     events = store.events(job_id)
     moves = list(zip(events["from_status"], events["to_status"], strict=True))
     assert moves, job_id
     status = JobStatus.PENDING
-    for before, after in moves:
+    for (before, after), detail in zip(moves, events["detail"], strict=True):
         assert before == status.value, (job_id, moves)
-        assert JobStatus(after) in ALLOWED[status], (job_id, moves)
+        note = isinstance(detail, str) and ('"retry"' in detail or '"release"' in detail)
+        assert (before == after == "pending" and note) or JobStatus(after) in ALLOWED[status], (
+            job_id,
+            moves,
+        )
         status = JobStatus(after)
     assert status is JobStatus.COMPLETED, (job_id, moves)
     assert [to for _, to in moves].count("submitted") == 1, (job_id, moves)

@@ -7,6 +7,7 @@ the faults of docs/simulator-interface.md, real PNG files under tmp_path. Nothin
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,6 +239,67 @@ def test_transient_faults_fail_the_job_after_max_retries(
     assert job.status is S.FAILED and job.retries == 1
     assert job.error is not None and job.error["type"] == "ServerFailed"
     assert sim.prompts() == []
+
+
+def details(store: Store, job: Job) -> list[dict[str, Any]]:
+    """The job's event rows as (from, to, detail) dicts, oldest first."""
+    events = store.events(job=job.id)
+    return [
+        {"from": a, "to": b, **(json.loads(d) if isinstance(d, str) else {})}
+        for a, b, d in zip(events["from_status"], events["to_status"], events["detail"], strict=True)
+    ]
+
+
+def test_a_transient_post_failure_is_a_retry_event_with_its_reason(
+    store: Store, client: Client, sim: Simulator
+) -> None:
+    # the client tries 4 times itself; the 5th 500 falls on the job-level retry
+    sim.set_faults(routes=["/prompt"], http_500_next=FAST_RETRY.attempts + 1)
+    job = submit_job(store, client, enqueue(store, trivial_prompt(), run=store.new_run("r")))
+    assert job.status is S.SUBMITTED and job.retries == 1
+    retry, submitted = details(store, job)
+    assert (retry["from"], retry["to"], retry["event"]) == ("pending", "pending", "retry")
+    assert retry["reason"] == "POST /prompt: ServerFailed" and retry["retries"] == 1
+    assert retry["error"]["type"] == "ServerFailed" and "500" in retry["error"]["message"]
+    assert (submitted["from"], submitted["to"]) == ("pending", "submitted")
+    assert posts(sim) == {job.prompt_id: 1}
+
+
+def test_a_job_out_of_retries_fails_with_the_reason_and_each_retry_is_an_event(
+    store: Store, client: Client, sim: Simulator
+) -> None:
+    sim.set_faults(routes=["/prompt"], http_500_next=100)
+    run = store.new_run("r")
+    job = submit_job(store, client, enqueue(store, trivial_prompt(), run=run, max_retries=2))
+    assert job.status is S.FAILED and job.retries == 2 and job.error is not None
+    assert job.error["type"] == "ServerFailed"
+    assert job.error["reason"] == "POST /prompt: ServerFailed"
+    assert "no retries left (2 of 2 used)" in job.error["message"]
+    moves = [(e["from"], e["to"], e.get("event"), e.get("retries")) for e in details(store, job)]
+    assert moves == [
+        ("pending", "pending", "retry", 1),
+        ("pending", "pending", "retry", 2),
+        ("pending", "failed", None, 2),
+    ]
+    assert details(store, job)[-1]["reason"] == "POST /prompt: ServerFailed"
+    assert sim.prompts() == []
+
+
+def test_a_forgotten_job_s_requeue_is_a_retry_event(
+    store: Store, client: Client, sim: Simulator
+) -> None:
+    sim.configure(node_seconds=30)
+    try:
+        job = submit_job(store, client, enqueue(store, trivial_prompt(), run=store.new_run("r")))
+        sim.restart()
+    finally:
+        sim.configure(node_seconds=0)
+    requeued = poll_job_status(store, client, job)
+    last = details(store, requeued)[-1]
+    assert (last["from"], last["to"], last["event"]) == ("submitted", "pending", "retry")
+    assert last["reason"] == "the server does not know the prompt" and last["retries"] == 1
+    assert last["previous_prompt_id"] == job.prompt_id
+    assert requeued.error is not None and requeued.error["type"] == "JobNotFound"
 
 
 def test_a_prompt_id_the_server_already_has_is_never_posted_again(

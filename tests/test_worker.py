@@ -19,7 +19,8 @@ from comfynb.protocol.events import Status, parse_frame
 from comfynb.simulator import Simulator
 from comfynb.simulator.specs import CHECKPOINTS
 from comfynb.store import Store
-from comfynb.worker.loop import _WANTED, _needed, capabilities, missing_capability
+from comfynb.worker.servers import capabilities, missing_capability
+from comfynb.worker.sockets import WANTED, needed
 
 
 def unique_prompt(index: int, prefix: str = "w") -> dict[str, Any]:
@@ -104,6 +105,95 @@ def test_a_failing_node_fails_the_job_with_the_servers_error(sim: Simulator, sto
     failed = [store.job(i) for i in ids if store.job(i).status is JobStatus.FAILED]
     assert failed[0].error is not None and failed[0].error["message"] == "boom"
     assert store.candidates(job=failed[0].id).empty
+
+
+def event_rows(store: Store, job_id: int) -> list[dict[str, Any]]:
+    events = store.events(job=job_id)
+    return [
+        {"from": a, "to": b, **(json.loads(d) if isinstance(d, str) else {})}
+        for a, b, d in zip(events["from_status"], events["to_status"], events["detail"], strict=True)
+    ]
+
+
+#: The client's own retries, quick: 2 tries per call, so 2 answers of 500 fail one POST.
+QUICK = comfynb.RetryPolicy(attempts=2, base=0.01, max_delay=0.02, seed=0)
+
+
+def test_a_post_that_fails_on_the_way_is_a_retry_event_then_the_job_completes(
+    sim: Simulator, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    [job_id] = enqueue_many(store, 1)
+    sim.set_faults(routes=["/prompt"], http_500_next=QUICK.attempts)  # one POST fails
+    with caplog.at_level(logging.INFO, logger="comfynb.worker"):
+        summary = Worker(store, [sim.url], client_options={"retry": QUICK}).run()
+    assert (summary.completed, summary.failed) == (1, 0)
+    job = store.job(job_id)
+    assert job.status is JobStatus.COMPLETED and job.retries == 1 and job.error is None
+    rows = event_rows(store, job_id)
+    assert [(r["from"], r["to"]) for r in rows] == [
+        ("pending", "pending"),
+        ("pending", "submitted"),
+        ("submitted", "running"),
+        ("running", "completed"),
+    ]
+    assert rows[0]["event"] == "retry" and rows[0]["retries"] == 1
+    assert rows[0]["reason"] == "POST /prompt: ServerFailed"
+    assert rows[0]["error"]["type"] == "ServerFailed"
+    assert posts_of(sim) == {job.prompt_id: 1}  # the same prompt_id, asked for, posted once
+    lines = [r.getMessage() for r in caplog.records if r.name == "comfynb.worker"]
+    assert f"job {job_id} run 1: retry 1 of 3 ({sim.url}): POST /prompt: ServerFailed" in lines
+
+
+def test_a_job_whose_posts_keep_failing_fails_with_the_reason_once_out_of_retries(
+    sim: Simulator, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.new_run("r")
+    job_id = enqueue(store, unique_prompt(1), run="r", max_retries=1).id
+    sim.set_faults(routes=["/prompt"], http_500_next=100)
+    with caplog.at_level(logging.INFO, logger="comfynb.worker"):
+        summary = Worker(store, [sim.url], client_options={"retry": QUICK}).run()
+    assert (summary.completed, summary.failed) == (0, 1)
+    job = store.job(job_id)
+    assert job.status is JobStatus.FAILED and job.retries == 1 and job.error is not None
+    assert job.error["type"] == "ServerFailed"
+    assert job.error["reason"] == "POST /prompt: ServerFailed"
+    assert "no retries left (1 of 1 used)" in job.error["message"]
+    rows = event_rows(store, job_id)
+    assert [(r["from"], r["to"], r.get("event")) for r in rows] == [
+        ("pending", "pending", "retry"),
+        ("pending", "failed", None),
+    ]
+    assert rows[1]["reason"] == "POST /prompt: ServerFailed"
+    assert sim.prompts() == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "comfynb.worker"]
+    assert f"job {job_id} run 1 pending -> failed ({sim.url})" in lines
+    assert Worker(store, [sim.url]).status().servers[0].failed == 0  # a new worker: its own
+
+
+def test_a_stopped_worker_gives_back_the_jobs_it_claimed_with_a_release_event(
+    sim: Simulator, store: Store
+) -> None:
+    sim.configure(node_seconds=0.5)  # the jobs posted stay on the server: more wait claimed
+    try:
+        ids = enqueue_many(store, 8)
+        worker = Worker(store, [sim.url]).start()
+        try:
+            wait_for(lambda: worker.status().servers[0].in_flight == 3, timeout=10)
+        finally:
+            worker.stop()
+    finally:
+        sim.configure(node_seconds=0)
+    events = store.events()
+    releases = events[events["detail"].str.contains('"event":"release"', na=False)]
+    assert len(releases) >= 1
+    for job_id, detail in zip(releases["job_id"], releases["detail"], strict=True):
+        job = store.job(int(job_id))
+        assert job.status is JobStatus.PENDING and job.prompt_id is None and job.server is None
+        assert json.loads(detail)["reason"] == "worker lab.duckdb stopped"
+        assert json.loads(detail)["previous_prompt_id"] not in posts_of(sim)
+    # what is left unsettled is on the server; nothing claimed stays held
+    assert all(job.prompt_id in posts_of(sim) for job in store.unsettled_jobs())
+    assert len(ids) == 8
 
 
 def test_progress_is_stored_while_a_sampler_runs(sim: Simulator, store: Store) -> None:
@@ -198,16 +288,16 @@ def test_the_socket_reader_skips_unparsed_only_frames_the_loop_never_needs() -> 
         for line in load_capture(capture.name)
         if line.get("frame") == "text"
     ]
-    skipped = [f for f in frames if _needed(f) is None]
-    kept = [f for f in frames if _needed(f) is not None]
+    skipped = [f for f in frames if needed(f) is None]
+    kept = [f for f in frames if needed(f) is not None]
     assert len(skipped) > len(frames) // 3  # progress_state, executing, execution_cached
     for frame in skipped:
-        assert not isinstance(parse_frame(frame), (*_WANTED, Status)), frame
-    assert {type(_needed(f)) for f in kept} >= {*_WANTED, Status}
+        assert not isinstance(parse_frame(frame), (*WANTED, Status)), frame
+    assert {type(needed(f)) for f in kept} >= {*WANTED, Status}
     # written some other way, a frame is parsed rather than skipped
     compact = json.dumps({"type": "executing", "data": {"node": None}}, separators=(",", ":"))
-    assert _needed(compact) == parse_frame(compact)
-    assert _needed(b"\x00\x00\x00\x01preview") is None
+    assert needed(compact) == parse_frame(compact)
+    assert needed(b"\x00\x00\x00\x01preview") is None
 
 
 def test_capabilities_read_both_combo_spellings() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from conftest import trivial_prompt
 
 from comfynb import JobStatus, enqueue
@@ -9,7 +11,7 @@ from comfynb.core.models import NewCandidate
 from comfynb.jobs import select_next_jobs
 from comfynb.jobs.results import record_round
 from comfynb.store import Store
-from comfynb.store.lifecycle import transition_many
+from comfynb.store.lifecycle import release_claims, transition_many
 
 
 def jobs(store: Store, n: int) -> list[int]:
@@ -60,6 +62,32 @@ def test_release_claims_gives_claimed_jobs_back_and_counts(store: Store) -> None
     assert claimed[0].id == ids[0]
     assert store.status_counts(job_ids=ids[:2]) == {"submitted": 1, "pending": 1}
     assert store.status_counts(run="r") == {"pending": 2, "submitted": 1}
+
+
+def test_a_claim_given_back_through_the_lifecycle_is_a_release_event(store: Store) -> None:
+    ids = jobs(store, 3)
+    claimed = select_next_jobs(store, 2, server="http://s")
+    transition_many(store, [(claimed[0].id, "submitted")])
+    everyone = [c.id for c in claimed] + [ids[2]]  # submitted, claimed, never claimed
+    assert release_claims(store, everyone, reason="the worker stopped") == 1
+    released = store.job(claimed[1].id)
+    assert (released.prompt_id, released.server, released.claimed_at) == (None, None, None)
+    assert released.status is JobStatus.PENDING and released.retries == 0
+    events = store.events(job=claimed[1].id)
+    assert list(zip(events["from_status"], events["to_status"], strict=True)) == [
+        ("pending", "pending")
+    ]
+    assert json.loads(events["detail"].iloc[0]) == {
+        "event": "release",
+        "previous_prompt_id": claimed[1].prompt_id,
+        "reason": "the worker stopped",
+    }
+    assert store.events(job=ids[2]).empty
+    assert store.claimable(["http://other"]) == 2
+    again = select_next_jobs(store, 2, server="http://t")
+    assert claimed[1].id in [j.id for j in again] and claimed[1].prompt_id not in [
+        j.prompt_id for j in again
+    ]
 
 
 def test_progress_is_written_only_for_jobs_on_a_server(store: Store) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..core.models import Job
-from ..core.status import JobStatus
+from ..core.status import JobStatus, retry_or_fail
 from ..errors import (
     JobNotFound,
 )
 from ..protocol.calls import JobReport, PromptStatus
-from ..store.lifecycle import transition
+from ..store.lifecycle import record_changes, transition
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -19,11 +19,12 @@ from .base import error_detail
 
 
 def forgotten(store: Store, job: Job, exc: JobNotFound) -> Job:
-    if job.retries >= job.max_retries:
-        return transition(store, job.id, JobStatus.FAILED, error=error_detail(exc))
-    return transition(
-        store, job.id, JobStatus.PENDING, detail={"reason": "the server does not know the prompt"}
+    """A job its server does not know (a restart, a queue cleared): back to pending as a
+    retry (a fresh prompt_id at its next claim), or failed once its retries are used up."""
+    change = retry_or_fail(
+        job, reason="the server does not know the prompt", error=error_detail(exc)
     )
+    return record_changes(store, [change])[0]
 
 
 def apply_report(store: Store, job: Job, report: JobReport) -> Job:

@@ -14,9 +14,8 @@ if TYPE_CHECKING:
     from ..client import Client
     from ..store import Store
 
-from .base import find_posted
 from .results import job_folder, remove_files
-from .submit import poll_job_status, submit_job
+from .submit import Posted, poll_job_status, post_job
 
 
 @dataclass(frozen=True)
@@ -91,11 +90,10 @@ def recover(
             continue
         after = job
         if job.status is JobStatus.PENDING:
-            assert job.prompt_id is not None
-            seen = find_posted(client, job.prompt_id) is not None
-            after = submit_job(store, client, job, extra_data=extra_data)
-            if after.status is JobStatus.SUBMITTED:
-                outcomes["adopted" if seen else "posted"].append(job.id)
+            # claimed, maybe posted: submit asks the server first and never posts it twice
+            after, outcome = post_job(store, client, job, extra_data=extra_data)
+            if after.status is JobStatus.SUBMITTED and isinstance(outcome, Posted):
+                outcomes["adopted" if outcome.found else "posted"].append(job.id)
         after = poll_job_status(store, client, after)
         if after.status is JobStatus.PENDING and job.status is not JobStatus.PENDING:
             outcomes["requeued"].append(job.id)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import crashpoints as _crashpoints
 from ..core.models import Candidate, Job, NewCandidate
-from ..core.status import JobState, JobStatus, plan_moves
+from ..core.status import Change, JobState, JobStatus, Move, job_of, plan_moves
 from ..errors import (
     CorruptImage,
     InvalidTransition,
@@ -20,7 +20,7 @@ from ..errors import (
     UnsafePath,
 )
 from ..protocol.calls import ImageRef, JobReport, PromptStatus
-from ..store.lifecycle import check_move, transition, transition_states_many
+from ..store.lifecycle import check_move, record_changes_in, transition
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -83,16 +83,16 @@ def record_results(
 
 def record_round(
     store: Store,
-    moves: Sequence[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]],
+    moves: Sequence[Change],
     results: Mapping[int, Sequence[NewCandidate]],
     detail: Mapping[str, Any] | None = None,
     *,
     known: Mapping[int, Job] | None = None,
     states: Mapping[int, JobState] | None = None,
 ) -> dict[int, list[Candidate]]:
-    """``record_results`` after other ``moves`` of the same round, in one plan.
+    """``record_results`` after other ``moves`` (and retries) of the same round, in one plan.
 
-    A worker's round: the moves (submitted, running, failed, ...) and the completions are
+    A worker's round: the moves (submitted, running, failed, ...), retries and completions are
     checked together and written with one read, one UPDATE per set of columns, one INSERT
     of candidates and one of events, whatever the number of jobs. ``known``: the jobs as the
     caller holds them, for what never changes after ``enqueue`` (run, step, parent, params);
@@ -101,7 +101,7 @@ def record_round(
     the UPDATE raises ``StaleStates`` and the caller's transaction must roll back.
     """
     ids = list(results)
-    wanted = list(dict.fromkeys([*ids, *(move[0] for move in moves)]))
+    wanted = list(dict.fromkeys([*ids, *(job_of(move) for move in moves)]))
     if not wanted:
         return {}
     with store.transaction() as tx:
@@ -117,9 +117,8 @@ def record_round(
             states = {i: JobState(j.status, j.retries, j.prompt_id) for i, j in jobs.items()}
         done = {i: tx.candidates_of(i) for i in ids if states[i].status is JobStatus.COMPLETED}
         todo = [jobs[i] for i in ids if i not in done]
-        completions: list[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]]
         completions = [
-            (
+            Move(
                 job.id,
                 JobStatus.COMPLETED,
                 {},
@@ -141,7 +140,7 @@ def record_round(
                     by_job[job.id]
                 )
         tx.add_child_counts(children)
-        transition_states_many(tx, states, [*moves, *completions])
+        record_changes_in(tx, states, [*moves, *completions])
         _crashpoints.reached("result.transaction")  # the crash test kills a worker here
     return {i: done[i] if i in done else by_job[i] for i in ids}
 
@@ -375,5 +374,3 @@ def _unlisted_outputs(client: Client, job: Job) -> tuple[Sequence[ImageRef], dic
             "(e.g. the seed)",
         }
     return earlier.report.outputs, {"outputs_from": earlier.prompt_id}
-
-

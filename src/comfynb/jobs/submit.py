@@ -1,14 +1,23 @@
-"""Claim a job, post it once with its recorded prompt_id, follow it to its end."""
+"""Claim a job, post it once with its recorded prompt_id, follow it to its end.
+
+Posting is one rule for every caller (``submit_job``, ``recover``, the worker): the prompt_id
+is recorded before the POST; a job that may have been posted already is looked up on the
+server first (:func:`post_prompt`); and what to record of the answer is decided by a pure
+function (:func:`post_change`: submitted, failed, or a retry within the job's budget), which
+each caller records its way (a job function at once, the worker through its recorder).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core import crashpoints as _crashpoints
 from ..core.models import Job
-from ..core.status import JobStatus
+from ..core.status import JobStatus, Move, Retry, retry_or_fail
 from ..errors import (
     TRANSIENT_ERRORS,
     InvalidTransition,
@@ -16,7 +25,7 @@ from ..errors import (
     PromptRejected,
 )
 from ..protocol.calls import PromptStatus, RetryPolicy, new_prompt_id
-from ..store.lifecycle import check_move, transition
+from ..store.lifecycle import check_move, record_changes
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -58,6 +67,100 @@ def select_next_jobs(store: Store, n: int, *, server: str | None = None) -> list
     return store.claim_next_jobs(n, server=server)
 
 
+# --------------------------------------------------------------------------- posting, once
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The server has the prompt: queued now, or found there (an answer lost, a crash).
+
+    ``detail`` goes in the ``submitted`` event: ``{"number": n}`` (and ``"problems"`` when
+    ComfyUI accepted only some outputs), or ``{"found_on_server": "running"}``.
+    """
+
+    detail: dict[str, Any]
+
+    @property
+    def found(self) -> bool:
+        """True if it was on the server already: not posted now."""
+        return "found_on_server" in self.detail
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """ComfyUI refused the prompt (HTTP 400): nothing was queued; ``error`` has its node errors."""
+
+    error: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Transient:
+    """The server could not be reached or failed (after the client's own retries); the prompt
+    may or may not have arrived: the next attempt asks the server first."""
+
+    error: Exception
+
+
+PostOutcome = Posted | Rejected | Transient
+
+
+def post_prompt(
+    client: Client,
+    job: Job,
+    *,
+    maybe_posted: bool,
+    extra_data: Mapping[str, Any] | None = None,
+) -> PostOutcome:
+    """POST a claimed job's prompt with its recorded prompt_id, unless the server has it.
+
+    ``maybe_posted``: an earlier attempt may have reached the server (a crash, an answer
+    lost); the server is asked first and a prompt it has is never posted again. Writes
+    nothing: :func:`post_change` says what to record.
+
+    Example::
+
+        >>> post_prompt(client, claimed, maybe_posted=False)
+        Posted(detail={'number': 3})
+    """
+    assert job.prompt_id is not None, "post a job whose prompt_id is recorded (claimed)"
+    try:
+        if maybe_posted and (report := find_posted(client, job.prompt_id)) is not None:
+            return Posted({"found_on_server": report.status.value})
+        _crashpoints.reached("submit.before_post")
+        queued = client.queue_prompt(job.workflow, prompt_id=job.prompt_id, extra_data=extra_data)
+        _crashpoints.reached("submit.after_post")
+    except PromptRejected as exc:
+        return Rejected(error_detail(exc, error_type=exc.error_type, node_errors=exc.node_errors))
+    except TRANSIENT_ERRORS as exc:
+        return Transient(exc)
+    detail: dict[str, Any] = {"number": queued.number}
+    if queued.node_errors:  # accepted, but only the valid outputs will run
+        detail["problems"] = queued.problems
+    return Posted(detail)
+
+
+def post_change(job: Job, outcome: PostOutcome, server: str) -> Move | Retry:
+    """What to record after :func:`post_prompt`; pure.
+
+    ``submitted`` on ``server`` (its error cleared; the event names the prompt_id); ``failed`` with the node errors when
+    rejected; after a transient failure, a retry (the same prompt_id, asked for first next
+    time) while the budget lasts, else ``failed`` with the reason (``retry_or_fail``).
+
+    Example::
+
+        >>> post_change(job, Posted({"number": 3}), "http://127.0.0.1:8188")
+        Move(job_id=7, to=<JobStatus.SUBMITTED: 'submitted'>, fields={...}, detail={'number': 3, ...})
+    """
+    if isinstance(outcome, Posted):
+        fields = {"server": server, "error": None}
+        detail = {**outcome.detail, "prompt_id": job.prompt_id}  # the claim this move ends
+        return Move(job.id, JobStatus.SUBMITTED, fields, detail)
+    if isinstance(outcome, Rejected):
+        return Move(job.id, JobStatus.FAILED, {"error": outcome.error})
+    exc = outcome.error
+    return retry_or_fail(job, reason=f"POST /prompt: {type(exc).__name__}", error=error_detail(exc))
+
+
 def submit_job(
     store: Store,
     client: Client,
@@ -71,9 +174,10 @@ def submit_job(
     after a crash ``recover`` finds the job by it. A job that already had a prompt_id may have
     been posted before (a crash, an interrupted cell): the server is asked first, and a prompt
     it has is recorded as submitted, never posted again. Transient faults (unreachable,
-    timeout, 5xx, after the client's own retries) are retried here with backoff and counted in
-    ``retries``, reusing the same prompt_id; after ``max_retries`` the job fails. A rejected
-    prompt fails at once with ComfyUI's node errors in ``error``.
+    timeout, 5xx, after the client's own retries) are retried here with backoff, reusing the
+    same prompt_id; each is counted in ``retries`` and recorded as a ``retry`` event with its
+    reason. After ``max_retries`` the job fails, its error saying why. A rejected prompt fails
+    at once with ComfyUI's node errors in ``error``.
 
     Example::
 
@@ -95,6 +199,25 @@ def submit_job(
         InvalidInput: the job is pinned to another server.
         UnexpectedResponse: the server answered something unreadable (the job stays pending).
     """
+    return post_job(store, client, job, extra_data=extra_data)[0]
+
+
+def post_job(
+    store: Store,
+    client: Client,
+    job: Job | int,
+    *,
+    extra_data: Mapping[str, Any] | None = None,
+) -> tuple[Job, PostOutcome]:
+    """:func:`submit_job`, also saying how its last POST went (``recover`` tells adopted
+    jobs, found on the server, from the ones it posted).
+
+    Example::
+
+        >>> job, outcome = post_job(store, client, claimed)
+        >>> job.status.value, isinstance(outcome, Posted) and outcome.found
+        ('submitted', True)
+    """
     current = load_job(store, job)
     if current.status is not JobStatus.PENDING:
         check_move(current, JobStatus.SUBMITTED)  # raises, naming the status
@@ -102,8 +225,6 @@ def submit_job(
     maybe_posted = current.prompt_id is not None
     if current.prompt_id is None:
         current = store.record_intent(current.id, prompt_id=new_prompt_id(), server=client.url)
-    prompt_id = current.prompt_id
-    assert prompt_id is not None
     delays = RetryPolicy(
         attempts=current.max_retries + 1,
         base=client.retry.base,
@@ -111,45 +232,25 @@ def submit_job(
         seed=client.retry.seed,
     ).delays()
     while True:
+        outcome = post_prompt(client, current, maybe_posted=maybe_posted, extra_data=extra_data)
+        change = post_change(current, outcome, client.url)
         try:
-            if maybe_posted and (report := find_posted(client, prompt_id)) is not None:
-                return _mark_submitted(
-                    store, client, current.id, {"found_on_server": report.status.value}
-                )
-            _crashpoints.reached("submit.before_post")
-            maybe_posted = True
-            queued = client.queue_prompt(
-                current.workflow, prompt_id=prompt_id, extra_data=extra_data
-            )
-            _crashpoints.reached("submit.after_post")
-            detail: dict[str, Any] = {"number": queued.number}
-            if queued.node_errors:  # accepted, but only the valid outputs will run
-                detail["problems"] = queued.problems
-            return _mark_submitted(store, client, current.id, detail)
-        except PromptRejected as exc:
-            error = error_detail(exc, error_type=exc.error_type, node_errors=exc.node_errors)
-            return transition(store, current.id, JobStatus.FAILED, error=error)
-        except TRANSIENT_ERRORS as exc:
-            current = store.job(current.id)
-            delay = next(delays, None)
-            if delay is None or current.retries >= current.max_retries:
-                return transition(store, current.id, JobStatus.FAILED, error=error_detail(exc))
-            current = store.update_job(current.id, retries=current.retries + 1, error=error_detail(exc))
-            time.sleep(delay)
-
-
-def _mark_submitted(store: Store, client: Client, job_id: int, detail: dict[str, Any]) -> Job:
-    try:
-        return transition(
-            store, job_id, JobStatus.SUBMITTED, server=client.url, error=None, detail=detail
-        )
-    except InvalidTransition:
-        # cancelled while the POST was on its way: take the prompt back off the server
-        job = store.job(job_id)
-        if job.status is JobStatus.CANCELLED and job.prompt_id is not None:
-            withdraw(client, job.prompt_id)
-            return job
-        raise
+            [current] = record_changes(store, [change])
+        except InvalidTransition:
+            # cancelled while the POST was on its way: take the prompt back off the server
+            cancelled = store.job(current.id)
+            if cancelled.status is not JobStatus.CANCELLED or cancelled.prompt_id is None:
+                raise
+            if isinstance(outcome, Posted):
+                withdraw(client, cancelled.prompt_id)
+            elif isinstance(outcome, Transient):  # it may have arrived
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    withdraw(client, cancelled.prompt_id)
+            return cancelled, outcome
+        if not isinstance(change, Retry):
+            return current, outcome
+        maybe_posted = True  # the POST may have arrived though its answer did not
+        time.sleep(next(delays, client.retry.max_delay))
 
 
 def poll_job_status(store: Store, client: Client, job: Job | int) -> Job:
@@ -190,5 +291,3 @@ def poll_job_status(store: Store, client: Client, job: Job | int) -> Job:
     if report.status is PromptStatus.COMPLETED:
         return process_job_result(store, client, current, report=report)
     return apply_report(store, current, report)
-
-

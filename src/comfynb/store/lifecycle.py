@@ -12,10 +12,14 @@ if TYPE_CHECKING:
     from . import Store, Transaction
 
 
-from ..core.status import JobState, JobStatus, plan_moves
+from ..core.status import Change, JobState, JobStatus, Release, Retry, job_of, plan_moves
 
 __all__ = [
     "check_move",
+    "record_changes",
+    "record_changes_in",
+    "release_claims",
+    "retry",
     "transition",
     "transition_many",
     "transition_read",
@@ -189,3 +193,105 @@ def transition_states_many(
         ...     transition_states_many(tx, states, [(7, RUNNING, {}, None), (8, COMPLETED, {}, None)])
     """
     tx.apply_plan(plan_moves(states, moves), fetch=False)
+
+
+# --------------------------------------------------------------------------- moves and retries
+
+
+def record_changes(store: Store, changes: Iterable[Change], *, fetch: bool = True) -> list[Job]:
+    """Record moves and retries (``Move``, ``(job_id, to, fields, detail)``, ``Retry``) in ONE
+    transaction, in order: what ``retry_or_fail`` and the job functions decide.
+
+    Example::
+
+        >>> change = retry_or_fail(store.job(7), reason="POST /prompt: ServerTimeout", error=err)
+        >>> [job] = record_changes(store, [change])
+        >>> job.retries, store.events(job=7)["detail"].iloc[-1]
+        (1, '{"event":"retry","reason":"POST /prompt: ServerTimeout","retries":1,...}')
+
+    Args:
+        store: the open store.
+        changes: what to record; a move's ``to`` is a ``JobStatus``.
+        fetch: read the jobs back; ``False`` saves that query and returns ``[]``.
+
+    Returns:
+        The jobs as stored afterwards, one per change, in order.
+
+    Raises:
+        JobNotInStore, InvalidTransition, InvalidInput: as :func:`transition`; nothing changed.
+    """
+    changes = list(changes)
+    if not changes:
+        return []
+    with store.transaction() as tx:
+        states = tx.job_states({job_of(change) for change in changes})
+        jobs = tx.apply_plan(plan_moves(states, changes), fetch=fetch)
+    return [jobs[job_of(change)] for change in changes] if fetch else []
+
+
+def retry(
+    store: Store,
+    job_id: int,
+    *,
+    reason: str,
+    error: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> Job:
+    """Count a failed attempt of a job and record it as a ``retry`` event (see ``Retry``).
+
+    A pending job stays pending with its prompt_id; a submitted or running one goes back to
+    pending. It does not check the budget: ``retry_or_fail`` decides whether to call it.
+
+    Example::
+
+        >>> job = retry(store, 7, reason="POST /prompt: ServerTimeout", error=err)
+        >>> job.status.value, job.retries
+        ('pending', 1)
+    """
+    return record_changes(store, [Retry(job_id, reason, error, fields)])[0]
+
+
+def record_changes_in(
+    tx: Transaction, states: Mapping[int, JobState], changes: Sequence[Change]
+) -> None:
+    """:func:`record_changes` inside ``tx``, from ``states`` just read (or kept) by the caller.
+
+    For a worker's round: moves, retries and completions of many jobs are checked together and
+    written as one UPDATE per set of columns and one INSERT of events.
+
+    Example::
+
+        >>> with store.transaction() as tx:
+        ...     states = tx.job_states([7, 8])
+        ...     record_changes_in(tx, states, [Retry(7, "POST /prompt: ServerTimeout"),
+        ...                                    Move(8, JobStatus.RUNNING)])
+    """
+    tx.apply_plan(plan_moves(states, changes), fetch=False)
+
+
+def release_claims(store: Store, job_ids: Iterable[int], *, reason: str) -> int:
+    """Give claimed, never-submitted jobs back to the queue, each with a ``release`` event.
+
+    Each pending job with a prompt_id loses it, its claim and its server (``Release``); jobs no
+    longer pending, or not claimed, are left alone. For a worker that stops (or loses a
+    server) holding jobs it claimed but did not post: another claim gives them a fresh
+    prompt_id, so no server ever sees one prompt_id twice. Returns how many were released.
+
+    Example::
+
+        >>> release_claims(store, [7, 8], reason="the worker stopped")
+        2
+    """
+    ids = sorted(set(job_ids))
+    if not ids:
+        return 0
+    with store.transaction() as tx:
+        states = tx.job_states(ids)
+        claimed = [
+            Release(i, reason)
+            for i in ids
+            if states[i].status is JobStatus.PENDING and states[i].prompt_id is not None
+        ]
+        if claimed:
+            tx.apply_plan(plan_moves(states, claimed), fetch=False)
+    return len(claimed)
