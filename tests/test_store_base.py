@@ -203,12 +203,6 @@ def test_the_job_functions_of_a_worker_are_refused_on_a_served_store(
     assert sim.prompts() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs comfynb.store.base.require_owner(store, ...) at the top of submit_job "
-    "(jobs/submit.py): a claimed job is looked up on the server, then POSTED, before the "
-    "transition is refused",
-)
 def test_submitting_a_job_the_worker_claimed_is_refused_before_the_server_is_asked(
     sim: Simulator, remote: RemoteStore, store: Store
 ) -> None:
@@ -221,11 +215,6 @@ def test_submitting_a_job_the_worker_claimed_is_refused_before_the_server_is_ask
     assert sim.prompts() == []  # the server got nothing (its log, not a race with its queue)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs comfynb.store.base.require_owner(store, ...) at the top of recover "
-    "(jobs/recover.py): it removes the worker's partial downloads first",
-)
 def test_recover_on_a_served_store_is_refused_and_touches_no_file(
     sim: Simulator, remote: RemoteStore, store: Store
 ) -> None:
@@ -237,13 +226,10 @@ def test_recover_on_a_served_store_is_refused_and_touches_no_file(
     assert partial.exists()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs Worker.__init__ to call store.change_counts() (worker/loop.py)"
-)
 def test_a_worker_on_a_served_store_is_refused_when_made(
     sim: Simulator, remote: RemoteStore
 ) -> None:
-    with pytest.raises(OwnedByWorker, match=r"store\.change_counts\(\) is refused"):
+    with pytest.raises(OwnedByWorker, match=r"comfynb\.Worker is refused"):
         comfynb.Worker(remote, [sim.url])  # type: ignore[arg-type]
 
 

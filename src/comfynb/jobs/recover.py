@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.models import Job
 from ..core.status import JobStatus
+from ..store.base import require_owner
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -72,6 +73,7 @@ def recover(
         ServerUnreachable, ServerTimeout, ServerFailed: the server did not answer; what was
             reconciled so far stays, call it again.
     """
+    require_owner(store, "comfynb.recover")  # a served store: refused before any I/O
     unsettled = store.unsettled_jobs()
     # a job of another server may be downloading right now (a worker recovers a server that
     # came up late while its pool downloads images from the others): its files stay

@@ -20,6 +20,7 @@ from ..errors import (
     UnsafePath,
 )
 from ..protocol.calls import ImageRef, JobReport, PromptStatus
+from ..store.base import require_owner
 from ..store.lifecycle import check_move, record_changes_in, transition
 
 if TYPE_CHECKING:
@@ -194,6 +195,7 @@ def process_job_result(
         ServerUnreachable, ServerTimeout, ServerFailed: the server did not answer; the job
             is unchanged and no file of it is left, call it again later.
     """
+    require_owner(store, "comfynb.process_job_result")  # a served store: refused before any I/O
     current = load_job(store, job)
     if current.status is JobStatus.COMPLETED:
         return current

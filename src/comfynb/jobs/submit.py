@@ -25,6 +25,7 @@ from ..errors import (
     PromptRejected,
 )
 from ..protocol.calls import PromptStatus, RetryPolicy, new_prompt_id
+from ..store.base import require_owner
 from ..store.lifecycle import check_move, record_changes
 
 if TYPE_CHECKING:
@@ -199,6 +200,7 @@ def submit_job(
         InvalidInput: the job is pinned to another server.
         UnexpectedResponse: the server answered something unreadable (the job stays pending).
     """
+    require_owner(store, "comfynb.submit_job")  # a served store: refused before any I/O
     return post_job(store, client, job, extra_data=extra_data)[0]
 
 
@@ -279,6 +281,7 @@ def poll_job_status(store: Store, client: Client, job: Job | int) -> Job:
         ServerUnreachable, ServerTimeout, ServerFailed: the server did not answer; the job is
             unchanged, poll again later.
     """
+    require_owner(store, "comfynb.poll_job_status")  # a served store: refused before any I/O
     current = load_job(store, job)
     if current.status not in (JobStatus.SUBMITTED, JobStatus.RUNNING):
         return current

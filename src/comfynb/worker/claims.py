@@ -17,7 +17,7 @@ Example (what the loop does)::
 
     n = server.claims.wanted(target_depth, server.waiting(), queue_changes)
     ...                                         # the recorder claims n jobs
-    server.claims.came_back(jobs, queue_changes)
+    server.claims.came_back(jobs)
     for job, maybe_posted in server.claims.take(room): ...
 """
 
@@ -44,6 +44,7 @@ class Claims:
         self.reserve = target_depth  # jobs to hold beyond the queue: grows when it runs dry
         self.grew = False  # the reserve grew while the current claim was out
         self.dry_at: int | None = None  # the store's queue count when a claim came back short
+        self.asked_at = 0  # the store's queue count when the claim out was asked
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -57,13 +58,21 @@ class Claims:
         if short > 0 and (held < target_depth or short >= (self.reserve + 1) // 2):
             self.dry_at = None
             self.asked = short
+            # the count as the claim is asked, before its SELECT can run: a job enqueued
+            # after this may have missed the claim, and then the count moves past dry_at
+            self.asked_at = queue_changes
             return short
         return 0
 
-    def came_back(self, jobs: Sequence[Job], queue_changes: int) -> None:
-        """A claim came back with ``jobs`` (the caller places them)."""
+    def came_back(self, jobs: Sequence[Job]) -> None:
+        """A claim came back with ``jobs`` (the caller places them).
+
+        A short claim marks the server dry at the count read when it was ASKED, not the count
+        now: a job enqueued between the claim's SELECT and this moment has already moved the
+        count, and would otherwise wait for the next enqueue (the demo's lost third job).
+        """
         if len(jobs) < self.asked:
-            self.dry_at = queue_changes
+            self.dry_at = self.asked_at
         self.asked, self.grew = 0, False
 
     def take(self, room: int) -> list[tuple[Job, bool]]:

@@ -64,6 +64,7 @@ from ..jobs.recover import recover
 from ..jobs.results import Collected
 from ..jobs.submit import Posted, Transient, poll_job_status, post_change, post_prompt
 from ..protocol.events import Event, Executed, ExecutionStart, ExecutionSuccess, Progress
+from ..store.base import require_owner
 from ..store.lifecycle import record_changes, release_claims
 from . import running as registry
 from .downloads import Downloads, Fetched
@@ -176,6 +177,7 @@ class Worker:
             )
         if isinstance(target_depth, bool) or not isinstance(target_depth, int) or target_depth < 1:
             raise InvalidInput(f"target_depth must be an int from 1, got {target_depth!r}")
+        require_owner(store, "comfynb.Worker")  # another process's store: OwnedByWorker
         self.store = store
         # Shown, logged and compared without credentials; the clients get the URLs as given.
         self.servers: tuple[str, ...] = tuple(urls)
@@ -344,14 +346,6 @@ class Worker:
         )
 
 
-def _change_counts(store: Store) -> tuple[int, int]:
-    """The store's counts of queue changes (enqueued, requeued, released: jobs may have become
-    claimable) and of cancellations, in this process; they only grow. A worker reads them to
-    skip queries. (To become ``store.change_counts()``.)"""
-    shared = store._shared
-    return shared.queue_changes, shared.cancellations
-
-
 @dataclass(frozen=True)
 class _Unposted:
     """The loop's tag for a change of a job that is on no server: failed before or at its
@@ -415,7 +409,7 @@ class _Loop:
         self._recorder = Recorder(
             self.store, wake=lambda: events.put(_WAKE), results_coming=self._results_coming
         ).start()
-        self.cancellations_seen = _change_counts(self.store)[1]
+        self.cancellations_seen = self.store.change_counts().cancellations
         options = self.client_options
         once = {**options, "retry": RetryPolicy(attempts=1)}
         self.servers = [
@@ -598,7 +592,7 @@ class _Loop:
         """Ask the recorder for jobs for each server whose queue and claims run short."""
         if self.halting:
             return
-        queue_changes = _change_counts(self.store)[0]
+        queue_changes = self.store.change_counts().queue_changes
         for index, server in enumerate(self.servers):
             if not server.up or server.caps is None:
                 continue
@@ -608,7 +602,7 @@ class _Loop:
 
     def _claimed(self, server: Server, jobs: list[Job]) -> None:
         """Claimed jobs came back from the recorder: placed, and posted where there is room."""
-        server.claims.came_back(jobs, _change_counts(self.store)[0])
+        server.claims.came_back(jobs)
         able = [s for s in self.servers if s.up and s.caps is not None]
         if server not in able or self.halting:  # it went down meanwhile, or stopping
             why = f"worker {self.name} stopping" if self.halting else f"server {server.url} down"
@@ -626,7 +620,7 @@ class _Loop:
         """
         if self.halting:
             return
-        cancellations = _change_counts(self.store)[1]
+        cancellations = self.store.change_counts().cancellations
         if check and cancellations != self.cancellations_seen:
             self.cancellations_seen = cancellations
             self._drop_cancelled([job.id for s in self.servers for job, _ in s.claims.jobs])
