@@ -69,13 +69,14 @@ def posting_damage(point: str, store: Store, posted: set[str]) -> bool | None:
 
 
 def check_events(store: Store, job_id: int) -> None:
-    """The job's events chain from ``pending`` through legal moves (and retries or releases,
-    whose row keeps a pending job where it is) to ``completed``."""
+    """The job's events chain from its creation (none -> ``pending``) through legal moves (and
+    retries or releases, whose row keeps a pending job where it is) to ``completed``."""
     events = store.events(job_id)
     moves = list(zip(events["from_status"], events["to_status"], strict=True))
-    assert moves, job_id
+    assert moves and moves[0][1] == "pending" and not isinstance(moves[0][0], str), (job_id, moves)
+    moves, details = moves[1:], list(events["detail"])[1:]
     status = JobStatus.PENDING
-    for (before, after), detail in zip(moves, events["detail"], strict=True):
+    for (before, after), detail in zip(moves, details, strict=True):
         assert before == status.value, (job_id, moves)
         note = isinstance(detail, str) and ('"retry"' in detail or '"release"' in detail)
         assert (before == after == "pending" and note) or JobStatus(after) in ALLOWED[status], (

@@ -58,7 +58,9 @@ def test_the_jobs_are_written_in_order_and_read_back_the_same(store: Store) -> N
         assert (job.max_retries, job.metadata, job.prompt_id) == (1, {"why": "sweep"}, None)
         assert job.created_at.tzinfo is not None
     assert store.jobs()["id"].tolist() == [j.id for j in jobs]
-    assert store.events().empty  # as enqueue: events are status changes; a new job has none
+    events = store.events()  # each job's story starts with its creation, in the same transaction
+    assert events["job_id"].tolist() == [j.id for j in jobs]
+    assert events["from_status"].isna().all() and (events["to_status"] == "pending").all()
 
 
 def test_the_records_are_copies(store: Store) -> None:
@@ -161,7 +163,8 @@ def test_a_worker_runs_a_batch_to_the_end(store: Store, sim: Simulator) -> None:
     assert store.status_counts(job_ids=[j.id for j in jobs]) == {"completed": 6}
     assert len(store.candidates(run="r")) == 6
     moves = store.events(job=jobs[0].id)[["from_status", "to_status"]].values.tolist()
-    assert moves[0] == ["pending", "submitted"] and moves[-1][1] == "completed"
+    assert moves[0][1] == "pending" and moves[1] == ["pending", "submitted"]
+    assert moves[-1][1] == "completed"
 
 
 def test_secrets_are_dropped_from_every_workflow(store: Store) -> None:

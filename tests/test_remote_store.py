@@ -96,7 +96,7 @@ def test_every_request_needs_the_token(endpoint: Endpoint) -> None:
 def test_a_call_outside_the_notebook_api_is_refused(endpoint: Endpoint) -> None:
     token = json.loads(endpoint.file.read_text())["token"]
     headers = {"Authorization": f"Bearer {token}"}
-    for name in ("claim_next_job", "update_job", "close", "_fetch", "transaction"):
+    for name in ("claim_next_job", "record_intent", "close", "_fetch", "transaction"):
         response = HTTP.post(f"{endpoint.url}/call/{name}", json={}, headers=headers)
         assert response.status_code == 404, name
     assert not endpoint.store._closed

@@ -37,7 +37,7 @@ from comfynb.core.jsonio import is_secret_key, strip_secrets
 from comfynb.core.models import NewCandidate
 from comfynb.jobs import record_result, record_results, select_next_jobs
 from comfynb.store import MIGRATIONS, Migration
-from comfynb.store.lifecycle import transition
+from comfynb.store.lifecycle import retry, transition
 
 S = JobStatus
 WORKFLOW: dict[str, Any] = {
@@ -399,7 +399,10 @@ def test_select_next_jobs_claims_a_batch_in_the_same_fair_order(store: Store) ->
 def test_select_next_job_respects_and_pins_the_server(store: Store) -> None:
     run = store.new_run("r")
     job = enqueue(store, WORKFLOW, run=run)
-    store.update_job(job.id, server="http://b")
+    assert select_next_job(store, server="http://b") == store.job(job.id)  # pinned to b
+    transition(store, job.id, S.SUBMITTED)
+    retry(store, job.id, reason="b forgot it")  # back to pending, still b's
+    assert (store.job(job.id).status, store.job(job.id).server) == (S.PENDING, "http://b")
     assert select_next_job(store, server="http://a") is None
     free = enqueue(store, WORKFLOW, run=run)
     claimed = select_next_job(store, server="http://a")
@@ -455,22 +458,6 @@ def test_record_intent_and_unsettled_jobs(store: Store) -> None:
     assert store.job(quiet.id).prompt_id is None
 
 
-def test_update_job_never_sets_the_status(store: Store) -> None:
-    job = enqueue(store, WORKFLOW, run=store.new_run("r"))
-    updated = store.update_job(job.id, retries=2, error={"type": "ServerTimeout"})
-    assert (updated.retries, updated.error) == (2, {"type": "ServerTimeout"})
-    with pytest.raises(InvalidInput, match=r"lifecycle\.transition"):
-        store.update_job(job.id, status="running")
-    with pytest.raises(JobNotInStore):
-        store.update_job(555, retries=1)
-    with pytest.raises(InvalidInput, match="progress_value must be an int from 0"):
-        store.update_job(job.id, progress_value="half")
-    assert store.job(job.id).status is S.PENDING
-
-
-# ----------------------------------------------------------------------------- results
-
-
 def test_record_result_completes_in_one_transaction(store: Store) -> None:
     parent = completed_job(store, n=1)[0]
     job = enqueue(store, WORKFLOW, run="r", parent=parent, params={"seed": 9, "prompt": "a cat"})
@@ -483,11 +470,11 @@ def test_record_result_completes_in_one_transaction(store: Store) -> None:
     assert store.job(job.id).status is S.COMPLETED
     assert store.candidate(parent).child_count == 4
     events = store.events(job=job.id)
-    assert events["to_status"].tolist() == ["submitted", "running", "completed"]
+    assert events["to_status"].tolist() == ["pending", "submitted", "running", "completed"]
     # again: nothing changes
     assert record_result(store, job.id, images) == made
     assert store.candidate(parent).child_count == 4
-    assert len(store.candidates(job=job.id)) == 4 and len(store.events(job=job.id)) == 3
+    assert len(store.candidates(job=job.id)) == 4 and len(store.events(job=job.id)) == 4
 
 
 def test_record_result_failures_leave_nothing_behind(store: Store) -> None:
@@ -537,7 +524,7 @@ def test_the_last_statement_failing_rolls_back_the_whole_transaction(store: Stor
     job = enqueue(store, WORKFLOW, run=store.new_run("r"), parent=None)
     transition(store, job.id, S.SUBMITTED)
     with pytest.raises(CandidateNotFound), store.transaction() as tx:
-        tx.insert_candidates(store.job(job.id), [NewCandidate("2", "r/a.png")])
+        tx.insert_candidates_many([(store.job(job.id), NewCandidate("2", "r/a.png"))])
         tx.add_child_count(4040, 1)  # no such parent: the insert above must vanish too
     assert store.candidates().empty
 
@@ -612,11 +599,14 @@ def test_jobs_and_events_frames(store: Store) -> None:
     with pytest.raises(InvalidInput, match="unknown job status 'done'"):
         store.jobs(status="done")
     events = store.events()
-    assert events[["job_id", "from_status", "to_status"]].values.tolist() == [
-        [two.id, "pending", "cancelled"]
+    assert events[["job_id", "to_status"]].values.tolist() == [
+        [one.id, "pending"],  # created
+        [two.id, "pending"],
+        [two.id, "cancelled"],
     ]
+    assert events["from_status"].isna().tolist() == [True, True, False]
     assert str(events["at"].dtype) == "datetime64[us, UTC]"
-    assert store.events(job=one.id).empty
+    assert store.events(job=one.id)["to_status"].tolist() == ["pending"]
     runs = store.runs()
     assert runs[["name", "jobs", "candidates"]].values.tolist() == [["r", 2, 0]]
 
@@ -769,9 +759,9 @@ def test_two_threads_and_two_stores_writing_one_row_never_conflict(tmp_path: Pat
             try:
                 start.wait()
                 for _ in range(50):
-                    with store.transaction():
+                    with store.transaction():  # a read, then a write on it: not torn
                         retries = store.job(job.id).retries
-                        store.update_job(job.id, retries=retries + 1)
+                        retry(store, job.id, reason=f"bump {retries}")
             except BaseException as exc:
                 errors.append(exc)
 

@@ -95,7 +95,7 @@ def test_one_server_runs_every_job_to_completed_with_its_image(
     for path in cands["path"]:
         assert (store.output_dir / path).read_bytes().startswith(b"\x89PNG")
     events = store.events(ids[0])
-    assert list(events["to_status"]) == ["submitted", "running", "completed"]
+    assert list(events["to_status"]) == ["pending", "submitted", "running", "completed"]
     assert all(posts == 1 for posts in posts_of(sim).values())
     assert len(posts_of(sim)) == 12
     lines = [r.getMessage() for r in caplog.records if r.name == "comfynb.worker"]
@@ -132,7 +132,7 @@ def test_a_failing_node_fails_the_job_with_the_servers_error(sim: Simulator, sto
 def event_rows(store: Store, job_id: int) -> list[dict[str, Any]]:
     events = store.events(job=job_id)
     return [
-        {"from": a, "to": b, **(json.loads(d) if isinstance(d, str) else {})}
+        {"from": a if isinstance(a, str) else None, "to": b, **(json.loads(d) if isinstance(d, str) else {})}
         for a, b, d in zip(events["from_status"], events["to_status"], events["detail"], strict=True)
     ]
 
@@ -153,14 +153,15 @@ def test_a_post_that_fails_on_the_way_is_a_retry_event_then_the_job_completes(
     assert job.status is JobStatus.COMPLETED and job.retries == 1 and job.error is None
     rows = event_rows(store, job_id)
     assert [(r["from"], r["to"]) for r in rows] == [
+        (None, "pending"),
         ("pending", "pending"),
         ("pending", "submitted"),
         ("submitted", "running"),
         ("running", "completed"),
     ]
-    assert rows[0]["event"] == "retry" and rows[0]["retries"] == 1
-    assert rows[0]["reason"] == "POST /prompt: ServerFailed"
-    assert rows[0]["error"]["type"] == "ServerFailed"
+    assert rows[1]["event"] == "retry" and rows[1]["retries"] == 1
+    assert rows[1]["reason"] == "POST /prompt: ServerFailed"
+    assert rows[1]["error"]["type"] == "ServerFailed"
     assert posts_of(sim) == {job.prompt_id: 1}  # the same prompt_id, asked for, posted once
     lines = [r.getMessage() for r in caplog.records if r.name == "comfynb.worker"]
     assert f"job {job_id} run 1: retry 1 of 3 ({sim.url}): POST /prompt: ServerFailed" in lines
@@ -182,6 +183,7 @@ def test_a_job_whose_posts_keep_failing_fails_with_the_reason_once_out_of_retrie
     assert "no retries left (1 of 1 used)" in job.error["message"]
     rows = event_rows(store, job_id)
     assert [(r["from"], r["to"], r.get("event")) for r in rows] == [
+        (None, "pending", None),
         ("pending", "pending", "retry"),
         ("pending", "failed", None),
     ]

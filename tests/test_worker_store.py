@@ -54,7 +54,7 @@ def test_release_claims_gives_claimed_jobs_back_and_counts(store: Store) -> None
     claimed = select_next_jobs(store, 2, server="http://s")
     assert store.claimable(["http://s"]) == 1
     transition_many(store, [(claimed[0].id, "submitted")])
-    assert store.release_claims([c.id for c in claimed]) == 1  # the submitted one stays
+    assert release_claims(store, [c.id for c in claimed], reason="r") == 1  # submitted one stays
     released = store.job(claimed[1].id)
     assert (released.prompt_id, released.server, released.claimed_at) == (None, None, None)
     assert store.claimable(["http://other"]) == 2
@@ -74,15 +74,16 @@ def test_a_claim_given_back_through_the_lifecycle_is_a_release_event(store: Stor
     assert (released.prompt_id, released.server, released.claimed_at) == (None, None, None)
     assert released.status is JobStatus.PENDING and released.retries == 0
     events = store.events(job=claimed[1].id)
-    assert list(zip(events["from_status"], events["to_status"], strict=True)) == [
-        ("pending", "pending")
+    assert list(zip(events["from_status"].fillna(""), events["to_status"], strict=True)) == [
+        ("", "pending"),  # created
+        ("pending", "pending"),
     ]
-    assert json.loads(events["detail"].iloc[0]) == {
+    assert json.loads(events["detail"].iloc[1]) == {
         "event": "release",
         "previous_prompt_id": claimed[1].prompt_id,
         "reason": "the worker stopped",
     }
-    assert store.events(job=ids[2]).empty
+    assert store.events(job=ids[2])["to_status"].tolist() == ["pending"]  # created only
     assert store.claimable(["http://other"]) == 2
     again = select_next_jobs(store, 2, server="http://t")
     assert claimed[1].id in [j.id for j in again] and claimed[1].prompt_id not in [

@@ -28,9 +28,8 @@ What a backend (a PostgreSQL store, later) must provide:
   ``candidates_of``, ``apply_plan``, ``insert_candidates_many``, ``add_child_counts``,
   ``set_progress``; none of them takes SQL), with ``apply_plan`` the only code that writes
   ``jobs.status`` and ``comfynb.store.lifecycle`` its only caller; the claims
-  (``claim_next_job(s)``, ``claimable``, ``release_claims``, ``record_intent``) with their
-  order (priority, then fair between runs, then oldest) and atomicity between processes;
-  ``update_job``; and ``change_counts()`` (:class:`ChangeCounts`: a backend with several
+  (``claim_next_job(s)``, ``claimable``, ``record_intent``) with their order (priority,
+  then fair between runs, then oldest) and atomicity between processes; and ``change_counts()`` (:class:`ChangeCounts`: a backend with several
   writing processes counts what it sees, e.g. by LISTEN/NOTIFY).
 * A store that another process owns and serves derives from :class:`ServedStore`: the
   worker-side calls are refused there with ``OwnedByWorker``, and ``comfynb.cancel`` runs on
@@ -301,17 +300,9 @@ class ServedStore(ABC):
         """Refused: only the owner's worker claims, so only it asks (``OwnedByWorker``)."""
         self.refuse("store.claimable()")
 
-    def release_claims(self, job_ids: Iterable[int]) -> NoReturn:
-        """Refused: claims are the owner's worker's (``OwnedByWorker``)."""
-        self.refuse("store.release_claims()")
-
     def record_intent(self, job_id: int, *, prompt_id: str, server: str | None = None) -> NoReturn:
         """Refused: the owner's worker posts jobs (``OwnedByWorker``)."""
         self.refuse("store.record_intent()")
-
-    def update_job(self, job_id: int, **fields: Any) -> NoReturn:
-        """Refused: the owner's worker writes job columns (``OwnedByWorker``)."""
-        self.refuse("store.update_job()")
 
     def change_counts(self) -> NoReturn:
         """Refused: the counters are the owner's worker's (``OwnedByWorker``)."""

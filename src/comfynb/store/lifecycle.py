@@ -22,9 +22,6 @@ __all__ = [
     "retry",
     "transition",
     "transition_many",
-    "transition_read",
-    "transition_read_many",
-    "transition_states_many",
 ]
 
 
@@ -121,45 +118,6 @@ def check_move(job: Job, to: JobStatus) -> None:
     plan_moves({job.id: JobState(job.status, job.retries, job.prompt_id)}, [(job.id, to, {}, None)])
 
 
-def transition_read(
-    tx: Transaction,
-    job: Job,
-    to: JobStatus,
-    *,
-    detail: Mapping[str, Any] | None = None,
-    **fields: Any,
-) -> None:
-    """Move ``job``, just read inside ``tx``, to ``to``: :func:`transition` minus two queries.
-
-    For job functions that hold the job's current row in their own transaction (e.g.
-    completing it with its candidates); it neither reads the job again nor returns it.
-
-    Example::
-
-        >>> with store.transaction() as tx:
-        ...     job = tx.job(7)
-        ...     transition_read(tx, job, JobStatus.COMPLETED, detail={"candidates": 4})
-    """
-    transition_read_many(tx, [(job, to, fields, detail)])
-
-
-def transition_read_many(
-    tx: Transaction,
-    moves: Sequence[tuple[Job, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]],
-) -> None:
-    """:func:`transition_read` for many jobs at once: one UPDATE per shape, one INSERT.
-
-    Example::
-
-        >>> with store.transaction() as tx:
-        ...     jobs = tx.jobs_by_id([7, 8])
-        ...     transition_read_many(tx, [(j, JobStatus.COMPLETED, {}, None) for j in jobs.values()])
-    """
-    states = {job.id: JobState(job.status, job.retries, job.prompt_id) for job, *_ in moves}
-    plan = plan_moves(states, [(job.id, to, fields, detail) for job, to, fields, detail in moves])
-    tx.apply_plan(plan, fetch=False)
-
-
 def _normal_move(
     move: tuple[Any, ...],
 ) -> tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]:
@@ -174,25 +132,6 @@ def _normal_move(
     fields = rest[0] if rest else {}
     detail = rest[1] if len(rest) > 1 else None
     return job_id, JobStatus.parse(to), fields or {}, detail
-
-
-def transition_states_many(
-    tx: Transaction,
-    states: Mapping[int, JobState],
-    moves: Sequence[tuple[int, JobStatus, Mapping[str, Any], Mapping[str, Any] | None]],
-) -> None:
-    """Apply ``moves`` of jobs whose ``states`` were just read inside ``tx``, in order.
-
-    For a worker's round: submitted, running, completed and failed moves of many jobs are
-    checked together and written as one UPDATE per set of columns and one INSERT of events.
-
-    Example::
-
-        >>> with store.transaction() as tx:
-        ...     states = tx.job_states([7, 8])
-        ...     transition_states_many(tx, states, [(7, RUNNING, {}, None), (8, COMPLETED, {}, None)])
-    """
-    tx.apply_plan(plan_moves(states, moves), fetch=False)
 
 
 # --------------------------------------------------------------------------- moves and retries

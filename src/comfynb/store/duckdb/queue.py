@@ -13,20 +13,17 @@ between runs); then the oldest job. Claims are atomic: two threads never claim t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC
-from typing import Any
 
-from ...core.jsonio import to_json
 from ...core.models import Candidate, Job, Run, Step
-from ...core.status import JobStatus, check_fields
-from ...errors import InvalidInput, JobNotInStore, StoreError
+from ...core.status import JobStatus
+from ...errors import InvalidInput, StoreError
 from ...workflows.check import check_int
 from ..base import AddedJobs
 from .connection import Connection
 from .rows import (
     JOB_SELECT,
-    check_id,
     find_run_id,
     job_row,
     read_candidate,
@@ -115,6 +112,8 @@ class Queue(Connection):
                 )
             else:
                 rows = []
+            if rows:  # each job's story starts with its creation: (none) -> pending
+                self._fetch(_CREATED_EVENTS, [[int(id_) for id_, _ in rows]])
             self._shared.queue_changes += bool(rows)
         created = {int(id_): at.replace(tzinfo=UTC) for id_, at in rows}
         ids = sorted(created)
@@ -215,30 +214,6 @@ class Queue(Connection):
         )
         return int(rows[0][0])
 
-    def release_claims(self, job_ids: Iterable[int]) -> int:
-        """Give claimed, never-submitted jobs back to the queue: no prompt_id, claim, or server.
-
-        For a worker that stops (or loses a server) holding jobs it claimed but did not post,
-        or posted to a server that is gone; another worker claims them afresh, with a new
-        prompt_id, so no server ever sees one prompt_id twice. Jobs no longer pending are
-        left alone. Returns how many were released.
-
-        Example::
-
-            >>> store.release_claims([7, 8])
-            2
-        """
-        ids = sorted({check_id(i, "job") for i in job_ids})
-        if not ids:
-            return 0
-        rows = self._write(
-            "UPDATE jobs SET prompt_id = NULL, claimed_at = NULL, server = NULL "
-            "WHERE id IN (SELECT unnest(?::BIGINT[])) AND status = 'pending'",
-            [ids],
-        )
-        self._shared.queue_changes += 1
-        return int(rows[0][0])
-
     def record_intent(self, job_id: int, *, prompt_id: str, server: str | None = None) -> Job:
         """Record, before posting, the prompt_id a pending job will be posted with.
 
@@ -269,53 +244,15 @@ class Queue(Connection):
             )
         return job_row(rows[0])
 
-    def update_job(self, job_id: int, **fields: Any) -> Job:
-        """Set job columns that are not its status: retries, error, metadata, progress.
-
-        The status changes only through ``comfynb.lifecycle.transition``.
-
-        Example::
-
-            >>> store.update_job(7, retries=1, error={"type": "ServerTimeout"}).retries
-            1
-
-        Raises:
-            JobNotInStore: no such job.
-            InvalidInput: an unknown column, or ``status`` (use ``transition``).
-        """
-        allowed = {"retries", "error", "metadata", "progress_value", "progress_max", "server"}
-        unknown = sorted(set(fields) - allowed)
-        if unknown:
-            hint = " (change it with comfynb.lifecycle.transition)" if "status" in unknown else ""
-            raise InvalidInput(
-                f"update_job cannot set {', '.join(unknown)}{hint}; it sets "
-                f"{', '.join(sorted(allowed))}"
-            )
-        check_fields(job_id, fields)
-        if not fields:
-            return read_job(self._fetch, job_id)
-        sets = ", ".join(
-            f"{name} = ?::JSON" if name in ("error", "metadata") else f"{name} = ?"
-            for name in fields
-        )
-        values = [
-            to_json(value, name) if name in ("error", "metadata") else value
-            for name, value in fields.items()
-        ]
-        rows = self._write(
-            f"UPDATE jobs SET {sets} WHERE id = ? RETURNING {JOB_SELECT}",
-            [*values, check_id(job_id, "job")],
-        )
-        if not rows:
-            raise JobNotInStore(job_id, "store.jobs() lists them")
-        return job_row(rows[0])
-
-
 # the column lists are spelled out: tests/test_lifecycle.py reads them (no status here)
 _INSERT_ONE = (
     "INSERT INTO jobs (run_id, step_id, parent_candidate_id, priority, max_retries, metadata, "
     "workflow, params) VALUES (?, ?, ?, ?, ?, ?::JSON, ?::JSON, ?::JSON) "
     "RETURNING id, timezone('UTC', created_at)"
+)
+_CREATED_EVENTS = (
+    "INSERT INTO job_events (job_id, from_status, to_status) "
+    "SELECT unnest(?::BIGINT[]), NULL, 'pending'"
 )
 # one statement for the lot: lists bound as parameters and unnested (bench/enqueue.py)
 _INSERT_MANY = (

@@ -19,7 +19,7 @@ Users may query the tables with plain SQL (``runs``, ``steps``, ``jobs``, ``job_
 * ``migrations``: the schema, as named, ordered migrations;
 * ``rows``: each table's columns, and rows made into ``Run``/``Step``/``Job``/``Candidate``;
 * ``records``: the single-row reads and writes (runs, steps, a job, a candidate, pick, star);
-* ``queue``: jobs written in (``add_jobs``), claimed, given back; ``update_job``;
+* ``queue``: jobs written in (``add_jobs``) and claimed;
 * ``frames``: the DataFrame reads and export;
 * ``transaction``: what job functions write inside ``store.transaction()``, including the
   only SQL that writes a job's status.
@@ -63,7 +63,7 @@ class Store(Records, Queue, Frames):
     Singular reads (``run``, ``step``, ``job``, ``candidate``) return frozen dataclasses;
     plural reads (``runs``, ``jobs``, ``candidates``, ``events``) return DataFrames. It has
     every method of ``comfynb.store.base.NotebookStore``, and the calls a worker in this
-    process drives jobs with (``transaction``, the claims, ``update_job``, ``change_counts``).
+    process drives jobs with (``transaction``, the claims, ``change_counts``).
     """
 
     def __repr__(self) -> str:

@@ -4,7 +4,7 @@ Example::
 
     >>> with store.transaction() as tx:
     ...     states = tx.job_states({7, 8})
-    ...     transition_states_many(tx, states, moves)     # comfynb.store.lifecycle
+    ...     record_changes_in(tx, states, changes)      # comfynb.store.lifecycle
 
 :meth:`Transaction.apply_plan` holds the only SQL that writes ``jobs.status``, and only
 ``comfynb.store.lifecycle`` calls it (``tests/test_lifecycle.py`` reads every module to hold
@@ -190,10 +190,6 @@ class Transaction:
                 details,
             ],
         )
-
-    def insert_candidates(self, job: Job, images: Sequence[NewCandidate]) -> list[Candidate]:
-        """Insert one candidate row per image of ``job``; returns them in order."""
-        return self.insert_candidates_many([(job, image) for image in images])
 
     def insert_candidates_many(self, pairs: Sequence[tuple[Job, NewCandidate]]) -> list[Candidate]:
         """Insert one candidate row per (job, image), in ONE statement; returns them in order."""
