@@ -610,18 +610,18 @@ class _Loop:
             return
         for job in jobs:
             self._place(server, job, able)
-        self._post_claimed(check=False)
+        self._post_claimed()  # the hand may hold jobs cancelled since: checked first
 
-    def _post_claimed(self, *, check: bool = True) -> None:
+    def _post_claimed(self) -> None:
         """Post claimed jobs until each server up has ``target_depth`` of ours waiting on it.
 
-        ``check``: first drop the claimed jobs that a notebook cancelled since (a query only
-        when the store counted a cancel since the last check).
+        First the claimed jobs that a notebook cancelled since are dropped (a query only when
+        the store counted a cancel since the last check): every path to a POST passes here.
         """
         if self.halting:
             return
         cancellations = self.store.change_counts().cancellations
-        if check and cancellations != self.cancellations_seen:
+        if cancellations != self.cancellations_seen:
             self.cancellations_seen = cancellations
             self._drop_cancelled([job.id for s in self.servers for job, _ in s.claims.jobs])
         for server in self.servers:
