@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from comfynb.simulator import Simulator
     from comfynb.store import Store
 
-# Captures and facts from the fact sheet, copied here: a user's clone has no ../shared.
+# Captures and facts from the fact sheet, copied into tests/data: a user's clone has no fact sheet.
 DATA = Path(__file__).resolve().parent / "data"
 CAPTURES = DATA / "captures"
 
