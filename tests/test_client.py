@@ -22,7 +22,7 @@ from sim_helpers import wait_for
 
 from comfynb import demo, errors
 from comfynb.client import AsyncClient, Client, RetryPolicy
-from comfynb.protocol.calls import ImageRef, PromptStatus
+from comfynb.protocol.types import ImageRef, PromptStatus
 from comfynb.simulator import Simulator
 
 MakeClient = Callable[..., Any]

@@ -18,7 +18,7 @@ from PIL import Image
 
 from comfynb.errors import ServerUnreachable
 from comfynb.protocol import events as events
-from comfynb.protocol.calls import PromptStatus, RetryPolicy
+from comfynb.protocol.types import PromptStatus, RetryPolicy
 from comfynb.simulator import Simulator
 
 MakeClient = Callable[..., Any]

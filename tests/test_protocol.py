@@ -19,9 +19,9 @@ from conftest import CAPTURES
 from PIL import Image
 
 from comfynb import errors
-from comfynb.protocol import calls as protocol
 from comfynb.protocol import events as events
-from comfynb.protocol.calls import Call, ImageRef, PromptStatus
+from comfynb.protocol import flows, parse, rejections, types
+from comfynb.protocol.types import Call, ImageRef, PromptStatus
 
 
 def capture(name: str) -> Any:
@@ -62,25 +62,25 @@ def read_captured(exchange: dict[str, Any]) -> Any:
         text = exchange.get("body_text") or (json.dumps(body) if body is not None else "")
         job_id = path.rsplit("/", 1)[-1] if path.startswith("/jobs/") else None
         call = Call(method, path, job_id=job_id, submit=(method, path) == ("POST", "/prompt"))
-        return protocol.error_for(call, status, text)
+        return parse.error_for(call, status, text)
     if body is None:
         return None  # empty 200 bodies, /view bytes
     if isinstance(body, str) and body.startswith("<dict with"):
         return body  # the capture kept only a summary of this body
     if (method, path) == ("POST", "/prompt"):
-        return protocol.parse_queued(body)
+        return parse.parse_queued(body)
     if path == "/queue":
-        return protocol.parse_queue(body)
+        return parse.parse_queue(body)
     if path.startswith("/history"):
-        return protocol.parse_history(body)
+        return parse.parse_history(body)
     if path.startswith("/jobs/"):
-        return protocol.report_from_job(path.rsplit("/", 1)[-1], body)
+        return parse.report_from_job(path.rsplit("/", 1)[-1], body)
     if path == "/jobs":
-        return [protocol.report_from_job(job["id"], job) for job in body["jobs"]]
+        return [parse.report_from_job(job["id"], job) for job in body["jobs"]]
     if path == "/system_stats":
-        return protocol.parse_system_stats(body)
+        return parse.parse_system_stats(body)
     if path == "/upload/image":
-        return protocol.parse_upload(body)
+        return parse.parse_upload(body)
     return body
 
 
@@ -112,7 +112,7 @@ def response(status: int, body: Any = None, *, text: str | None = None) -> httpx
     return httpx.Response(status, json=body, request=request)
 
 
-def run_flow(flow: protocol.Flow[Any], answers: list[httpx.Response | Exception]) -> Any:
+def run_flow(flow: types.Flow[Any], answers: list[httpx.Response | Exception]) -> Any:
     """Drive a flow by hand with canned answers; returns (result, calls made)."""
     calls = [next(flow)]
     try:
@@ -130,18 +130,18 @@ def run_flow(flow: protocol.Flow[Any], answers: list[httpx.Response | Exception]
 
 
 def test_queued_prompt_reads_number_and_node_errors() -> None:
-    queued = protocol.parse_queued(capture("post_prompt_success.json")["body"])
-    assert queued == protocol.QueuedPrompt("7c3c3fae-2b83-4ebd-89cc-6cfe070efd67", 15.0, {})
+    queued = parse.parse_queued(capture("post_prompt_success.json")["body"])
+    assert queued == types.QueuedPrompt("7c3c3fae-2b83-4ebd-89cc-6cfe070efd67", 15.0, {})
     front = capture("post_prompt_front_and_number.json")
-    assert protocol.parse_queued(front["front_true"]["body"]).number == -16
-    assert protocol.parse_queued(front["number_7.5"]["body"]).number == 7.5
+    assert parse.parse_queued(front["front_true"]["body"]).number == -16
+    assert parse.parse_queued(front["number_7.5"]["body"]).number == 7.5
     ids = capture("post_prompt_client_prompt_id.json")
-    assert protocol.parse_queued(ids["int_prompt_id_12345"]["body"]).prompt_id == "12345"
+    assert parse.parse_queued(ids["int_prompt_id_12345"]["body"]).prompt_id == "12345"
 
 
 def test_partially_valid_prompt_keeps_its_node_errors_and_says_them() -> None:
     case = capture("post_prompt_validation_errors.json")["partial_one_output_invalid_accepted"]
-    queued = protocol.parse_queued(case["body"])
+    queued = parse.parse_queued(case["body"])
     assert set(queued.node_errors) == {"5"}
     assert queued.problems == [
         "node \"5\" (SaveImage) could not be validated: KeyError '99'; check that its links "
@@ -173,7 +173,7 @@ REJECTIONS = {
 def test_each_captured_rejection_names_what_to_fix(case: str) -> None:
     answer = capture("post_prompt_validation_errors.json")[case]
     assert answer["status"] == 400
-    error = protocol.error_for(
+    error = parse.error_for(
         Call("POST", "/prompt", submit=True), 400, json.dumps(answer["body"])
     )
     assert isinstance(error, errors.PromptRejected)
@@ -209,7 +209,7 @@ def test_newer_and_unknown_rejections_are_kept_as_they_come(
     error: dict[str, Any], words: str
 ) -> None:
     body = json.dumps({"error": error, "node_errors": {}})
-    rejected = protocol.error_for(Call("POST", "/prompt", submit=True), 400, body)
+    rejected = parse.error_for(Call("POST", "/prompt", submit=True), 400, body)
     assert isinstance(rejected, errors.PromptRejected)
     assert rejected.error_type == error["type"]
     assert rejected.error == error
@@ -223,20 +223,20 @@ def test_an_unknown_node_error_type_is_described_not_crashed() -> None:
             "errors": [{"type": "brand_new", "message": "M", "details": "D"}],
         }
     }
-    assert protocol.describe_node_errors(node_errors) == [
+    assert rejections.describe_node_errors(node_errors) == [
         'node "7" (Foo) was refused (brand_new): M; D'
     ]
 
 
 def test_a_rejection_with_a_non_json_body_is_still_typed() -> None:
-    rejected = protocol.error_for(Call("POST", "/prompt", submit=True), 400, "<html>proxy</html>")
+    rejected = parse.error_for(Call("POST", "/prompt", submit=True), 400, "<html>proxy</html>")
     assert isinstance(rejected, errors.PromptRejected)
     assert rejected.error_type == "unknown"
 
 
 def test_500_text_bodies_become_server_failed_with_the_body() -> None:
     answer = capture("post_prompt_validation_errors.json")["invalid_json_body"]
-    error = protocol.error_for(Call("POST", "/prompt", submit=True), 500, answer["body_text"])
+    error = parse.error_for(Call("POST", "/prompt", submit=True), 500, answer["body_text"])
     assert isinstance(error, errors.ServerFailed)
     assert error.status == 500
     assert error.body == "500 Internal Server Error\n\nServer got itself in trouble"
@@ -246,19 +246,19 @@ def test_a_404_on_a_job_is_job_not_found_and_elsewhere_unexpected() -> None:
     answer = capture("queue_pending_delete_clear.json")["api_jobs_unknown_id"]
     body = json.dumps(answer["body"])
     assert isinstance(
-        protocol.error_for(Call("GET", "/api/jobs/x", job_id="x"), 404, body), errors.JobNotFound
+        parse.error_for(Call("GET", "/api/jobs/x", job_id="x"), 404, body), errors.JobNotFound
     )
-    assert isinstance(protocol.error_for(Call("GET", "/nope"), 404, ""), errors.UnexpectedResponse)
-    assert "Origin" in str(protocol.error_for(Call("GET", "/queue"), 403, ""))
+    assert isinstance(parse.error_for(Call("GET", "/nope"), 404, ""), errors.UnexpectedResponse)
+    assert "Origin" in str(parse.error_for(Call("GET", "/queue"), 403, ""))
 
 
 # -- jobs and history -------------------------------------------------------------------------
 
 
-def only_entry(name: str) -> protocol.HistoryEntry:
+def only_entry(name: str) -> types.HistoryEntry:
     data = capture(name)
     body = data.get("body", data) if "request" in data else data
-    (entry,) = protocol.parse_history(body).values()
+    (entry,) = parse.parse_history(body).values()
     return entry
 
 
@@ -300,13 +300,13 @@ def test_cached_rerun_without_client_id_has_no_outputs_but_succeeded() -> None:
 
 
 def test_history_while_running_is_empty() -> None:
-    assert protocol.parse_history(capture("history_while_running.json")["body"]) == {}
+    assert parse.parse_history(capture("history_while_running.json")["body"]) == {}
 
 
 def test_jobs_api_states() -> None:
-    def job(name: str) -> protocol.JobReport:
+    def job(name: str) -> types.JobReport:
         body = capture(name)["body"]
-        return protocol.report_from_job(body["id"], body)
+        return parse.report_from_job(body["id"], body)
 
     completed = job("api_jobs_by_id_completed.json")
     assert completed.status is PromptStatus.COMPLETED and completed.outputs[0].node_id == "5"
@@ -316,18 +316,18 @@ def test_jobs_api_states() -> None:
     interrupted = job("api_jobs_by_id_interrupted.json")
     assert interrupted.status is PromptStatus.INTERRUPTED and interrupted.interrupted_at == "4"
     pending = capture("queue_pending_delete_clear.json")["api_jobs_by_pending_id"]["body"]
-    assert protocol.report_from_job(pending["id"], pending).status is PromptStatus.PENDING
+    assert parse.report_from_job(pending["id"], pending).status is PromptStatus.PENDING
 
 
 def test_failed_without_error_or_messages_is_an_interrupt_and_new_states_are_unknown() -> None:
-    assert protocol.report_from_job("a", {"status": "failed"}).status is PromptStatus.INTERRUPTED
-    future = protocol.report_from_job("a", {"status": "cancelled", "shiny": 1})
+    assert parse.report_from_job("a", {"status": "failed"}).status is PromptStatus.INTERRUPTED
+    future = parse.report_from_job("a", {"status": "cancelled", "shiny": 1})
     assert future.status is PromptStatus.UNKNOWN and future.server_status == "cancelled"
 
 
 def test_queue_in_run_order() -> None:
     body = capture("queue_pending_delete_clear.json")["get_queue_running_and_pending"]["body"]
-    state = protocol.parse_queue(body)
+    state = parse.parse_queue(body)
     assert len(state.running) == 1 and len(state.pending) >= 2
     numbers = [item.number for item in state.pending]
     assert numbers == sorted(numbers)
@@ -336,20 +336,20 @@ def test_queue_in_run_order() -> None:
 
 
 def test_system_stats_and_upload() -> None:
-    stats = protocol.parse_system_stats(capture("system_stats.json")["body"])
+    stats = parse.parse_system_stats(capture("system_stats.json")["body"])
     assert stats.comfyui_version == "0.8.0" and stats.devices[0].name == "cpu"
-    up = protocol.parse_upload(capture("upload_image_requests.json")["upload_subfolder"]["body"])
+    up = parse.parse_upload(capture("upload_image_requests.json")["upload_subfolder"]["body"])
     assert up.as_input == "mydir/probe_upload.png"
 
 
 def test_a_body_of_the_wrong_shape_is_unexpected_response() -> None:
     with pytest.raises(errors.UnexpectedResponse):
-        protocol.parse_queue(["not", "an", "object"])
+        parse.parse_queue(["not", "an", "object"])
     with pytest.raises(errors.UnexpectedResponse):
-        protocol.parse_queued({"number": 1})
+        parse.parse_queued({"number": 1})
     with pytest.raises(errors.UnexpectedResponse):
-        protocol.read_json(response(200, text="<html>"))
-    assert protocol.read_json(response(200)) is None  # empty 200 bodies are not JSON-decoded
+        parse.read_json(response(200, text="<html>"))
+    assert parse.read_json(response(200)) is None  # empty 200 bodies are not JSON-decoded
 
 
 # -- flows ------------------------------------------------------------------------------------
@@ -359,7 +359,7 @@ def test_job_flow_on_an_older_server_asks_history_then_queue() -> None:
     running = capture("queue_while_running.json")["body"]
     pid = running["queue_running"][0][1]
     report, calls = run_flow(
-        protocol.job_flow(pid, jobs_api=False), [response(200, {}), response(200, running)]
+        flows.job_flow(pid, jobs_api=False), [response(200, {}), response(200, running)]
     )
     assert [c.path for c in calls] == [f"/history/{pid}", "/queue"]
     assert report.status is PromptStatus.RUNNING
@@ -367,25 +367,25 @@ def test_job_flow_on_an_older_server_asks_history_then_queue() -> None:
 
 def test_job_flow_unknown_everywhere_is_job_not_found() -> None:
     empty_queue = {"queue_running": [], "queue_pending": []}
-    flow = protocol.job_flow("gone", jobs_api=False)
+    flow = flows.job_flow("gone", jobs_api=False)
     with pytest.raises(errors.JobNotFound):
         run_flow(flow, [response(200, {}), response(200, empty_queue), response(200, {})])
 
 
 def test_prompt_retry_asks_first_and_never_posts_twice() -> None:
     body = {"prompt": {}, "prompt_id": "p-1", "client_id": "c"}
-    flow = protocol.queue_prompt_flow(body, jobs_api=True, retry=protocol.RetryPolicy(seed=0))
+    flow = flows.queue_prompt_flow(body, jobs_api=True, retry=types.RetryPolicy(seed=0))
     lost = errors.ServerUnreachable("reset")
     arrived = response(200, {"id": "p-1", "status": "pending", "priority": 7})
     queued, calls = run_flow(flow, [lost, arrived])
     assert [(c.method, c.path) for c in calls] == [("POST", "/prompt"), ("GET", "/api/jobs/p-1")]
     assert calls[1].delay > 0
-    assert queued == protocol.QueuedPrompt("p-1", 7.0)
+    assert queued == types.QueuedPrompt("p-1", 7.0)
 
 
 def test_prompt_retry_posts_again_when_it_did_not_arrive() -> None:
     body = {"prompt": {}, "prompt_id": "p-1", "client_id": "c"}
-    flow = protocol.queue_prompt_flow(body, jobs_api=False, retry=protocol.RetryPolicy(seed=0))
+    flow = flows.queue_prompt_flow(body, jobs_api=False, retry=types.RetryPolicy(seed=0))
     empty_queue = response(200, {"queue_running": [], "queue_pending": []})
     ok = response(200, {"prompt_id": "p-1", "number": 3, "node_errors": {}})
     queued, calls = run_flow(
@@ -397,8 +397,8 @@ def test_prompt_retry_posts_again_when_it_did_not_arrive() -> None:
 
 def test_prompt_retry_gives_up_after_the_policy() -> None:
     body = {"prompt": {}, "prompt_id": "p-1"}
-    flow = protocol.queue_prompt_flow(
-        body, jobs_api=True, retry=protocol.RetryPolicy(attempts=2, seed=0)
+    flow = flows.queue_prompt_flow(
+        body, jobs_api=True, retry=types.RetryPolicy(attempts=2, seed=0)
     )
     not_there = response(404, {"error": "Job not found"})
     with pytest.raises(errors.ServerFailed):
@@ -413,18 +413,18 @@ def test_prompt_retry_gives_up_after_the_policy() -> None:
 
 
 def test_retry_policy_is_full_jitter_capped_and_repeatable() -> None:
-    policy = protocol.RetryPolicy(attempts=6, base=0.1, max_delay=0.3, seed=42)
+    policy = types.RetryPolicy(attempts=6, base=0.1, max_delay=0.3, seed=42)
     delays = list(policy.delays())
     assert delays == list(policy.delays())
     assert len(delays) == 5
     assert all(0 <= d <= min(0.3, 0.1 * 2**n) for n, d in enumerate(delays))
-    assert list(protocol.RetryPolicy(attempts=1).delays()) == []
+    assert list(types.RetryPolicy(attempts=1).delays()) == []
 
 
 def test_new_prompt_ids_are_canonical_uuid4() -> None:
     import uuid
 
-    pid = protocol.new_prompt_id()
+    pid = flows.new_prompt_id()
     assert str(uuid.UUID(pid)) == pid and uuid.UUID(pid).version == 4
 
 
@@ -512,17 +512,17 @@ def test_unknown_frames_are_kept() -> None:
 
 
 def test_terminal_events_synthesized_from_reports() -> None:
-    done = events.terminal_from_report(protocol.JobReport("p", PromptStatus.COMPLETED))
+    done = events.terminal_from_report(types.JobReport("p", PromptStatus.COMPLETED))
     assert done == events.ExecutionSuccess(prompt_id="p", synthesized=True)
     stopped = events.terminal_from_report(
-        protocol.JobReport("p", PromptStatus.INTERRUPTED, interrupted_at="4")
+        types.JobReport("p", PromptStatus.INTERRUPTED, interrupted_at="4")
     )
     assert (
         isinstance(stopped, events.ExecutionInterrupted)
         and stopped.node_id == "4"
         and stopped.synthesized
     )
-    assert events.terminal_from_report(protocol.JobReport("p", PromptStatus.RUNNING)) is None
+    assert events.terminal_from_report(types.JobReport("p", PromptStatus.RUNNING)) is None
     lost = events.terminal_for_lost_job("p")
     assert lost.error.exception_type == "JobNotFound" and lost.synthesized
 
@@ -537,7 +537,7 @@ def test_a_long_combo_without_input_config_points_to_object_info() -> None:
             "received_value": "nope",
         },
     }
-    assert protocol.describe_node_error("3", "KSampler", error) == (
+    assert rejections.describe_node_error("3", "KSampler", error) == (
         'node "3" (KSampler) input "sampler_name" = \'nope\' is not one of the allowed values; '
         'pick one of those that client.object_info("KSampler") lists for it'
     )

@@ -28,7 +28,7 @@ from comfynb import (
     submit_job,
 )
 from comfynb.jobs import Recovery
-from comfynb.protocol.calls import new_prompt_id
+from comfynb.protocol.flows import new_prompt_id
 from comfynb.simulator import Simulator
 from comfynb.store.lifecycle import transition
 

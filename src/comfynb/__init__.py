@@ -55,7 +55,7 @@ from .jobs import (
     select_next_job,
     submit_job,
 )
-from .protocol.calls import PromptStatus, RetryPolicy
+from .protocol.types import PromptStatus, RetryPolicy
 
 if TYPE_CHECKING:
     from .client import AsyncClient as AsyncClient

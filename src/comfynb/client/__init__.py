@@ -1,6 +1,6 @@
 """Layer 2: the ComfyUI clients (blocking and asyncio) and their event streams."""
 
-from ..protocol.calls import RetryPolicy
+from ..protocol.types import RetryPolicy
 from .aio import AsyncClient
 from .base import ClientOptions
 from .sync import Client

@@ -13,8 +13,8 @@ import httpx
 
 from .. import files
 from ..errors import TRANSIENT_ERRORS, ComfynbError
-from ..protocol import calls as protocol
-from ..protocol.calls import (
+from ..protocol import flows
+from ..protocol.types import (
     Call,
     Flow,
     HistoryEntry,
@@ -98,7 +98,7 @@ class AsyncClient(BaseClient):
 
     async def _has_jobs_api(self) -> bool:
         if self._jobs_api is None:  # asked once per client, then remembered
-            self._jobs_api = await self._drive(protocol.jobs_api_probe_flow())
+            self._jobs_api = await self._drive(flows.jobs_api_probe_flow())
         return self._jobs_api
 
     # -- the API (docstrings: see Client) --------------------------------------------------
@@ -113,35 +113,35 @@ class AsyncClient(BaseClient):
     ) -> QueuedPrompt:
         """Queue an API-format prompt; see ``Client.queue_prompt``."""
         body = self._prompt_body(prompt, prompt_id, front, extra_data)
-        flow = protocol.queue_prompt_flow(body, jobs_api=self._jobs_api, retry=self.retry)
+        flow = flows.queue_prompt_flow(body, jobs_api=self._jobs_api, retry=self.retry)
         return await self._drive(flow)
 
     async def job(self, prompt_id: str) -> JobReport:
         """What the server knows about one job; see ``Client.job``."""
-        return await self._drive(protocol.job_flow(prompt_id, jobs_api=await self._has_jobs_api()))
+        return await self._drive(flows.job_flow(prompt_id, jobs_api=await self._has_jobs_api()))
 
     async def history(
         self, max_items: int | None = None, offset: int | None = None
     ) -> dict[str, HistoryEntry]:
         """Finished prompts by id, oldest first; see ``Client.history``."""
-        return await self._drive(protocol.history_flow(max_items, offset))
+        return await self._drive(flows.history_flow(max_items, offset))
 
     async def queue(self) -> QueueState:
         """The running and pending prompts; see ``Client.queue``."""
-        return await self._drive(protocol.queue_flow())
+        return await self._drive(flows.queue_flow())
 
     async def delete_from_queue(self, prompt_ids: Iterable[str]) -> None:
         """Remove pending prompts; see ``Client.delete_from_queue``."""
-        await self._drive(protocol.post_flow("/queue", {"delete": list(prompt_ids)}))
+        await self._drive(flows.post_flow("/queue", {"delete": list(prompt_ids)}))
 
     async def clear_queue(self) -> None:
         """Remove every pending prompt; see ``Client.clear_queue``."""
-        await self._drive(protocol.post_flow("/queue", {"clear": True}))
+        await self._drive(flows.post_flow("/queue", {"clear": True}))
 
     async def interrupt(self, prompt_id: str | None = None) -> None:
         """Stop the running prompt; see ``Client.interrupt``."""
         body = {} if prompt_id is None else {"prompt_id": prompt_id}
-        await self._drive(protocol.post_flow("/interrupt", body, idempotent=prompt_id is not None))
+        await self._drive(flows.post_flow("/interrupt", body, idempotent=prompt_id is not None))
 
     async def download(self, image: ImageRef, dest_dir: str | os.PathLike[str]) -> Path:
         """Save an output image under ``dest_dir``; see ``Client.download``."""
@@ -182,23 +182,23 @@ class AsyncClient(BaseClient):
     ) -> UploadedImage:
         """Upload an image for ``LoadImage``; see ``Client.upload_image``."""
         filename, content = self._upload_args(image, name)
-        flow = protocol.upload_image_flow(
+        flow = flows.upload_image_flow(
             filename, content, subfolder=subfolder, type=type, overwrite=overwrite
         )
         return await self._drive(flow)
 
     async def object_info(self, class_type: str | None = None) -> dict[str, Any]:
         """Node definitions; see ``Client.object_info``."""
-        return await self._drive(protocol.object_info_flow(class_type))
+        return await self._drive(flows.object_info_flow(class_type))
 
     async def system_stats(self) -> SystemStats:
         """Server versions and resources; see ``Client.system_stats``."""
-        return await self._drive(protocol.system_stats_flow())
+        return await self._drive(flows.system_stats_flow())
 
     async def free(self, *, unload_models: bool = False, free_memory: bool = False) -> None:
         """Unload models and/or free memory; see ``Client.free``."""
         body = {"unload_models": unload_models, "free_memory": free_memory}
-        await self._drive(protocol.post_flow("/free", body))
+        await self._drive(flows.post_flow("/free", body))
 
     def events(
         self,

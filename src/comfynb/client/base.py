@@ -1,6 +1,6 @@
 """``Client`` and ``AsyncClient``: ComfyUI over HTTP, with retries and typed errors.
 
-Both clients drive the same flows from ``protocol.py``; they differ only in how they wait
+Both clients drive the same flows from ``comfynb.protocol.flows``; they differ only in how they wait
 (``time.sleep`` and blocking I/O versus ``await``). Every httpx error and unexpected status is
 translated into the ``comfynb.errors`` tree in one place, ``_send``.
 
@@ -42,8 +42,8 @@ import httpx
 
 from .. import files
 from ..errors import ComfynbError, ServerTimeout, ServerUnreachable
-from ..protocol import calls as protocol
-from ..protocol.calls import Call, Flow, ImageRef, RetryPolicy
+from ..protocol import flows, parse
+from ..protocol.types import Call, Flow, ImageRef, RetryPolicy
 
 __all__ = ["DEFAULT_URL", "ClientOptions"]
 
@@ -171,7 +171,7 @@ class BaseClient:
         body: dict[str, Any] = {
             "prompt": dict(prompt),
             "client_id": self.client_id,
-            "prompt_id": prompt_id or protocol.new_prompt_id(),
+            "prompt_id": prompt_id or flows.new_prompt_id(),
         }
         if front:
             body["front"] = True
@@ -208,7 +208,7 @@ class BaseClient:
             UnsafePath: the server-given name would land outside ``dest_dir``.
         """
         target = files.safe_output_path(dest_dir, image.subfolder, image.filename)
-        return protocol.view_call(image), target
+        return flows.view_call(image), target
 
     @staticmethod
     def _saved(writer: files.AtomicImageWriter) -> tuple[Path, files.ImageFacts]:
@@ -221,7 +221,7 @@ class BaseClient:
         """``response`` if its status is one ``call`` expects, else the typed error."""
         if response.status_code in call.expected:
             return response
-        raise protocol.error_for(call, response.status_code, response.text)
+        raise parse.error_for(call, response.status_code, response.text)
 
     @contextlib.contextmanager
     def _transport_errors(self, call: Call) -> Iterator[None]:

@@ -11,7 +11,6 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 from ..errors import TRANSIENT_ERRORS, JobNotFound, ServerUnreachable
-from ..protocol.calls import JobReport, RetryPolicy
 from ..protocol.events import (
     FEATURE_FLAGS,
     MIN_RECONNECT_DELAY,
@@ -22,6 +21,7 @@ from ..protocol.events import (
     terminal_for_lost_job,
     terminal_from_report,
 )
+from ..protocol.types import JobReport, RetryPolicy
 from .ws import aconnect, connect
 
 

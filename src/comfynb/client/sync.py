@@ -13,8 +13,8 @@ import httpx
 
 from .. import files
 from ..errors import TRANSIENT_ERRORS, ComfynbError
-from ..protocol import calls as protocol
-from ..protocol.calls import (
+from ..protocol import flows
+from ..protocol.types import (
     Call,
     Flow,
     HistoryEntry,
@@ -107,7 +107,7 @@ class Client(BaseClient):
 
     def _has_jobs_api(self) -> bool:
         if self._jobs_api is None:  # asked once per client, then remembered
-            self._jobs_api = self._drive(protocol.jobs_api_probe_flow())
+            self._jobs_api = self._drive(flows.jobs_api_probe_flow())
         return self._jobs_api
 
     # -- the API ---------------------------------------------------------------------------
@@ -142,7 +142,7 @@ class Client(BaseClient):
         request may still be in flight, see ``docs/client.md``.
         """
         body = self._prompt_body(prompt, prompt_id, front, extra_data)
-        flow = protocol.queue_prompt_flow(body, jobs_api=self._jobs_api, retry=self.retry)
+        flow = flows.queue_prompt_flow(body, jobs_api=self._jobs_api, retry=self.retry)
         return self._drive(flow)
 
     def job(self, prompt_id: str) -> JobReport:
@@ -159,7 +159,7 @@ class Client(BaseClient):
             JobNotFound: the server does not know ``prompt_id`` (never queued, deleted from the
                 queue, or lost in a restart).
         """
-        return self._drive(protocol.job_flow(prompt_id, jobs_api=self._has_jobs_api()))
+        return self._drive(flows.job_flow(prompt_id, jobs_api=self._has_jobs_api()))
 
     def history(
         self, max_items: int | None = None, offset: int | None = None
@@ -171,7 +171,7 @@ class Client(BaseClient):
             >>> list(client.history(max_items=1).values())[0].report.status
             <PromptStatus.COMPLETED: 'completed'>
         """
-        return self._drive(protocol.history_flow(max_items, offset))
+        return self._drive(flows.history_flow(max_items, offset))
 
     def queue(self) -> QueueState:
         """The running and pending prompts.
@@ -181,7 +181,7 @@ class Client(BaseClient):
             >>> queued.prompt_id in client.queue()
             True
         """
-        return self._drive(protocol.queue_flow())
+        return self._drive(flows.queue_flow())
 
     def delete_from_queue(self, prompt_ids: Iterable[str]) -> None:
         """Remove pending prompts (a running one is not stopped: use ``interrupt``).
@@ -190,7 +190,7 @@ class Client(BaseClient):
 
             >>> client.delete_from_queue([queued.prompt_id])
         """
-        self._drive(protocol.post_flow("/queue", {"delete": list(prompt_ids)}))
+        self._drive(flows.post_flow("/queue", {"delete": list(prompt_ids)}))
 
     def clear_queue(self) -> None:
         """Remove every pending prompt.
@@ -199,7 +199,7 @@ class Client(BaseClient):
 
             >>> client.clear_queue()
         """
-        self._drive(protocol.post_flow("/queue", {"clear": True}))
+        self._drive(flows.post_flow("/queue", {"clear": True}))
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         """Stop the running prompt (only if it is ``prompt_id``, when given).
@@ -210,7 +210,7 @@ class Client(BaseClient):
         """
         body = {} if prompt_id is None else {"prompt_id": prompt_id}
         # a global interrupt sent twice could stop the next prompt: retry targeted ones only
-        self._drive(protocol.post_flow("/interrupt", body, idempotent=prompt_id is not None))
+        self._drive(flows.post_flow("/interrupt", body, idempotent=prompt_id is not None))
 
     def download(self, image: ImageRef, dest_dir: str | os.PathLike[str]) -> Path:
         """Save an output image under ``dest_dir`` (keeping its subfolder); the path written.
@@ -276,7 +276,7 @@ class Client(BaseClient):
             'cat.png'
         """
         filename, content = self._upload_args(image, name)
-        flow = protocol.upload_image_flow(
+        flow = flows.upload_image_flow(
             filename, content, subfolder=subfolder, type=type, overwrite=overwrite
         )
         return self._drive(flow)
@@ -289,7 +289,7 @@ class Client(BaseClient):
             >>> client.object_info("EmptyImage")["EmptyImage"]["input"]["required"]["width"]
             ['INT', {'default': 512, 'min': 1, 'max': 16384, 'step': 1}]
         """
-        return self._drive(protocol.object_info_flow(class_type))
+        return self._drive(flows.object_info_flow(class_type))
 
     def system_stats(self) -> SystemStats:
         """Server versions and resources.
@@ -299,7 +299,7 @@ class Client(BaseClient):
             >>> client.system_stats().comfyui_version
             '0.33.0'
         """
-        return self._drive(protocol.system_stats_flow())
+        return self._drive(flows.system_stats_flow())
 
     def free(self, *, unload_models: bool = False, free_memory: bool = False) -> None:
         """Ask the server to unload models and/or free memory after the current job.
@@ -309,7 +309,7 @@ class Client(BaseClient):
             >>> client.free(unload_models=True, free_memory=True)
         """
         body = {"unload_models": unload_models, "free_memory": free_memory}
-        self._drive(protocol.post_flow("/free", body))
+        self._drive(flows.post_flow("/free", body))
 
     def events(
         self,

@@ -9,7 +9,7 @@ from ..errors import (
     InvalidInput,
     JobNotFound,
 )
-from ..protocol.calls import JobReport
+from ..protocol.types import JobReport
 
 if TYPE_CHECKING:
     from ..client import Client

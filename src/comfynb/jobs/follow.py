@@ -9,7 +9,7 @@ from ..core.status import JobStatus, retry_or_fail
 from ..errors import (
     JobNotFound,
 )
-from ..protocol.calls import JobReport, PromptStatus
+from ..protocol.types import JobReport, PromptStatus
 from ..store.lifecycle import record_changes, transition
 
 if TYPE_CHECKING:

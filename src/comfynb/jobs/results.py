@@ -19,7 +19,7 @@ from ..errors import (
     UnexpectedResponse,
     UnsafePath,
 )
-from ..protocol.calls import ImageRef, JobReport, PromptStatus
+from ..protocol.types import ImageRef, JobReport, PromptStatus
 from ..store.base import require_owner
 from ..store.lifecycle import check_move, record_changes_in, transition
 

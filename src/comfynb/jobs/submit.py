@@ -24,7 +24,8 @@ from ..errors import (
     JobNotFound,
     PromptRejected,
 )
-from ..protocol.calls import PromptStatus, RetryPolicy, new_prompt_id
+from ..protocol.flows import new_prompt_id
+from ..protocol.types import PromptStatus, RetryPolicy
 from ..store.base import require_owner
 from ..store.lifecycle import check_move, record_changes
 

@@ -42,21 +42,10 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .calls import (
-    ImageRef,
-    JobError,
-    JobReport,
-    PromptStatus,
-    RetryPolicy,
-    parse_job_error,
-    parse_outputs,
-    time_from_ms,
-)
-
-if TYPE_CHECKING:
-    pass
+from .parse import parse_job_error, parse_outputs, time_from_ms
+from .types import ImageRef, JobError, JobReport, PromptStatus, RetryPolicy
 
 __all__ = [
     "Event",

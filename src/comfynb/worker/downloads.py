@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import TRANSIENT_ERRORS, JobNotFound
 from ..jobs.results import Collected, collect_images
-from ..protocol.calls import PromptStatus
+from ..protocol.types import PromptStatus
 
 if TYPE_CHECKING:
-    from ..protocol.calls import ImageRef
+    from ..protocol.types import ImageRef
     from ..store import Store
     from .servers import PostedJob
 

@@ -33,7 +33,7 @@ from .claims import Claims
 if TYPE_CHECKING:
     from ..client import Client
     from ..core.models import Job
-    from ..protocol.calls import ImageRef
+    from ..protocol.types import ImageRef
 
 __all__ = [
     "MAX_BACKOFF",
