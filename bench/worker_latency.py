@@ -39,8 +39,12 @@ def mark(prompt_id: str | None, step: str) -> None:
     MARKS.setdefault(prompt_id or "", {})[step] = time.time()
 
 
-def wrap(owner: Any, name: str, before: Callable[..., None] | None = None,
-         after: Callable[..., None] | None = None) -> None:
+def wrap(
+    owner: Any,
+    name: str,
+    before: Callable[..., None] | None = None,
+    after: Callable[..., None] | None = None,
+) -> None:
     real = getattr(owner, name)
 
     def wrapped(*args: Any) -> Any:
@@ -72,21 +76,36 @@ def instrument() -> None:
     def handed(_self: Any, work: Any) -> None:
         if isinstance(work, recorder.Result):
             mark(work.job.prompt_id, "handed")
+        elif isinstance(work, recorder.Expect):
+            mark(work.job.prompt_id, "expected")
 
     wrap(recorder.Recorder, "hand", before=handed)
-    real = recorder.Recorder._record
+    real_commit = recorder.Recorder._commit
 
-    def record(self: Any, work: Any) -> Any:
-        results = [w.job.prompt_id for w in work if isinstance(w, recorder.Result)]
-        for prompt_id in results:
+    def commit(self: Any, work: Any, coming: Any) -> Any:
+        # the results' commit: begun before they came (an expected result) or with them
+        ours = [e.job.prompt_id for e in coming.values()]
+        ours += [w.job.prompt_id for w in work if isinstance(w, recorder.Result)]
+        for prompt_id in ours:
             mark(prompt_id, "commit")
-            BATCHES[prompt_id] = [type(w).__name__ for w in work]
-        out = real(self, work)
-        for prompt_id in results:
+            BATCHES[prompt_id] = [type(w).__name__ for w in work] + (["waited"] if coming else [])
+        out = real_commit(self, work, coming)
+        for prompt_id in ours:
             mark(prompt_id, "committed")
         return out
 
-    recorder.Recorder._record = record  # type: ignore[method-assign]
+    recorder.Recorder._commit = commit  # type: ignore[method-assign]
+    real_await = recorder.Recorder._await
+
+    def waited(self: Any, coming: Any) -> Any:
+        for expect in coming.values():
+            mark(expect.job.prompt_id, "waiting")
+        out = real_await(self, coming)
+        for result in out:
+            mark(result.job.prompt_id, "arrived")
+        return out
+
+    recorder.Recorder._await = waited  # type: ignore[method-assign]
 
 
 class _Completed(logging.Handler):
@@ -102,9 +121,21 @@ STEPS = [
     ("download", "downloaded", "the download (GET, check, write, fsync, rename)"),
     ("downloaded", "taken", "the loop takes its end"),
     ("taken", "handed", "... and hands the result"),
-    ("handed", "commit", "the recorder starts its commit"),
-    ("commit", "committed", "the commit"),
+    ("handed", "arrived", "the recorder, waiting in its transaction, takes it"),
+    ("arrived", "committed", "... the candidate rows and the COMMIT"),
     ("committed", "logged", "the loop's log line"),
+]
+#: Beside the download: the recorder writes the completion (an ``Expect``) meanwhile.
+ALONGSIDE = [
+    ("seen", "expected", "the loop hands the Expect"),
+    ("expected", "commit", "the recorder begins the transaction"),
+    ("commit", "waiting", "... writes the moves and the completion (UPDATE, events)"),
+    ("waiting", "arrived", "... and waits for the result"),
+]
+#: Results committed the old way (none expected, or rolled back): from the hand to the commit.
+UNEXPECTED = [
+    ("handed", "commit", "the recorder starts its commit"),
+    ("commit", "committed", "the whole commit"),
 ]
 
 
@@ -145,7 +176,9 @@ def main() -> None:
                             marks["success"] = success / 1000
                             marks["logged"] = COMPLETED[job.id]
                             rows.append(marks)
-                            shared += BATCHES.get(prompt_id, []) != ["Result"]
+                            shared += bool(
+                                {"Record", "Tick", "Claim"} & set(BATCHES.get(prompt_id, []))
+                            )
             finally:
                 worker.stop()
     total = [(r["logged"] - r["success"]) * 1000 for r in rows]
@@ -154,9 +187,24 @@ def main() -> None:
         f"commit: median {statistics.median(total):.1f} ms, "
         f"p90 {statistics.quantiles(total, n=10)[-1]:.1f} ms"
     )
+    waited = [r for r in rows if "arrived" in r]
+    plain = [r for r in rows if "arrived" not in r]
+    print(f"{len(waited)} of {len(rows)} committed by a transaction that waited for them:")
     for start, end, what in STEPS:
-        spans = [(r[end] - r[start]) * 1000 for r in rows if start in r and end in r]
-        print(f"  {statistics.median(spans):6.2f} ms  {start} -> {end}: {what}")
+        spans = [(r[end] - r[start]) * 1000 for r in waited if start in r and end in r]
+        if spans:
+            print(f"  {statistics.median(spans):6.2f} ms  {start} -> {end}: {what}")
+    print("  meanwhile:")
+    for start, end, what in ALONGSIDE:
+        spans = [(r[end] - r[start]) * 1000 for r in waited if start in r and end in r]
+        if spans:
+            print(f"  {statistics.median(spans):6.2f} ms  {start} -> {end}: {what}")
+    if plain:
+        print(f"{len(plain)} committed after they came:")
+        for start, end, what in STEPS[:6] + UNEXPECTED + STEPS[-1:]:
+            spans = [(r[end] - r[start]) * 1000 for r in plain if start in r and end in r]
+            if spans:
+                print(f"  {statistics.median(spans):6.2f} ms  {start} -> {end}: {what}")
     print(f"results that shared their commit with other moves: {shared} of {len(rows)}")
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import trivial_prompt
 
 from comfynb import JobStatus, enqueue
 from comfynb.core.models import NewCandidate
+from comfynb.core.status import Retry
 from comfynb.jobs import select_next_jobs
 from comfynb.jobs.results import record_round
 from comfynb.store import Store
-from comfynb.store.lifecycle import release_claims, transition_many
+from comfynb.store.lifecycle import record_changes, release_claims, transition_many
 
 
 def jobs(store: Store, n: int) -> list[int]:
@@ -99,3 +101,48 @@ def test_progress_is_written_only_for_jobs_on_a_server(store: Store) -> None:
         tx.set_progress({a: (3, 20), b: (4, 20)})
     assert (store.job(a).progress_value, store.job(a).progress_max) == (3, 20)
     assert store.job(b).progress_value is None  # still pending: left alone
+
+
+def test_only_a_job_that_may_be_claimed_again_counts_as_a_queue_change(store: Store) -> None:
+    a, b, c = jobs(store, 3)
+    select_next_jobs(store, 3, server="http://s")
+    transition_many(store, [(b, "submitted")])
+    before = store.change_counts().queue_changes
+    record_changes(store, [Retry(a, "POST /prompt: ServerTimeout")])  # keeps its claim
+    assert store.change_counts().queue_changes == before
+    record_changes(store, [Retry(b, "server down")])  # back from the server: claimable
+    assert store.change_counts().queue_changes == before + 1
+    release_claims(store, [c], reason="stopping")  # a claim given back: claimable
+    assert store.change_counts().queue_changes == before + 2
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7])
+def test_candidates_inserted_together_come_back_in_order_with_their_values(
+    store: Store, count: int
+) -> None:
+    [job_id] = jobs(store, 1)
+    select_next_jobs(store, 1)
+    transition_many(store, [(job_id, "submitted"), (job_id, "running")])
+    images = [
+        NewCandidate(
+            "2",
+            f"r/{i}.png",
+            sha256=f"{i:064x}",
+            width=i,
+            height=2 * i,
+            bytes=10 + i,
+            seed=2**64 - 1 - i,
+            prompt=f"it's {i}",
+            params={"i": i},
+        )
+        for i in range(count)
+    ]
+    made = record_round(store, [], {job_id: images})[job_id]
+    assert [c.path for c in made] == [i.path for i in images]
+    assert [(c.sha256, c.width, c.height, c.bytes, c.seed, c.prompt, c.params) for c in made] == [
+        (i.sha256, i.width, i.height, i.bytes, i.seed, i.prompt, i.params) for i in images
+    ]
+    stored = store.candidates(job=job_id)
+    assert stored["path"].tolist() == [i.path for i in images]
+    assert stored["id"].tolist() == [c.id for c in made]
+    assert [store.candidate(c.id) for c in made] == made

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import crashpoints as _crashpoints
 from ..core.models import Candidate, Job, NewCandidate
-from ..core.status import Change, JobState, JobStatus, Move, job_of, plan_moves
+from ..core.status import Change, JobState, JobStatus, Move, job_of
 from ..errors import (
     CorruptImage,
+    InvalidInput,
     InvalidTransition,
     JobNotFound,
     OutputError,
@@ -101,11 +102,46 @@ def record_round(
     caller knows them, with ``known``: nothing is read; if a status turned out different,
     the UPDATE raises ``StaleStates`` and the caller's transaction must roll back.
     """
-    ids = list(results)
+    with store.transaction():
+        completing = start_round(
+            store,
+            moves,
+            {job_id: len(images) for job_id, images in results.items()},
+            detail,
+            known=known,
+            states=states,
+        )
+        return completing.add_images(results)
+
+
+def start_round(
+    store: Store,
+    moves: Sequence[Change],
+    counts: Mapping[int, int],
+    detail: Mapping[str, Any] | None = None,
+    *,
+    known: Mapping[int, Job] | None = None,
+    states: Mapping[int, JobState] | None = None,
+) -> Completing:
+    """:func:`record_round` but for the candidate rows: ``counts`` says how many images
+    each completing job will have; :meth:`Completing.add_images` inserts them.
+
+    Call it inside ``store.transaction()``, and ``add_images`` before that block ends: the
+    completions, their events and the images are then ONE transaction. A worker writes the
+    moves and completions while a job's images are still downloading, then adds their rows
+    once they are on disk (the commit waits only for that last INSERT).
+
+    Example::
+
+        >>> with store.transaction():
+        ...     completing = start_round(store, [], {7: 1})       # job 7: 1 image coming
+        ...     completing.add_images({7: [NewCandidate("9", "r/a.png")]})
+    """
+    ids = list(counts)
     wanted = list(dict.fromkeys([*ids, *(job_of(move) for move in moves)]))
     if not wanted:
-        return {}
-    with store.transaction() as tx:
+        return Completing(store, {}, {}, {})
+    with store.transaction() as tx:  # joins the caller's
         if known is not None and all(i in known for i in ids):
             if states is None or any(i not in states for i in wanted):
                 states = tx.job_states(wanted)  # JobNotInStore names a missing one
@@ -117,33 +153,61 @@ def record_round(
                 tx.job(missing[0])  # raises JobNotInStore naming it
             states = {i: JobState(j.status, j.retries, j.prompt_id) for i, j in jobs.items()}
         done = {i: tx.candidates_of(i) for i in ids if states[i].status is JobStatus.COMPLETED}
-        todo = [jobs[i] for i in ids if i not in done]
+        todo = {i: jobs[i] for i in ids if i not in done}
         completions = [
-            Move(
-                job.id,
-                JobStatus.COMPLETED,
-                {},
-                {"candidates": len(results[job.id]), **(detail or {})},
-            )
-            for job in todo
+            Move(job_id, JobStatus.COMPLETED, {}, {"candidates": counts[job_id], **(detail or {})})
+            for job_id in todo
         ]
-        plan_moves(states, [*moves, *completions])  # pure: raises before anything is written
-        made = tx.insert_candidates_many(
-            [(job, image) for job in todo for image in results[job.id]]
-        )
-        by_job: dict[int, list[Candidate]] = {job.id: [] for job in todo}
-        for candidate in made:
-            by_job[candidate.job_id].append(candidate)
-        children: dict[int, int] = {}
-        for job in todo:
-            if job.parent_candidate_id is not None and by_job[job.id]:
-                children[job.parent_candidate_id] = children.get(job.parent_candidate_id, 0) + len(
-                    by_job[job.id]
-                )
-        tx.add_child_counts(children)
+        # planned first (InvalidTransition before any write), then one UPDATE, one INSERT
         record_changes_in(tx, states, [*moves, *completions])
-        _crashpoints.reached("result.transaction")  # the crash test kills a worker here
-    return {i: done[i] if i in done else by_job[i] for i in ids}
+        children: dict[int, int] = {}
+        for job in todo.values():
+            if job.parent_candidate_id is not None and counts[job.id]:
+                parent = job.parent_candidate_id
+                children[parent] = children.get(parent, 0) + counts[job.id]
+        tx.add_child_counts(children)
+    return Completing(store, todo, dict(counts), done)
+
+
+class Completing:
+    """A round written but for its candidate rows (:func:`start_round`), in an open transaction."""
+
+    def __init__(
+        self,
+        store: Store,
+        todo: Mapping[int, Job],
+        counts: Mapping[int, int],
+        done: Mapping[int, list[Candidate]],
+    ) -> None:
+        self._store = store
+        self._todo = todo
+        self._counts = counts
+        self._done = done
+
+    def add_images(
+        self, results: Mapping[int, Sequence[NewCandidate]]
+    ) -> dict[int, list[Candidate]]:
+        """Insert the images of each job (as many as announced); every job's candidates.
+
+        Raises:
+            InvalidInput: a job's images are not as many as announced (its completion event
+                says how many); the caller's transaction must roll back.
+        """
+        for job_id, count in self._counts.items():
+            if len(results.get(job_id, ())) != count:
+                raise InvalidInput(
+                    f"job {job_id} was announced with {count} image(s), got "
+                    f"{len(results.get(job_id, ()))}; roll the transaction back"
+                )
+        with self._store.transaction() as tx:  # joins the caller's
+            made = tx.insert_candidates_many(
+                [(job, image) for job in self._todo.values() for image in results[job.id]]
+            )
+            by_job: dict[int, list[Candidate]] = {job_id: [] for job_id in self._todo}
+            for candidate in made:
+                by_job[candidate.job_id].append(candidate)
+            _crashpoints.reached("result.transaction")  # the crash test kills a worker here
+        return {i: self._done[i] if i in self._done else by_job[i] for i in self._counts}
 
 
 # --------------------------------------------------------------------------- talking to a server

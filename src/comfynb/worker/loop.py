@@ -68,7 +68,7 @@ from ..store.base import require_owner
 from ..store.lifecycle import record_changes, release_claims
 from . import running as registry
 from .downloads import Downloads, Fetched
-from .recorder import Claim, Record, Recorder, Result, Tick, Work
+from .recorder import Claim, Expect, Record, Recorder, Result, Tick, Work
 from .servers import PostedJob, Server, ServerStatus
 from .sockets import Socket, SocketDown, SocketUp
 
@@ -553,6 +553,9 @@ class _Loop:
         elif isinstance(event, ExecutionSuccess):
             posted.ended = True
             self.downloads.start(posted)
+            if posted.images and posted.epoch == posted.server.epoch:
+                # the recorder may write the completion while the images download
+                self._hand(Expect(posted.job, len(posted.images)))
         else:  # ExecutionError, ExecutionInterrupted: the server's report says how
             posted.ended = True
             return True

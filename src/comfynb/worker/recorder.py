@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.status import JobState, JobStatus, Move, Release, Retry
 from ..errors import InvalidTransition, StaleStates
-from ..jobs.results import Collected, record_result, record_round, remove_files
+from ..jobs.results import Collected, record_result, remove_files, start_round
 from ..jobs.submit import select_next_jobs
 from ..store.lifecycle import record_changes, transition
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ..core.models import Job
     from ..store import Store
 
-__all__ = ["Claim", "Outcome", "Record", "Recorder", "Result", "Tick"]
+__all__ = ["Claim", "Expect", "Outcome", "Record", "Recorder", "Result", "Tick"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,20 @@ class Claim:
     n: int
 
 
-Work = Record | Result | Tick | Claim
+@dataclass(frozen=True)
+class Expect:
+    """``job``'s images are being downloaded: its ``Result``, with ``images`` of them, follows.
+
+    A hint (ignoring it is always correct): a recorder that is not busy writes the job's
+    completion meanwhile, in a transaction it commits once the result is there; a result
+    that differs (a failure, another count), comes late or not at all rolls it back.
+    """
+
+    job: Job
+    images: int
+
+
+Work = Record | Result | Tick | Claim | Expect
 
 
 @dataclass
@@ -112,6 +125,9 @@ RESULT_LINGER = 0.025
 #: per job going from 20 to 50 ms, 22 jobs per commit).
 BUSY_BATCH = 9
 BUSY_LINGER = 0.05
+#: How long an open transaction waits for an expected result before it is rolled back
+#: (and redone without it); the writer lock is held meanwhile.
+RESULT_WAIT = 0.025
 
 #: The most job states the recorder keeps (those of jobs the loop failed or released itself
 #: are never dropped one by one).
@@ -140,6 +156,8 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="comfynb-recorder", daemon=True)
         self.handed = 0  # items handed and not yet in an outcome taken by the loop
         self._last_batch = 0  # how many items the last batch held
+        self._busy = False  # the last batch was large: gather longer, expect nothing
+        self._carried: list[Any] = []  # taken while waiting for a result: the next batch's
         # the states of jobs on their way, as this thread last committed them: a commit plans
         # from them instead of reading them; its UPDATE checks them (StaleStates if a job was
         # moved by someone else meanwhile, then the batch is redone one by one from the store)
@@ -183,7 +201,7 @@ class Recorder:
         stopping = False
         while not stopping:
             batch = self._next_batch()
-            work = [item for item in batch if isinstance(item, Record | Result | Tick | Claim)]
+            work: list[Work] = [item for item in batch if isinstance(item, Work)]
             try:
                 if work:
                     self._outcomes.append(self._record(work))
@@ -205,8 +223,11 @@ class Recorder:
         large (the worker is busy), any batch gathers for ``BUSY_LINGER``. A flush or the stop
         ends the gathering at once; a claim too, unless the worker is busy.
         """
-        busy = self._last_batch >= BUSY_BATCH
-        batch = [self._inbox.get()]
+        busy = self._busy = self._last_batch >= BUSY_BATCH
+        if self._carried:
+            batch, self._carried = self._carried, []
+        else:
+            batch = [self._inbox.get()]
         deadline: float | None = None
         longest = 0.0
         while True:
@@ -234,7 +255,8 @@ class Recorder:
             with contextlib.suppress(queue.Empty):  # then the deadline is checked again
                 batch.append(self._inbox.get(timeout=deadline - now))
 
-    def _record(self, work: Sequence[Work]) -> Outcome:
+    def _record(self, work: list[Work]) -> Outcome:
+        """Commit ``work`` (to which the results it waited for are added)."""
         try:
             return self._record_together(work)
         except (InvalidTransition, StaleStates):
@@ -248,8 +270,35 @@ class Recorder:
         except Exception as exc:
             return Outcome(len(work), error=exc)
 
-    def _record_together(self, work: Sequence[Work]) -> Outcome:
-        """Every item in ONE transaction; ``InvalidTransition`` if a job moved meanwhile."""
+    def _record_together(self, work: list[Work]) -> Outcome:
+        """Every item in ONE transaction; ``InvalidTransition`` if a job moved meanwhile.
+
+        When not busy and a job's images are being downloaded (an ``Expect`` without its
+        ``Result``), its completion is written first and the commit waits for the result:
+        once it comes, only its candidate rows and the COMMIT remain.
+        """
+        coming = self._coming(work)
+        if coming:
+            try:
+                return self._commit(work, coming)
+            except _Late as late:  # rolled back; again below, with the results that came
+                work.extend(late.arrived)
+        return self._commit(work, {})
+
+    def _coming(self, work: Sequence[Work]) -> dict[int, Expect]:
+        """The expected results not in ``work``, to wait for (none when busy)."""
+        if self._busy:
+            return {}
+        there = {item.job.id for item in work if isinstance(item, Result)}
+        return {
+            item.job.id: item
+            for item in work
+            if isinstance(item, Expect) and item.job.id not in there and item.images
+        }
+
+    def _commit(self, work: list[Work], coming: Mapping[int, Expect]) -> Outcome:
+        """One transaction: the moves, the results in ``work`` and, once they come, those of
+        ``coming`` (``_Late``, rolled back, if one differs or is late)."""
         records = [item for item in work if isinstance(item, Record)]
         results = [item for item in work if isinstance(item, Result)]
         good = [r for r in results if r.collected.error is None]
@@ -259,16 +308,15 @@ class Recorder:
             for r in results
             if r.collected.error is not None
         ]
-        outcome = Outcome(len(work))
+        outcome = Outcome(0)
         planned = [*(r.change for r in records), *failing]
+        images = {r.job.id: r.collected.images for r in plain}
+        counts = {job_id: len(found) for job_id, found in images.items()}
+        counts.update((job_id, expect.images) for job_id, expect in coming.items())
+        known = {r.job.id: r.job for r in plain}
+        known.update((job_id, expect.job) for job_id, expect in coming.items())
         with self.store.transaction() as tx:
-            record_round(
-                self.store,
-                planned,
-                {r.job.id: r.collected.images for r in plain},
-                known={r.job.id: r.job for r in plain},
-                states=self._states,
-            )
+            completing = start_round(self.store, planned, counts, known=known, states=self._states)
             for r in good:
                 if r.collected.detail is not None:
                     record_result(
@@ -276,6 +324,14 @@ class Recorder:
                     )
             tx.set_progress(_merged_ticks(work))
             outcome.claimed = self._claim(work)
+            if coming:
+                arrived = self._await(coming)
+                work.extend(arrived)
+                good += arrived
+                for r in arrived:
+                    images[r.job.id] = r.collected.images
+            completing.add_images(images)
+        outcome.items = len(work)
         self._remember(
             [*planned, *((r.job.id, JobStatus.COMPLETED, {}, None) for r in good)],
             outcome.claimed,
@@ -283,9 +339,42 @@ class Recorder:
         outcome.moves = [(r.tag, _status_after(r.change)) for r in records]
         outcome.moves += [
             (r.tag, JobStatus.COMPLETED if r.collected.error is None else JobStatus.FAILED)
-            for r in results
+            for r in work
+            if isinstance(r, Result)
         ]
         return outcome
+
+    def _await(self, coming: Mapping[int, Expect]) -> list[Result]:
+        """The results of ``coming``, taken from the inbox as they come (at most
+        ``RESULT_WAIT``); anything else taken meanwhile goes to the next batch.
+
+        Raises:
+            _Late: one is late, or differs from what was expected (the loop is waiting on a
+                flush, or the recorder is stopping: at once). What came is in ``arrived``.
+        """
+        deadline = time.monotonic() + RESULT_WAIT
+        waiting = dict(coming)
+        arrived: list[Result] = []
+        while waiting:
+            try:
+                item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise _Late(arrived) from None
+            if not (isinstance(item, Result) and item.job.id in waiting):
+                self._carried.append(item)
+                if isinstance(item, threading.Event) or item is _STOP:
+                    raise _Late(arrived)
+                continue
+            arrived.append(item)
+            expect = waiting.pop(item.job.id)
+            collected = item.collected
+            if (
+                collected.error is not None
+                or collected.detail is not None
+                or (len(collected.images) != expect.images)
+            ):
+                raise _Late(arrived)
+        return arrived
 
     def _remember(
         self,
@@ -347,6 +436,14 @@ class Recorder:
             if isinstance(item, Claim):
                 claimed[item.key] = select_next_jobs(self.store, item.n, server=item.server)
         return claimed
+
+
+class _Late(Exception):
+    """An expected result is late or differs: roll back, commit without waiting."""
+
+    def __init__(self, arrived: list[Result]) -> None:
+        super().__init__("an expected result is late or differs")
+        self.arrived = arrived
 
 
 def _merged_ticks(work: Sequence[Work]) -> dict[int, tuple[int, int]]:

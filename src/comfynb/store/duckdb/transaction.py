@@ -110,9 +110,15 @@ class Transaction:
         elif groups:
             self._update_merged([m for members in groups.values() for m in members])
         self._insert_events(plan.events)
-        targets = {to for _, _, to, _ in plan.events}
-        self._shared.queue_changes += JobStatus.PENDING in targets
-        self._shared.cancellations += JobStatus.CANCELLED in targets
+        # counted only when a job may have become claimable: back to pending from elsewhere,
+        # or a claim given back; a retry of a claimed pending job keeps its claim (it is
+        # posted again), so it costs the worker no claim query
+        self._shared.queue_changes += any(
+            to is JobStatus.PENDING
+            and (before is not JobStatus.PENDING or detail.get("event") == "release")
+            for _, before, to, detail in plan.events
+        )
+        self._shared.cancellations += any(to is JobStatus.CANCELLED for _, _, to, _ in plan.events)
         if not fetch:
             return {}
         # a separate SELECT is cheaper here than UPDATE ... RETURNING (measured: 1.3 vs 2 ms)
@@ -199,15 +205,25 @@ class Transaction:
             return []
         rows = [(*_job_keys(job), *_candidate_values(job, image)) for job, image in pairs]
         columns = (*_JOB_KEY_COLUMNS, *_NEW_CANDIDATE_COLUMNS)
-        unnests = ", ".join(
-            f"unnest(?::{kind}[])" + ("::JSON" if name == "params" else "")
-            for name, kind in columns
-        )
-        returned = self.fetch(
-            f"INSERT INTO candidates ({', '.join(name for name, _ in columns)}) "
-            f"SELECT {unnests} RETURNING id, timezone('UTC', created_at)",
-            [[row[i] for row in rows] for i in range(len(columns))],
-        )
+        into = f"INSERT INTO candidates ({', '.join(name for name, _ in columns)})"
+        back = "RETURNING id, timezone('UTC', created_at)"
+        if len(rows) <= _VALUES_ROWS:
+            # a job's one or two images: a VALUES row each costs ~0.5 ms less than the unnest
+            # form (1.0 against 1.4-2.2 ms at one row; equal at four, then the unnest wins)
+            one = "(" + ", ".join("?::JSON" if n == "params" else "?" for n, _ in columns) + ")"
+            returned = self.fetch(
+                f"{into} VALUES {', '.join([one] * len(rows))} {back}",
+                [value for row in rows for value in row],
+            )
+        else:
+            unnests = ", ".join(
+                f"unnest(?::{kind}[])" + ("::JSON" if name == "params" else "")
+                for name, kind in columns
+            )
+            returned = self.fetch(
+                f"{into} SELECT {unnests} {back}",
+                [[row[i] for row in rows] for i in range(len(columns))],
+            )
         # built here rather than read back: a SELECT would cost another ~1 ms per job
         names = [name for name, _ in columns]
         made = []
@@ -313,6 +329,9 @@ def _set_clauses(
             args.append([_param_value(name, m[2][name]) for m in members])
     return sets, selects, args
 
+
+#: Up to this many candidates are inserted as VALUES rows, more with ``unnest`` of lists.
+_VALUES_ROWS: Final = 3
 
 _JOB_KEY_COLUMNS: Final = (
     ("job_id", "BIGINT"),
