@@ -118,7 +118,7 @@ __all__ = [
 ]
 
 # Everything else (result types such as JobReport or WaitSummary, the batched store calls the
-# worker uses) stays in its module: comfynb.protocol, comfynb.jobs, comfynb.lifecycle, ...
+# worker uses) stays in its module: comfynb.protocol.*, comfynb.jobs, comfynb.store.lifecycle, ...
 # Names whose modules are heavy (aiohttp, widget libraries): imported on first use.
 # The store needs duckdb and pandas: imported on first use of comfynb.Store or comfynb.open.
 # The clients need httpx: imported on first use of comfynb.Client or comfynb.AsyncClient.

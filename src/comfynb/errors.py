@@ -209,7 +209,7 @@ class SchemaTooNew(StoreError):
 
 
 class InvalidTransition(StoreError):
-    """A job status move that ``comfynb.lifecycle.ALLOWED`` forbids; the job is unchanged."""
+    """A job status move that ``comfynb.core.status.ALLOWED`` forbids; the job is unchanged."""
 
     def __init__(self, job_id: int, from_status: str, to_status: str, allowed: list[str]) -> None:
         can = ", ".join(allowed) if allowed else "nothing (it is final)"

@@ -207,7 +207,7 @@ class AsyncClient(BaseClient):
         poll_interval: float = 2.0,
         reconnect: RetryPolicy | None = None,
     ) -> AsyncEventStream:
-        """The WebSocket as typed events, for ``async for``; see ``comfynb.events``."""
+        """The WebSocket as typed events, for ``async for``; see ``comfynb.client.streams``."""
         from .streams import AsyncEventStream
 
         options = {} if reconnect is None else {"reconnect": reconnect}

@@ -318,7 +318,7 @@ class Client(BaseClient):
         poll_interval: float = 2.0,
         reconnect: RetryPolicy | None = None,
     ) -> EventStream:
-        """The WebSocket as typed events; see ``comfynb.events.EventStream``.
+        """The WebSocket as typed events; see ``comfynb.client.streams.EventStream``.
 
         With ``prompt_ids`` the stream follows those jobs and ends once each has ended; after
         ``poll_interval`` silent seconds it reads the followed jobs over HTTP. ``reconnect``
