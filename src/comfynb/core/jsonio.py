@@ -68,32 +68,108 @@ def _json_default(value: object) -> object:
 _SECRET_WORDS: Final = ("key", "token", "secret", "passw", "authorization", "cookie", "credential")
 
 
+#: The integers every column and ComfyUI can hold: int64 and uint64 (a seed goes up to 2**64-1).
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**64 - 1
+_LONG_NUMBER: Final = re.compile(r"\d{19}")  # 19+ digits: a number that may be out of range
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def to_json(value: Any, what: str) -> str | None:
-    """Serialize a JSON column value, secrets stripped; bad values raise InvalidInput.
+    """Serialize a JSON column value, secrets stripped; a value JSON or the store cannot
+    hold (NaN, infinity, an int beyond 64 bits, text with a lone surrogate, an object)
+    raises InvalidInput naming where it is.
 
     Example::
 
         >>> to_json({"seed": 42, "api_key": "sk-1"}, "params")
         '{"seed":42}'
+        >>> to_json({"cfg": float("nan")}, "params")
+        Traceback (most recent call last):
+        comfynb.errors.InvalidInput: params["cfg"] is nan: JSON has no NaN or infinity; ...
     """
     if value is None:
         return None
     try:
         # The common case, measured ~7x faster for a workflow: dump it as is, and strip only
         # when a key may be a secret. json.dumps escapes non-ASCII (ensure_ascii), so the
-        # words are looked for in plain ASCII; an escape (\u...) takes the careful way.
-        text = json.dumps(value, separators=_COMPACT, default=_json_default)
+        # words are looked for in plain ASCII; an escape (\u..., maybe a lone surrogate) or a
+        # long number (maybe beyond 64 bits) takes the careful way.
+        text = json.dumps(value, separators=_COMPACT, default=_json_default, allow_nan=False)
         lowered = text.lower()
-        if "\\u" not in text and not any(word in lowered for word in _SECRET_WORDS):
+        if (
+            "\\u" not in text
+            and not any(word in lowered for word in _SECRET_WORDS)
+            and not _LONG_NUMBER.search(text)
+        ):
             return text
     except (TypeError, ValueError):
         pass  # e.g. a value that is not JSON under a secret key: stripped, it may be
+    stripped = strip_secrets(value)
+    problem = unstorable(stripped, what)
+    if problem is not None:
+        raise InvalidInput(problem)
     try:
-        return json.dumps(strip_secrets(value), separators=_COMPACT, default=_json_default)
+        return json.dumps(stripped, separators=_COMPACT, default=_json_default, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(
             f"{what} must be JSON data (dicts, lists, str, numbers, bools, None): {exc}"
         ) from None
+
+
+def unstorable(value: Any, where: str) -> str | None:
+    """Say what in ``value`` JSON or the store cannot hold, and where; None if nothing.
+
+    Example::
+
+        >>> unstorable({"1": {"inputs": {"seed": 2**70}}}, "workflow")
+        'workflow["1"]["inputs"]["seed"] is 1180591620717411303424: beyond the 64-bit ...'
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item) and not isinstance(value, int | float | str):
+        value = item()
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return (
+                f"{where} is {value!r}: JSON has no NaN or infinity; use a finite number "
+                "(or None for no value)"
+            )
+        return None
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            return (
+                f"{where} is {value}: beyond the 64-bit range ComfyUI and the store hold "
+                "(-2**63 to 2**64-1); e.g. a seed is from 0 to 2**64-1"
+            )
+        return None
+    if isinstance(value, str):
+        return _surrogate(value, where)
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if isinstance(key, str) and (found := _surrogate(key, f"{where} key {key!r}")):
+                return found
+            name = json.dumps(key) if isinstance(key, str) else repr(key)
+            if found := unstorable(inner, f"{where}[{name}]"):
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, inner in enumerate(value):
+            if found := unstorable(inner, f"{where}[{index}]"):
+                return found
+    return None
+
+
+def _surrogate(text: str, where: str) -> str | None:
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (
+        f"{where} holds a lone surrogate {found.group()!r} at position {found.start()}: it is "
+        "not valid Unicode (often a file name read with errors='surrogateescape'); remove or "
+        "replace that character"
+    )
 
 
 def from_json(text: str | None) -> Any:

@@ -41,6 +41,7 @@ How (see README.md, "A notebook beside a worker process"; the worker's half is i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -204,7 +205,10 @@ class RemoteStore(ServedStore):
         import httpx
 
         try:
-            response = http.get(path) if method == "GET" else http.post(path, json=body)
+            if method == "GET":
+                response = http.get(path)
+            else:
+                response = http.post(path, content=_json_body(body), headers=_JSON_HEADERS)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _NotSent(f"{what}: {exc}") from exc
         except RuntimeError as exc:  # httpx refuses before sending: another thread followed
@@ -457,3 +461,13 @@ def open_local_or_remote(
         if info is None:
             raise
         return connect(path, info, output_dir)
+
+
+_JSON_HEADERS: Final = {"Content-Type": "application/json"}
+
+
+def _json_body(body: Any) -> bytes:
+    """The call as JSON that carries any argument as it is (NaN, a lone surrogate as an
+    escape), so the store behind the endpoint judges it exactly as a local store would:
+    one typed error for a bad value, whichever way the store is reached."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode()

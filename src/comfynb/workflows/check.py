@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import (
     InvalidInput,
     WorkflowError,
 )
-
-if TYPE_CHECKING:
-    pass
-
-
 
 _UI_HINT = (
     "this looks like a UI workflow (it has 'nodes' and 'links'); in ComfyUI use "
@@ -105,7 +100,21 @@ def _short(value: object) -> str:
     return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
-def check_int(value: object, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInput(f"{what} must be an int from {minimum}, got {value!r}")
+def check_int(value: object, what: str, minimum: int, maximum: int = 2**31 - 1) -> int:
+    """Return ``value`` if it is an int from ``minimum`` to ``maximum`` (the store's INTEGER).
+
+    Example::
+
+        >>> check_int(5, "priority", -(2**31))
+        5
+        >>> check_int(2**40, "priority", -(2**31))
+        Traceback (most recent call last):
+        comfynb.errors.InvalidInput: priority must be an int from -2147483648 to 2147483647, ...
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not minimum <= value <= maximum
+    ):
+        raise InvalidInput(f"{what} must be an int from {minimum} to {maximum}, got {value!r}")
     return value

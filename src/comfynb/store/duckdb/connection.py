@@ -39,6 +39,7 @@ __all__ = ["Connection", "FileState", "file_state", "map_error"]
 # --------------------------------------------------------------------------- errors
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+_SURROGATE = re.compile(r"cannot encode str as UTF-8, surrogate ('.+?') at position (\d+)")
 
 
 def map_error(exc: duckdb.Error, path: str) -> StoreError:
@@ -56,6 +57,13 @@ def map_error(exc: duckdb.Error, path: str) -> StoreError:
         )
     if "not a valid DuckDB database file" in text or "is not a valid DuckDB" in text:
         return StoreError(f"{path} is not a DuckDB file; pass the path of a .duckdb file")
+    surrogate = _SURROGATE.search(text)
+    if surrogate:  # a str argument DuckDB could not encode as UTF-8
+        return InvalidInput(
+            f"a text argument holds a lone surrogate {surrogate.group(1)} at position "
+            f"{surrogate.group(2)}: it is not valid Unicode (often a file name read with "
+            "errors='surrogateescape'); remove or replace that character"
+        )
     if isinstance(exc, duckdb.ConstraintException):
         return StoreError(f"the store refused a row in {path}: {text}")
     return StoreError(f"DuckDB failed on {path}: {text}")
