@@ -144,3 +144,30 @@ def test_a_secret_is_stripped_before_its_value_is_judged(store: Store) -> None:
     store.new_run("r")
     job = comfynb.enqueue(store, trivial_prompt(), run="r", metadata={"api_key": math.nan})
     assert job.metadata == {}
+
+
+PREFIXES = {
+    "a newline": ("cat\nnight", r"holds a control character '\\n': ComfyUI would save"),
+    "a tab": ("a\tb", r"control character '\\t'"),
+    "a 250-byte name": ("x" * 250, r"makes file names of 262 bytes .* shorten it to 243 bytes"),
+    "a 250-byte last folder part": ("ok/" + "\u00e9" * 125, r"makes file names of 262 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", list(PREFIXES))
+def test_a_filename_prefix_comfyui_could_not_serve_back_is_refused_at_enqueue(
+    both: tuple[Store, RemoteStore], case: str
+) -> None:
+    local, remote = both
+    prefix, message = PREFIXES[case]
+    for store in (local, remote):
+        with pytest.raises(comfynb.WorkflowError, match=message) as raised:
+            comfynb.enqueue(store, trivial_prompt(prefix), run="r")
+        assert raised.value.node_id == "2" and raised.value.input_name == "filename_prefix"
+    assert local.jobs().empty
+
+
+def test_a_long_prefix_that_still_fits_is_queued(both: tuple[Store, RemoteStore]) -> None:
+    local, _ = both
+    job = comfynb.enqueue(local, trivial_prompt("p" * 240 + "/" + "q" * 243), run="r")
+    assert job.workflow["2"]["inputs"]["filename_prefix"].endswith("q" * 243)

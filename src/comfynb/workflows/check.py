@@ -67,6 +67,36 @@ def _check_node(workflow: Mapping[Any, Any], node_id: object, node: object) -> N
     for name, value in inputs.items():
         if isinstance(value, list):
             _check_link(workflow, node_id, class_type, str(name), value)
+        elif name == "filename_prefix" and isinstance(value, str):
+            _check_prefix(node_id, class_type, value)
+
+
+#: What ComfyUI's SaveImage adds to a prefix's last part: ``_00001_.png``.
+_SAVED_SUFFIX = len("_00001_.webp")
+_NAME_MAX = 255  # bytes in one file name, on Linux, macOS and Windows file systems
+
+
+def _check_prefix(node_id: str, class_type: str, prefix: str) -> None:
+    """A prefix ComfyUI would save under but could not serve back, or could not save at all."""
+    where = f'node "{node_id}" ({class_type}) input "filename_prefix"'
+    control = next((c for c in prefix if ord(c) < 32 or ord(c) == 127), None)
+    if control is not None:
+        raise WorkflowError(
+            f"{where} holds a control character {control!r}: ComfyUI would save the image but "
+            "could not send it back (its /view drops the request); remove it",
+            node_id=node_id,
+            input_name="filename_prefix",
+        )
+    for part in prefix.replace("\\", "/").split("/"):
+        size = len(part.encode("utf-8", "surrogatepass")) + _SAVED_SUFFIX
+        if size > _NAME_MAX:
+            raise WorkflowError(
+                f"{where} makes file names of {size} bytes ({part[:20]!r}... and the counter); "
+                f"a file name holds at most {_NAME_MAX} bytes: shorten it to "
+                f"{_NAME_MAX - _SAVED_SUFFIX} bytes or fewer, or split it into folders with '/'",
+                node_id=node_id,
+                input_name="filename_prefix",
+            )
 
 
 def _check_link(
