@@ -97,7 +97,7 @@ def _take(found: dict[str, Any], name: str, value: Any) -> None:
 
 def _texts(prompt: Mapping[str, Any], starts: list[Any]) -> Iterator[str]:
     for node_id, inputs in _upstream(prompt, starts, positive_only=True):
-        names = _TEXT_NAMES
+        names: tuple[str, ...] = _TEXT_NAMES
         if str(prompt[node_id].get("class_type", "")).startswith("Primitive"):
             names = ("value",)  # a PrimitiveStringMultiline wired into a text input
         for name in names:
