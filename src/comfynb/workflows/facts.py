@@ -26,6 +26,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .graph import is_link
+
 __all__ = ["GenerationFacts", "generation_facts"]
 
 _SEED_NAMES: Final = ("seed", "noise_seed")
@@ -62,7 +64,7 @@ def generation_facts(prompt: Mapping[str, Any], output_node: str | None = None) 
     positive: list[Any] = []
     for _, inputs in _upstream(prompt, starts):
         for name, value in inputs.items():
-            if _is_link(value):
+            if is_link(value):
                 if name == "positive" and not positive:
                     positive.append(value[0])
                 continue
@@ -129,7 +131,7 @@ def _upstream(
         if not isinstance(inputs, Mapping):
             continue
         yield node_id, inputs
-        links = {name: v for name, v in inputs.items() if _is_link(v)}
+        links = {name: v for name, v in inputs.items() if is_link(v)}
         if positive_only:
             if "positive" in links:
                 links = {"positive": links["positive"]}
@@ -145,22 +147,13 @@ def _sinks(prompt: Mapping[str, Any]) -> list[str]:
         for node in prompt.values()
         if isinstance(node, Mapping) and isinstance(node.get("inputs"), Mapping)
         for value in node["inputs"].values()
-        if _is_link(value)
+        if is_link(value)
     }
     return sorted((n for n in prompt if n not in read), key=_id_order)
 
 
 def _id_order(node_id: str) -> tuple[int, ...]:
     return tuple(int(p) if p.isdigit() else -1 for p in node_id.split(":"))
-
-
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str | int)
-        and _is_int(value[1])
-    )
 
 
 def _is_int(value: Any) -> bool:
