@@ -193,7 +193,8 @@ def test_pick_star_refine_lineage_and_export(
     child_job = comfynb.enqueue(remote, trivial_prompt("refined"), run="r", step=step)
     run_to_end(store, sim, child_job)
     [child] = remote.candidates(step=step)["id"]
-    assert [c.id for c in remote.lineage(child)] == [child, parent]
+    assert remote.lineage(child)[["id", "depth"]].values.tolist() == [[parent, -1], [child, 0]]
+    pd.testing.assert_frame_equal(remote.lineage(parent), store.lineage(parent))
     assert remote.candidates(picked=True)["id"].tolist() == [parent]
     here = remote.export(tmp_path / "mine.parquet", run="r")
     pd.testing.assert_frame_equal(pd.read_parquet(here), store.candidates(run="r"))

@@ -646,13 +646,34 @@ def test_image_path_is_under_the_output_folder(store: Store) -> None:
         store.image_path(999)
 
 
-def test_lineage_walks_up_to_the_root(store: Store) -> None:
+def test_lineage_is_the_family_with_depth(store: Store) -> None:
     root = completed_job(store, n=1)[0]
     child = completed_job(store, parent=root, n=1)[0]
-    grandchild = completed_job(store, parent=child, n=2)[1]
-    assert [c.id for c in store.lineage(grandchild)] == [grandchild, child, root]
-    assert [c.id for c in store.lineage(root)] == [root]
-    assert store.candidate(child).child_count == 2
+    sibling = completed_job(store, parent=root, n=1)[0]
+    grandchildren = completed_job(store, parent=child, n=2)
+    family = store.lineage(grandchildren[1])
+    assert family[["id", "depth"]].values.tolist() == [
+        [root, -2],
+        [child, -1],
+        [grandchildren[1], 0],
+    ]
+    down = store.lineage(root)
+    assert down[["id", "depth"]].values.tolist() == [
+        [root, 0],
+        [child, 1],
+        [sibling, 1],
+        [grandchildren[0], 2],
+        [grandchildren[1], 2],
+    ]
+    assert down.set_index("id").loc[child, "child_count"] == 2
+    assert down.set_index("id").loc[root, "child_count"] == 2
+    middle = store.lineage(child)
+    assert middle["depth"].tolist() == [-1, 0, 1, 1]  # no sibling: only ancestors and descendants
+    assert list(middle.columns) == [
+        *store.candidates().columns[: list(store.candidates().columns).index("child_count") + 1],
+        "depth",
+        *store.candidates().columns[list(store.candidates().columns).index("child_count") + 1 :],
+    ]
     with pytest.raises(CandidateNotFound):
         store.lineage(12345)
 

@@ -373,10 +373,10 @@ class RemoteStore(ServedStore):
         result: Candidate = self._call("star", candidate, stars)
         return result
 
-    def lineage(self, candidate: Candidate | int) -> list[Candidate]:
-        """The candidate and its ancestors (see ``Store.lineage``)."""
-        chain: list[Candidate] = self._call("lineage", candidate)
-        return chain
+    def lineage(self, candidate: Candidate | int) -> pd.DataFrame:
+        """A candidate's ancestors, itself and its descendants, with depth (see ``Store.lineage``)."""
+        frame: pd.DataFrame = self._call("lineage", candidate)
+        return frame
 
     def runs(self) -> pd.DataFrame:
         """All runs (see ``Store.runs``)."""

@@ -23,12 +23,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ...core.models import Job, Run, Step
+from ...core.models import Candidate, Job, Run, Step
 from ...core.status import JobStatus
-from ...errors import InvalidInput
+from ...errors import InvalidInput, StoreError
 from ..export import write_export
 from .connection import Connection
-from .rows import CANDIDATE_COLUMNS, JOB_COLUMNS, find_run_id, find_step_id, read_job
+from .rows import (
+    CANDIDATE_COLUMNS,
+    JOB_COLUMNS,
+    find_run_id,
+    find_step_id,
+    read_candidate,
+    read_job,
+)
 
 __all__ = ["Frames", "column_type", "pandas_dtype"]
 
@@ -136,6 +143,59 @@ class Frames(Connection):
             params.append(picked)
         columns = [c for c in CANDIDATE_COLUMNS if c != "params"]
         return self._flat_frame("candidates", columns, where, params, order="job_id, id")
+
+    def lineage(self, candidate: Candidate | int) -> pd.DataFrame:
+        """A candidate's family: its ancestors up to the root, itself, and all its descendants.
+
+        One row per candidate, the columns of :meth:`candidates` plus ``depth``: 0 for the
+        candidate, -1 its parent, -2 the parent's parent, ..., 1 its children, 2 theirs, ...
+        Rows go by depth, then id.
+
+        Example::
+
+            >>> store.lineage(17)[["id", "parent_candidate_id", "depth", "child_count"]]
+               id  parent_candidate_id  depth  child_count
+            0   4                 <NA>     -1            3
+            1  17                    4      0            2
+            2  31                   17      1            0
+            3  32                   17      1            0
+
+        Raises:
+            CandidateNotFound: no such candidate.
+        """
+        start = read_candidate(self._fetch, candidate)
+        depths = {start.id: 0}
+        parent_id, depth = start.parent_candidate_id, 0
+        # up: a loop of key lookups, ~10x faster than a recursive CTE here (duckdb-facts.md)
+        while parent_id is not None:
+            if parent_id in depths:
+                raise StoreError(f"candidate {parent_id} is its own ancestor; the store is damaged")
+            rows = self._fetch(
+                "SELECT parent_candidate_id FROM candidates WHERE id = ?", [parent_id]
+            )
+            if not rows:
+                break  # the parent was deleted by hand: the lineage ends here
+            depth -= 1
+            depths[parent_id] = depth
+            parent_id = rows[0][0]
+        # down: one level per query, each a scan of the parent column
+        level, depth = [start.id], 0
+        while level:
+            depth += 1
+            rows = self._fetch(
+                "SELECT id FROM candidates WHERE parent_candidate_id IN "
+                "(SELECT unnest(?::BIGINT[])) ORDER BY id",
+                [level],
+            )
+            level = [r[0] for r in rows if r[0] not in depths]
+            depths.update((child, depth) for child in level)
+        columns = [c for c in CANDIDATE_COLUMNS if c != "params"]
+        frame = self._flat_frame(
+            "candidates", columns, ["id IN (SELECT unnest(?::BIGINT[]))"], [list(depths)]
+        )
+        frame.insert(frame.columns.get_loc("child_count") + 1, "depth", frame["id"].map(depths))
+        frame["depth"] = frame["depth"].astype("Int64")
+        return frame.sort_values(["depth", "id"], ignore_index=True)
 
     def events(self, job: Job | int | None = None) -> pd.DataFrame:
         """Status changes, oldest first: job_id, from_status, to_status, at, detail.
