@@ -110,6 +110,52 @@ def test_a_claimed_nan_job_fails_alone_in_recover(sim: Simulator, store: Store) 
     assert job.error["type"] == "UnsendablePrompt"
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("[1, 2]", "non-empty dict of nodes"), ('{"1": 5}', 'node "1" must be a dict')],
+)
+def test_a_stored_workflow_that_is_not_an_api_prompt_fails_alone(
+    sim: Simulator, store: Store, text: str, says: str
+) -> None:
+    bad = poison(store, text)
+    claimed = poison(store, text)
+    assert select_next_job(store, server=sim.url) is not None  # one claimed: recover meets it
+    good = good_jobs(store)
+    summary = Worker(store, [sim.url]).run()
+    assert (summary.completed, summary.failed) == (GOOD, 1)  # recover's are not counted
+    assert_good_completed(store, good)
+    for job_id in (bad, claimed):
+        error = store.job(job_id).error
+        assert error is not None and error["type"] == "WorkflowError" and says in error["message"]
+
+
+def test_an_unforeseen_error_of_one_post_fails_that_job_without_its_secrets(
+    sim: Simulator, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a POST raises, it is one job's: counted as attempts (it may have arrived),
+    then the job fails with the exception's type and message, the API key cut out."""
+    secret = "sk-comfy-0123456789"
+    queue_prompt = Client.queue_prompt
+
+    def odd(self: Client, prompt: dict[str, Any], **options: Any) -> Any:
+        if prompt["1"]["inputs"]["color"] == 66:
+            raise KeyError(f"no slot for {options['extra_data']['api_key_comfy_org']}")
+        return queue_prompt(self, prompt, **options)
+
+    monkeypatch.setattr(Client, "queue_prompt", odd)
+    good = good_jobs(store)
+    bad = poison(store, prompt_text(color="66"))
+    worker = Worker(store, [sim.url], extra_data={"api_key_comfy_org": secret})
+    summary = worker.run()
+    assert (summary.completed, summary.failed) == (GOOD, 1)
+    assert_good_completed(store, good)
+    job = store.job(bad)
+    assert job.status is S.FAILED and job.error is not None and job.retries == job.max_retries
+    assert job.error["type"] == "KeyError"
+    assert "no slot for ***" in job.error["message"] and "no retries left" in job.error["message"]
+    assert secret not in store.events().to_csv() + store.jobs().to_csv()
+
+
 # ----------------------------------------------------------------------------- 2. a seed of 2**70
 
 

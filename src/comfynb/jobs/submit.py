@@ -25,11 +25,13 @@ from ..errors import (
     InvalidTransition,
     JobNotFound,
     PromptRejected,
+    WorkflowError,
 )
 from ..protocol.flows import new_prompt_id
 from ..protocol.types import PromptStatus, RetryPolicy
 from ..store.base import require_owner
 from ..store.lifecycle import check_move, record_changes
+from ..workflows.check import check_workflow
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -133,9 +135,9 @@ def post_prompt(
     try:
         if maybe_posted and (report := find_posted(client, job.prompt_id)) is not None:
             return Posted({"found_on_server": report.status.value})
-        unsendable = _unsendable(job.workflow)
-        if unsendable is not None:  # the same every time: it fails now, nothing was sent
-            return Rejected(unsendable)
+        problem = unsendable(job.workflow)
+        if problem is not None:  # the same every time: it fails now, nothing was sent
+            return Rejected(problem)
         _crashpoints.reached("submit.before_post")
         queued = client.queue_prompt(job.workflow, prompt_id=job.prompt_id, extra_data=extra_data)
         _crashpoints.reached("submit.after_post")
@@ -151,14 +153,20 @@ def post_prompt(
     return Posted(detail)
 
 
-def _unsendable(workflow: Any) -> dict[str, Any] | None:
-    """Why ``workflow`` cannot be sent as JSON (NaN, infinity, a lone surrogate, a value that
-    is not JSON: a job written by an older version or by hand), as a job's error; None if it
-    can. ``enqueue`` refuses such values: this is the run-time guard for those already stored.
+def unsendable(workflow: Any) -> dict[str, Any] | None:
+    """Why ``workflow`` cannot be posted, as a job's error (None if it can): not an API
+    prompt (``check_workflow``), or not JSON (NaN, infinity, a lone surrogate). ``enqueue``
+    refuses such workflows; this is the run-time guard for those already stored (by an older
+    version, or by hand). Pure; the same every time: the job fails rather than retries.
+
+    Example::
+
+        >>> unsendable({"1": {"class_type": "EmptyImage", "inputs": {"color": float("nan")}}})
+        {'type': 'UnsendablePrompt', 'message': 'the prompt cannot be sent as JSON: input
+        "color" of node "1" is nan; fix that input and enqueue the job again', ...}
     """
     try:
         json.dumps(workflow, allow_nan=False, ensure_ascii=False).encode("utf-8")
-        return None
     except (ValueError, TypeError, RecursionError) as exc:
         where = _first_unsendable(workflow, "the workflow") or f"{type(exc).__name__}: {exc}"
         return {
@@ -167,6 +175,11 @@ def _unsendable(workflow: Any) -> dict[str, Any] | None:
             "enqueue the job again",
             "exception": f"{type(exc).__name__}: {exc}",
         }
+    try:
+        check_workflow(workflow)
+    except WorkflowError as exc:
+        return error_detail(exc, reason="the stored workflow is not an API prompt")
+    return None
 
 
 def _first_unsendable(value: Any, path: str, depth: int = 0) -> str | None:

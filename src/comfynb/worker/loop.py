@@ -62,7 +62,14 @@ from ..errors import TRANSIENT_ERRORS, InvalidTransition, JobNotFound, ServerErr
 from ..jobs.base import alone_error, withdraw
 from ..jobs.recover import recover
 from ..jobs.results import Collected
-from ..jobs.submit import Posted, Transient, poll_job_status, post_change, post_prompt
+from ..jobs.submit import (
+    Posted,
+    Transient,
+    poll_job_status,
+    post_change,
+    post_prompt,
+    unsendable,
+)
 from ..protocol.events import Event, Executed, ExecutionStart, ExecutionSuccess, Progress
 from ..store.base import require_owner
 from ..store.lifecycle import record_changes, release_claims
@@ -617,7 +624,12 @@ class _Loop:
             release_claims(self.store, [job.id for job in jobs], reason=why)
             return
         for job in jobs:
-            self._place(server, job, able)
+            try:
+                self._place(server, job, able)
+            except Exception as exc:  # unforeseen, and this job's alone: it fails
+                error = alone_error(exc, "it could not be given to a server")
+                change = Move(job.id, JobStatus.FAILED, {"error": error})
+                self._hand(Record(_Unposted(server, job, change), change))
         self._post_claimed()  # the hand may hold jobs cancelled since: checked first
 
     def _post_claimed(self) -> None:
@@ -649,7 +661,13 @@ class _Loop:
             server.claims.drop(gone)
 
     def _place(self, server: Server, job: Job, able: Sequence[Server]) -> None:
-        """Give a job claimed for ``server`` to one able to run it; fail it if none is."""
+        """Give a job claimed for ``server`` to one able to run it; fail it if none is (or if
+        its workflow cannot be posted anywhere: ``unsendable``)."""
+        unfit = unsendable(job.workflow)
+        if unfit is not None:
+            change = Move(job.id, JobStatus.FAILED, {"error": unfit})
+            self._hand(Record(_Unposted(server, job, change), change))
+            return
         if server.can_run(job.workflow):
             server.claims.add(job)
             return
