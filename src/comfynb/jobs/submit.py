@@ -282,8 +282,10 @@ def submit_job(
     it has is recorded as submitted, never posted again. Transient faults (unreachable,
     timeout, 5xx, after the client's own retries) are retried here with backoff, reusing the
     same prompt_id; each is counted in ``retries`` and recorded as a ``retry`` event with its
-    reason. After ``max_retries`` the job fails, its error saying why. A rejected prompt fails
-    at once with ComfyUI's node errors in ``error``.
+    reason. After ``max_retries`` the job fails, its error saying why. Anything else the POST
+    raises (an answer that cannot be read, ...) counts as such an attempt too. A rejected
+    prompt fails at once with ComfyUI's node errors in ``error``, and so does a stored
+    workflow that cannot be sent (``unsendable``: NaN, not an API prompt, ...).
 
     Example::
 
@@ -303,7 +305,6 @@ def submit_job(
     Raises:
         InvalidTransition: the job is not pending.
         InvalidInput: the job is pinned to another server.
-        UnexpectedResponse: the server answered something unreadable (the job stays pending).
     """
     require_owner(store, "comfynb.submit_job")  # a served store: refused before any I/O
     return post_job(store, client, job, extra_data=extra_data)[0]
