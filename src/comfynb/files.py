@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import io
@@ -27,9 +28,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .core import crashpoints as _crashpoints
-from .errors import CorruptImage, UnsafePath
+from .errors import CorruptImage, OutputError, UnsafePath
 
 __all__ = [
+    "NAME_MAX",
+    "PART_GLOB",
     "AtomicImageWriter",
     "ImageFacts",
     "atomic_image_file",
@@ -40,6 +43,14 @@ __all__ = [
 ]
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+
+#: The longest file or folder name, in bytes, that common file systems take (ext4, XFS,
+#: APFS, NTFS): a server-named part longer than this fails its job with a clear reason.
+NAME_MAX = 255
+#: The temporary file of an unfinished download, in the folder of its target (whatever the
+#: target's name, the temporary name is short): what ``recover`` looks for after a crash.
+PART_PREFIX, PART_SUFFIX = ".comfynb-", ".part"
+PART_GLOB = f"{PART_PREFIX}*{PART_SUFFIX}"
 
 
 def _check_part(part: str, what: str, raw: str) -> None:
@@ -66,7 +77,25 @@ def _check_name(value: str, what: str, *, allow_slash: bool) -> list[str]:
     parts = re.split(r"[/\\]", value) if value else []
     for part in parts:
         _check_part(part, what, value)
+        _check_length(part, what)
     return parts
+
+
+def _check_length(part: str, what: str) -> None:
+    size = len(os.fsencode(part))
+    if size > NAME_MAX:
+        raise OutputError(
+            f"the server named an output {what} of {size} bytes ({part[:40]!r}...); file "
+            f"systems take names of at most {NAME_MAX} bytes. Use a shorter filename_prefix"
+        )
+
+
+def _too_long(exc: OSError, target: Path) -> OutputError:
+    """``ENAMETOOLONG`` from this file system (shorter limits than ``NAME_MAX`` exist)."""
+    return OutputError(
+        f"this file system refused the name of {target.name[:40]!r}... ({exc.strerror}, "
+        f"{len(os.fsencode(target.name))} bytes); use a shorter filename_prefix"
+    )
 
 
 def safe_output_path(dest_dir: str | os.PathLike[str], subfolder: str, filename: str) -> Path:
@@ -84,6 +113,7 @@ def safe_output_path(dest_dir: str | os.PathLike[str], subfolder: str, filename:
 
     Raises:
         UnsafePath: the name would land outside ``dest_dir``.
+        OutputError: a name longer than file systems take (``NAME_MAX`` bytes).
     """
     folders = _check_name(subfolder, "subfolder", allow_slash=True)
     (name,) = _check_name(filename, "file", allow_slash=False) or [""]
@@ -180,6 +210,10 @@ def _fsync_dir(folder: Path) -> None:
 class AtomicImageWriter:
     """An image file written all or nothing: a temporary file next to ``target`` until ``commit``.
 
+    The temporary file is ``.comfynb-<random>.part`` in ``target``'s folder (``PART_GLOB``),
+    short whatever ``target``'s name: a name that fits the file system always has a
+    temporary name that fits too.
+
     ``commit`` checks that the bytes decode as an image, syncs them and renames the file onto
     ``target`` in one step; ``discard`` (or a failed check) removes it. ``atomic_image_file`` is
     the usual way in; the async client calls ``commit`` on a worker thread. The bytes are
@@ -187,13 +221,19 @@ class AtomicImageWriter:
 
     Raises:
         CorruptImage: from ``commit``, when the bytes are not a whole image (nothing is left).
+        OutputError: a name this file system refuses as too long (nothing is left).
     """
 
     def __init__(self, target: str | os.PathLike[str]) -> None:
         self.target = Path(target)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        prefix, folder = f".{self.target.name}.", self.target.parent
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
+        folder = self.target.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise _too_long(exc, folder) from exc
+            raise
+        fd, name = tempfile.mkstemp(prefix=PART_PREFIX, suffix=PART_SUFFIX, dir=folder)
         self._tmp = Path(name)
         self._content = bytearray()
         self.facts: ImageFacts | None = None  # set by commit
@@ -217,6 +257,11 @@ class AtomicImageWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self._tmp, self.target)
+        except OSError as exc:
+            self.discard()
+            if exc.errno == errno.ENAMETOOLONG:
+                raise _too_long(exc, self.target) from exc
+            raise
         except BaseException:
             self.discard()
             raise

@@ -43,6 +43,26 @@ def error_detail(exc: BaseException, **extra: Any) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": str(exc), **extra}
 
 
+def alone_error(exc: BaseException, reason: str) -> dict[str, Any]:
+    """The error of a job that fails alone of an unexpected exception (the others go on):
+    its type, the first line of its message (a store error's SQL is left out), and why.
+
+    Example::
+
+        >>> alone_error(StoreError("DuckDB failed: Conversion Error: ...\nLINE 1: ..."),
+        ...             "its result could not be recorded")
+        {'type': 'StoreError', 'message': 'its result could not be recorded: DuckDB ...', ...}
+    """
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if len(first) > 500:
+        first = first[:500] + "..."
+    return {
+        "type": type(exc).__name__,
+        "message": f"{reason}: {first}" if first else reason,
+        "reason": reason,
+    }
+
+
 def withdraw(client: Client, prompt_id: str) -> None:
     # delete first, then interrupt: a prompt that starts in between is caught by the interrupt
     client.delete_from_queue([prompt_id])

@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.models import Job
 from ..core.status import JobStatus
+from ..errors import InvalidTransition, ServerError
 from ..store.base import require_owner
+from ..store.lifecycle import transition
 
 if TYPE_CHECKING:
     from ..client import Client
     from ..store import Store
 
+from .base import alone_error
 from .results import job_folder, remove_files
 from .submit import Posted, poll_job_status, post_job
 
@@ -26,7 +29,9 @@ class Recovery:
     ``adopted``: posted before the crash, found on the server, now recorded as submitted;
     ``posted``: never reached the server, posted now (once); ``requeued``: the server forgot
     them, back to pending; ``completed``/``failed``: finished now; ``in_progress``: still
-    queued or running on the server; ``skipped``: jobs of another server;
+    queued or running on the server, or finished there but not collected (the server answers,
+    but not about this job: e.g. a file it cannot send; call again, a worker fails it after a
+    few tries); ``skipped``: jobs of another server;
     ``partial_files``: temporary download files removed.
 
     Example::
@@ -58,7 +63,10 @@ def recover(
     again; one the server never saw is posted, once; finished ones are processed (images
     downloaded, candidates recorded) or failed; ones the server forgot go back to pending.
     Temporary files of interrupted downloads are removed from the output folder, and files of
-    unfinished jobs that no candidate points to.
+    unfinished jobs that no candidate points to. One job never stops the others: a job that
+    fails in an unforeseen way of its own (a value the store refuses, ...) is recorded
+    ``failed`` with the reason; one whose result the server does not send while it answers
+    other requests is left ``in_progress``.
 
     Example::
 
@@ -90,13 +98,19 @@ def recover(
         if job.server not in (None, client.url):
             outcomes["skipped"].append(job.id)
             continue
-        after = job
-        if job.status is JobStatus.PENDING:
-            # claimed, maybe posted: submit asks the server first and never posts it twice
-            after, outcome = post_job(store, client, job, extra_data=extra_data)
-            if after.status is JobStatus.SUBMITTED and isinstance(outcome, Posted):
-                outcomes["adopted" if outcome.found else "posted"].append(job.id)
-        after = poll_job_status(store, client, after)
+        try:
+            after = _reconcile(store, client, job, outcomes, extra_data)
+        except ServerError:
+            if not _answers(client):
+                raise  # the server is down: what was reconciled so far stays
+            # it answers, but not about this job (e.g. a file it cannot send): left in
+            # progress, the caller tries again (a worker fails it after a few tries)
+            outcomes["in_progress"].append(job.id)
+            continue
+        except OSError:
+            raise  # the output folder (full, in the way): not this job's fault
+        except Exception as exc:  # this job's alone (a value the store refuses, ...)
+            after = _fail_alone(store, job, exc)
         if after.status is JobStatus.PENDING and job.status is not JobStatus.PENDING:
             outcomes["requeued"].append(job.id)
         elif after.status is JobStatus.COMPLETED:
@@ -109,6 +123,41 @@ def recover(
     fields: dict[str, Any] = {name: tuple(ids) for name, ids in outcomes.items()}
     fields["partial_files"] = partial
     return Recovery(**fields)
+
+
+def _reconcile(
+    store: Store,
+    client: Client,
+    job: Job,
+    outcomes: dict[str, list[int]],
+    extra_data: Mapping[str, Any] | None,
+) -> Job:
+    """One job: posted (once) if it was claimed, then polled (and collected if finished)."""
+    after = job
+    if job.status is JobStatus.PENDING:
+        # claimed, maybe posted: submit asks the server first and never posts it twice
+        after, outcome = post_job(store, client, job, extra_data=extra_data)
+        if after.status is JobStatus.SUBMITTED and isinstance(outcome, Posted):
+            outcomes["adopted" if outcome.found else "posted"].append(job.id)
+    return poll_job_status(store, client, after)
+
+
+def _answers(client: Client) -> bool:
+    """The server answers ``/system_stats`` (it is up, whatever failed about one job)."""
+    try:
+        client.system_stats()
+    except ServerError:
+        return False
+    return True
+
+
+def _fail_alone(store: Store, job: Job, exc: Exception) -> Job:
+    """``job`` failed of an unforeseen exception of its own; the other jobs go on."""
+    error = alone_error(exc, "recover could not bring it in line with the server")
+    try:
+        return transition(store, job.id, JobStatus.FAILED, error=error)
+    except InvalidTransition:
+        return store.job(job.id)
 
 
 def _remove_strays(store: Store, job: Job) -> None:

@@ -12,6 +12,7 @@ from ..core import crashpoints as _crashpoints
 from ..core.models import Candidate, Job, NewCandidate
 from ..core.status import Change, JobState, JobStatus, Move, job_of
 from ..errors import (
+    TRANSIENT_ERRORS,
     CorruptImage,
     InvalidInput,
     InvalidTransition,
@@ -348,6 +349,10 @@ def _download(
         except CorruptImage:
             if attempt == DOWNLOAD_ATTEMPTS:
                 raise
+        except TRANSIENT_ERRORS as exc:
+            # which file: a worker tells a file that always fails from a server that is down
+            exc.add_note(image_note(ref))
+            raise
     written.append(path)
     return NewCandidate(
         node_id=ref.node_id or "",
@@ -359,6 +364,13 @@ def _download(
         seed=_seed_of(job),
         prompt=_prompt_of(job),
     )
+
+
+def image_note(ref: ImageRef) -> str:
+    """How an image is named in an error: ``image 'x_00001_.png' (output)``; the note a
+    transient error of its download carries (``exc.__notes__``)."""
+    where = f"{ref.type}, subfolder {ref.subfolder!r}" if ref.subfolder else ref.type
+    return f"image {ref.filename!r} ({where})"
 
 
 def remove_files(store: Store, job: Job, paths: Sequence[Path]) -> None:
@@ -376,10 +388,21 @@ def remove_files(store: Store, job: Job, paths: Sequence[Path]) -> None:
             folder = folder.parent
 
 
+#: The largest seed a candidate row holds (its ``seed`` column is a UBIGINT, as ComfyUI's
+#: seeds are); a larger one (a job written by an older version, or by hand) stays in the
+#: job's params and the candidate's seed is None.
+SEED_MAX = 2**64 - 1
+
+
+def _is_seed(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX
+
+
 def _seed_of(job: Job) -> int | None:
     """The job's seed: ``params["seed"]``, else the workflow's one seed input (if only one)."""
     seed = job.params.get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
+    if _is_seed(seed):
+        assert isinstance(seed, int)
         return seed
     seeds = {
         value
@@ -387,7 +410,10 @@ def _seed_of(job: Job) -> int | None:
         for name, value in node.get("inputs", {}).items()
         if name in _SEED_INPUTS and isinstance(value, int) and not isinstance(value, bool)
     }
-    return seeds.pop() if len(seeds) == 1 and min(seeds) >= 0 else None
+    if len(seeds) != 1:
+        return None
+    [only] = seeds
+    return only if _is_seed(only) else None
 
 
 def _prompt_of(job: Job) -> str | None:

@@ -10,6 +10,8 @@ each caller records its way (a job function at once, the worker through its reco
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,11 +25,13 @@ from ..errors import (
     InvalidTransition,
     JobNotFound,
     PromptRejected,
+    WorkflowError,
 )
 from ..protocol.flows import new_prompt_id
 from ..protocol.types import PromptStatus, RetryPolicy
 from ..store.base import require_owner
 from ..store.lifecycle import check_move, record_changes
+from ..workflows.check import check_workflow
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -90,15 +94,18 @@ class Posted:
 
 @dataclass(frozen=True)
 class Rejected:
-    """ComfyUI refused the prompt (HTTP 400): nothing was queued; ``error`` has its node errors."""
+    """ComfyUI refused the prompt (HTTP 400), or it cannot be sent at all (a value JSON cannot
+    carry): nothing was queued; ``error`` has ComfyUI's node errors, or says which value."""
 
     error: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Transient:
-    """The server could not be reached or failed (after the client's own retries); the prompt
-    may or may not have arrived: the next attempt asks the server first."""
+    """The server could not be reached or failed (after the client's own retries), or the POST
+    failed in a way nobody foresaw (``error`` says how); the prompt may or may not have
+    arrived: the next attempt asks the server first, and the job fails once its retries are
+    used up (``retry_or_fail``)."""
 
     error: Exception
 
@@ -128,6 +135,9 @@ def post_prompt(
     try:
         if maybe_posted and (report := find_posted(client, job.prompt_id)) is not None:
             return Posted({"found_on_server": report.status.value})
+        problem = unsendable(job.workflow)
+        if problem is not None:  # the same every time: it fails now, nothing was sent
+            return Rejected(problem)
         _crashpoints.reached("submit.before_post")
         queued = client.queue_prompt(job.workflow, prompt_id=job.prompt_id, extra_data=extra_data)
         _crashpoints.reached("submit.after_post")
@@ -135,10 +145,104 @@ def post_prompt(
         return Rejected(error_detail(exc, error_type=exc.error_type, node_errors=exc.node_errors))
     except TRANSIENT_ERRORS as exc:
         return Transient(exc)
+    except Exception as exc:  # unforeseen: one job's POST never takes its caller down
+        return Transient(_scrubbed(exc, extra_data))
     detail: dict[str, Any] = {"number": queued.number}
     if queued.node_errors:  # accepted, but only the valid outputs will run
         detail["problems"] = queued.problems
     return Posted(detail)
+
+
+def unsendable(workflow: Any) -> dict[str, Any] | None:
+    """Why ``workflow`` cannot be posted, as a job's error (None if it can): not an API
+    prompt (``check_workflow``), or not JSON (NaN, infinity, a lone surrogate). ``enqueue``
+    refuses such workflows; this is the run-time guard for those already stored (by an older
+    version, or by hand). Pure; the same every time: the job fails rather than retries.
+
+    Example::
+
+        >>> unsendable({"1": {"class_type": "EmptyImage", "inputs": {"color": float("nan")}}})
+        {'type': 'UnsendablePrompt', 'message': 'the prompt cannot be sent as JSON: input
+        "color" of node "1" is nan; fix that input and enqueue the job again', ...}
+    """
+    try:
+        json.dumps(workflow, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, TypeError, RecursionError) as exc:
+        where = _first_unsendable(workflow, "the workflow") or f"{type(exc).__name__}: {exc}"
+        return {
+            "type": "UnsendablePrompt",
+            "message": f"the prompt cannot be sent as JSON: {where}; fix that input and "
+            "enqueue the job again",
+            "exception": f"{type(exc).__name__}: {exc}",
+        }
+    try:
+        check_workflow(workflow)
+    except WorkflowError as exc:
+        return error_detail(exc, reason="the stored workflow is not an API prompt")
+    return None
+
+
+def _first_unsendable(value: Any, path: str, depth: int = 0) -> str | None:
+    """Where the first value JSON cannot carry is (``input "color" of node "1" is nan``)."""
+    if depth > 100:
+        return f"{path} is nested more than 100 levels deep"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path} is {value!r}"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{path} holds a lone surrogate ({value[:40]!r})"
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a key {key!r} that is not a string"
+            if depth == 0:
+                inner = f'node "{key}"'
+            elif depth == 2 and path.endswith('"inputs"'):
+                node = path.removesuffix(' "inputs"')
+                inner = f'input "{key}" of {node}'
+            else:
+                inner = f"{path} {json.dumps(key)}"
+            found = _first_unsendable(key, inner, depth + 1) or _first_unsendable(
+                item, inner, depth + 1
+            )
+            if found:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _first_unsendable(item, f"{path}[{index}]", depth + 1)
+            if found:
+                return found
+        return None
+    if value is None or isinstance(value, bool | int):
+        return None
+    return f"{path} is a {type(value).__name__}, not JSON"
+
+
+def _scrubbed(exc: Exception, extra_data: Mapping[str, Any] | None) -> Exception:
+    """``exc``, or a plain ``Exception`` of the same name and message without the values of
+    ``extra_data`` (API keys are posted, never stored: not even in an error)."""
+    text = str(exc)
+    secrets = [v for v in _strings(extra_data) if len(v) >= 4 and v in text]
+    if not secrets:
+        return exc
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    scrubbed: Exception = type(type(exc).__name__, (Exception,), {})(text)
+    return scrubbed
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _strings(item)]
+    return []
 
 
 def post_change(job: Job, outcome: PostOutcome, server: str) -> Move | Retry:
@@ -178,8 +282,10 @@ def submit_job(
     it has is recorded as submitted, never posted again. Transient faults (unreachable,
     timeout, 5xx, after the client's own retries) are retried here with backoff, reusing the
     same prompt_id; each is counted in ``retries`` and recorded as a ``retry`` event with its
-    reason. After ``max_retries`` the job fails, its error saying why. A rejected prompt fails
-    at once with ComfyUI's node errors in ``error``.
+    reason. After ``max_retries`` the job fails, its error saying why. Anything else the POST
+    raises (an answer that cannot be read, ...) counts as such an attempt too. A rejected
+    prompt fails at once with ComfyUI's node errors in ``error``, and so does a stored
+    workflow that cannot be sent (``unsendable``: NaN, not an API prompt, ...).
 
     Example::
 
@@ -199,7 +305,6 @@ def submit_job(
     Raises:
         InvalidTransition: the job is not pending.
         InvalidInput: the job is pinned to another server.
-        UnexpectedResponse: the server answered something unreadable (the job stays pending).
     """
     require_owner(store, "comfynb.submit_job")  # a served store: refused before any I/O
     return post_job(store, client, job, extra_data=extra_data)[0]

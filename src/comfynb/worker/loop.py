@@ -58,11 +58,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ..core.status import JobStatus, Move, Retry, retry_or_fail
-from ..errors import TRANSIENT_ERRORS, InvalidTransition, JobNotFound, WorkerError
-from ..jobs.base import withdraw
+from ..errors import TRANSIENT_ERRORS, InvalidTransition, JobNotFound, ServerError, WorkerError
+from ..jobs.base import alone_error, withdraw
 from ..jobs.recover import recover
 from ..jobs.results import Collected
-from ..jobs.submit import Posted, Transient, poll_job_status, post_change, post_prompt
+from ..jobs.submit import (
+    Posted,
+    Transient,
+    poll_job_status,
+    post_change,
+    post_prompt,
+    unsendable,
+)
 from ..protocol.events import Event, Executed, ExecutionStart, ExecutionSuccess, Progress
 from ..store.base import require_owner
 from ..store.lifecycle import record_changes, release_claims
@@ -83,6 +90,10 @@ logger = logging.getLogger("comfynb.worker")
 
 #: Write a running job's progress at most this often (a 1,000-step sampler costs few writes).
 PROGRESS_EVERY = 0.5
+#: Times collecting one job's result may fail while its server answers other requests before
+#: the job fails (each time is a whole download with the client's retries): a file the server
+#: cannot send fails its job, never marks the server down.
+JOB_STRIKES = 3
 
 _WAKE: Final = (-1, None)  # the recorder has an outcome ready
 
@@ -376,6 +387,7 @@ class _Loop:
         self.events = events
         self.counts = {"completed": 0, "failed": 0, "requeued": 0}
         self.halting = False  # the loop ended: claim and post nothing more
+        self.strikes: dict[int, int] = {}  # job id: failures to collect it, its server up
         self.cancellations_seen = 0
         self.servers: list[Server] = []
         self.sockets: list[Socket] = []
@@ -612,7 +624,12 @@ class _Loop:
             release_claims(self.store, [job.id for job in jobs], reason=why)
             return
         for job in jobs:
-            self._place(server, job, able)
+            try:
+                self._place(server, job, able)
+            except Exception as exc:  # unforeseen, and this job's alone: it fails
+                error = alone_error(exc, "it could not be given to a server")
+                change = Move(job.id, JobStatus.FAILED, {"error": error})
+                self._hand(Record(_Unposted(server, job, change), change))
         self._post_claimed()  # the hand may hold jobs cancelled since: checked first
 
     def _post_claimed(self) -> None:
@@ -644,7 +661,13 @@ class _Loop:
             server.claims.drop(gone)
 
     def _place(self, server: Server, job: Job, able: Sequence[Server]) -> None:
-        """Give a job claimed for ``server`` to one able to run it; fail it if none is."""
+        """Give a job claimed for ``server`` to one able to run it; fail it if none is (or if
+        its workflow cannot be posted anywhere: ``unsendable``)."""
+        unfit = unsendable(job.workflow)
+        if unfit is not None:
+            change = Move(job.id, JobStatus.FAILED, {"error": unfit})
+            self._hand(Record(_Unposted(server, job, change), change))
+            return
         if server.can_run(job.workflow):
             server.claims.add(job)
             return
@@ -723,13 +746,57 @@ class _Loop:
                 "fix that folder, then start the worker again: the job stays on the server "
                 "and the next worker's recover collects it"
             ) from outcome
-        if isinstance(outcome, BaseException) and not isinstance(
-            outcome, (*TRANSIENT_ERRORS, JobNotFound)
-        ):
-            raise outcome
-        if isinstance(outcome, TRANSIENT_ERRORS):
+        if isinstance(outcome, ServerError) and not isinstance(outcome, JobNotFound):
+            if self._job_trouble(posted, outcome):
+                return
             posted.server.trouble(outcome)
+        elif isinstance(outcome, Exception) and not isinstance(outcome, JobNotFound):
+            # unforeseen, and this job's alone: it fails, the others go on
+            self._fail_posted(posted, alone_error(outcome, "its images could not be collected"))
+            return
+        elif isinstance(outcome, BaseException) and not isinstance(outcome, JobNotFound):
+            raise outcome
         posted.server.catch_up = True  # polled once the server answers
+
+    def _job_trouble(self, posted: PostedJob, exc: Exception) -> bool:
+        """A server error while collecting one job: the job's own if its server answers
+        ``/system_stats`` meanwhile (a file the server cannot send, e.g. its name holds a
+        newline): counted, and after ``JOB_STRIKES`` the job fails naming the file and the
+        error; the server is not marked down. False: the server's (down or unwell).
+        """
+        server = posted.server
+        try:
+            server.probe.system_stats()
+        except Exception:
+            return False
+        job = posted.job
+        strikes = self.strikes[job.id] = self.strikes.get(job.id, 0) + 1
+        what = "; ".join(getattr(exc, "__notes__", ())) or "its result"
+        if strikes < JOB_STRIKES:
+            logger.info(
+                "job %d run %d: %s failed (%s: %s) while %s answers: try %d of %d",
+                job.id,
+                job.run_id,
+                what,
+                type(exc).__name__,
+                exc,
+                server.url,
+                strikes,
+                JOB_STRIKES,
+            )
+            server.catch_up = True  # polled (and collected) again next round
+            return True
+        reason = (
+            f"{what} could not be fetched {strikes} times while the server answered other requests"
+        )
+        self._fail_posted(posted, alone_error(exc, reason))
+        return True
+
+    def _fail_posted(self, posted: PostedJob, error: dict[str, Any]) -> None:
+        """A job on a server fails alone (the recorder writes it; the loop goes on)."""
+        posted.ended = True
+        posted.status = JobStatus.FAILED
+        self._hand(Result(posted, posted.job, Collected(error=error)))
 
     def _hand_progress(self, now: float) -> None:
         due: dict[int, tuple[int, int]] = {}
@@ -760,8 +827,12 @@ class _Loop:
         if after in (JobStatus.SUBMITTED, JobStatus.RUNNING):
             return
         server.posted.pop(prompt_id, None)
-        if after is JobStatus.CANCELLED and posted.status is JobStatus.SUBMITTED:
-            # cancelled while the POST was on its way: take the prompt back off the server
+        self.strikes.pop(posted.job.id, None)
+        if (after is JobStatus.CANCELLED and posted.status is JobStatus.SUBMITTED) or (
+            after is JobStatus.FAILED and posted.status in (JobStatus.SUBMITTED, JobStatus.RUNNING)
+        ):
+            # cancelled while the POST was on its way, or failed alone (its move could not be
+            # recorded): take the prompt back off the server
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 withdraw(server.client, prompt_id)
         if after is JobStatus.COMPLETED:
@@ -787,13 +858,20 @@ class _Loop:
         server = posted.server
         try:
             job = poll_job_status(self.store, server.client, posted.job.id)
-        except TRANSIENT_ERRORS as exc:
-            server.trouble(exc)
+        except ServerError as exc:  # unreachable, or an answer about this job we cannot read
+            if not self._job_trouble(posted, exc):
+                server.trouble(exc)
             return
         except InvalidTransition:
             # moved meanwhile by someone else: cancel() withdraws the prompt (the server then
             # reports it interrupted) before it records "cancelled"
             job = self.store.job(posted.job.id)
+        except OSError:
+            raise  # our output folder (full, in the way): not this job's fault
+        except Exception as exc:
+            # this job's alone (e.g. a value the store refuses): it fails, the others go on
+            self._fail_posted(posted, alone_error(exc, "its end could not be recorded"))
+            return
         posted.status = job.status
         self._moved(posted, job.status)
 

@@ -33,8 +33,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..core.status import JobState, JobStatus, Move, Release, Retry
+from ..core.status import JobState, JobStatus, Move, Release, Retry, job_of
 from ..errors import InvalidTransition, StaleStates
+from ..jobs.base import alone_error
 from ..jobs.results import Collected, record_result, remove_files, start_round
 from ..jobs.submit import select_next_jobs
 from ..store.lifecycle import record_changes, transition
@@ -256,7 +257,14 @@ class Recorder:
                 batch.append(self._inbox.get(timeout=deadline - now))
 
     def _record(self, work: list[Work]) -> Outcome:
-        """Commit ``work`` (to which the results it waited for are added)."""
+        """Commit ``work`` (to which the results it waited for are added).
+
+        When the batch fails for another reason than a job moved meanwhile, it is redone
+        one by one too: a job whose own change the store refuses (a value it cannot hold, in
+        a job written by an older version or by hand) is recorded ``failed`` with the reason
+        (``alone_error``), and the others are recorded as they were. Only when a job cannot
+        even be recorded as failed is the store itself at fault (``Outcome.error``).
+        """
         try:
             return self._record_together(work)
         except (InvalidTransition, StaleStates):
@@ -268,7 +276,11 @@ class Recorder:
             except Exception as exc:
                 return Outcome(len(work), error=exc)
         except Exception as exc:
-            return Outcome(len(work), error=exc)
+            self._states.clear()
+            try:
+                return self._record_one_by_one(work, alone=True)
+            except Exception:
+                return Outcome(len(work), error=exc)
 
     def _record_together(self, work: list[Work]) -> Outcome:
         """Every item in ONE transaction; ``InvalidTransition`` if a job moved meanwhile.
@@ -399,26 +411,41 @@ class Recorder:
         if len(self._states) > MAX_REMEMBERED:  # jobs the loop settled itself: start afresh
             self._states.clear()
 
-    def _record_one_by_one(self, work: Sequence[Work]) -> Outcome:
-        """The same items, each in its own transaction; a refused move reports the status now."""
+    def _record_one_by_one(self, work: Sequence[Work], *, alone: bool = False) -> Outcome:
+        """The same items, each in its own transaction; a refused move reports the status now.
+
+        ``alone``: a change the store refuses for another reason fails its job alone.
+        """
         outcome = Outcome(len(work))
         for item in work:
             if isinstance(item, Record):
-                outcome.moves.append((item.tag, self._settle(item.change)))
+                outcome.moves.append((item.tag, self._settle(item.change, alone)))
             elif isinstance(item, Result):
-                outcome.moves.append((item.tag, self._finish(item)))
-        with self.store.transaction() as tx:
-            tx.set_progress(_merged_ticks(work))
+                outcome.moves.append((item.tag, self._finish(item, alone)))
+        ticks = _merged_ticks(work)
+        try:
+            with self.store.transaction() as tx:
+                tx.set_progress(ticks)
+        except Exception:
+            if not alone:
+                raise
+            # progress is only shown: a value the store refuses is dropped, the next one
+            # (or the job's end) is written
         outcome.claimed = self._claim(work)
         return outcome
 
-    def _settle(self, change: Move | Retry | Release) -> JobStatus:
+    def _settle(self, change: Move | Retry | Release, alone: bool = False) -> JobStatus:
         try:
             return record_changes(self.store, [change])[0].status
         except InvalidTransition:
             return self.store.job(change.job_id).status
+        except Exception as exc:
+            if not alone:
+                raise
+            what = f"its move to {change.to.value}" if isinstance(change, Move) else "its change"
+            return self._fail_alone(job_of(change), exc, f"{what} could not be recorded")
 
-    def _finish(self, result: Result) -> JobStatus:
+    def _finish(self, result: Result, alone: bool = False) -> JobStatus:
         job, collected = result.job, result.collected
         try:
             if collected.error is not None:
@@ -429,6 +456,20 @@ class Recorder:
             if collected.error is None:
                 remove_files(self.store, job, collected.written)
             return self.store.job(job.id).status
+        except Exception as exc:
+            if not alone:
+                raise
+            if collected.error is None:
+                remove_files(self.store, job, collected.written)
+            return self._fail_alone(job.id, exc, "its result could not be recorded")
+
+    def _fail_alone(self, job_id: int, exc: Exception, reason: str) -> JobStatus:
+        """Record ``job_id`` failed of ``exc``; raises if even that cannot be written (then the
+        store is at fault, not the job)."""
+        try:
+            return transition(self.store, job_id, "failed", error=alone_error(exc, reason)).status
+        except InvalidTransition:
+            return self.store.job(job_id).status
 
     def _claim(self, work: Sequence[Work]) -> dict[int, list[Job]]:
         claimed: dict[int, list[Job]] = {}

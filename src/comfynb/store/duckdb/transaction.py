@@ -198,9 +198,15 @@ class Transaction:
         )
 
     def insert_candidates_many(self, pairs: Sequence[tuple[Job, NewCandidate]]) -> list[Candidate]:
-        """Insert one candidate row per (job, image), in ONE statement; returns them in order."""
-        for _, image in pairs:
+        """Insert one candidate row per (job, image), in ONE statement; returns them in order.
+
+        Raises:
+            InvalidInput: a path outside the output folder, or a number its column cannot
+                hold (checked before the INSERT: nothing is written).
+        """
+        for job, image in pairs:
             _check_relative(image.path)
+            _check_numbers(job, image)
         if not pairs:
             return []
         rows = [(*_job_keys(job), *_candidate_values(job, image)) for job, image in pairs]
@@ -410,11 +416,39 @@ def _check_relative(path: str) -> None:
         )
 
 
+#: What the candidates' integer columns hold: (low, high) inclusive.
+_RANGES: Final = {
+    "seed": (0, 2**64 - 1),  # UBIGINT
+    "width": (-(2**31), 2**31 - 1),  # INTEGER
+    "height": (-(2**31), 2**31 - 1),
+    "bytes": (-(2**63), 2**63 - 1),  # BIGINT
+}
+
+
+def _fits(value: object, column: str) -> bool:
+    low, high = _RANGES[column]
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_numbers(job: Job, image: NewCandidate) -> None:
+    """Each number of a candidate row fits its column (a job written by an older version or
+    by hand may hold a seed of 2**70): a clear error naming it, before the INSERT."""
+    for column in _RANGES:
+        value = getattr(image, column)
+        if value is not None and not _fits(value, column):
+            low, high = _RANGES[column]
+            raise InvalidInput(
+                f"a candidate of job {job.id} has {column}={value!r}; the store holds an int "
+                f"from {low} to {high} there (or None)"
+            )
+
+
 def _default_seed(image: NewCandidate, job: Job) -> int | None:
+    """The image's seed, else the params' seed when the column can hold it (else None)."""
     if image.seed is not None:
         return image.seed
     seed = (image.params or job.params).get("seed")
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
+    return seed if _fits(seed, "seed") else None
 
 
 def _default_prompt(image: NewCandidate, job: Job) -> str | None:
