@@ -96,7 +96,7 @@ CASES = [
     Case("workflow not an API prompt", "claim -> placing (unsendable)", lambda s, _: add(s, "[1]")),
     Case(
         "params seed = 2**70",
-        "candidate row (seed out of UBIGINT: None)",
+        "recording: the candidate row refused, job alone",
         lambda s, _: add(s, text(color="11"), {"seed": 2**70}),
     ),
     Case(

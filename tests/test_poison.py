@@ -159,18 +159,24 @@ def test_an_unforeseen_error_of_one_post_fails_that_job_without_its_secrets(
 # ----------------------------------------------------------------------------- 2. a seed of 2**70
 
 
-def test_a_seed_beyond_64_bits_completes_without_it_and_the_others_are_recorded(
+def test_a_seed_beyond_64_bits_fails_its_job_alone_and_the_others_are_recorded(
     sim: Simulator, store: Store
 ) -> None:
+    """params={"seed": 2**70} stored before enqueue refused it: the store cannot hold it in
+    the candidate's row, so the job fails naming it; every other job is recorded."""
     good = good_jobs(store)
     big = poison(store, prompt_text(color="11"), params=json.dumps({"seed": 2**70}))
     summary = Worker(store, [sim.url]).run()
-    assert (summary.completed, summary.failed) == (GOOD + 1, 0)
-    assert_good_completed(store, [*good, big])
-    [row] = store.candidates(job=big).to_dict("records")
-    assert row["seed"] is None or row["seed"] != row["seed"]  # None / NaN: no UBIGINT holds it
-    assert store.job(big).params == {"seed": 2**70}  # kept where it was
-    assert sorted(store.candidates()["seed"].dropna().astype(int))[:GOOD] == list(range(GOOD))
+    assert (summary.completed, summary.failed) == (GOOD, 1)
+    assert_good_completed(store, good)
+    job = store.job(big)
+    assert job.status is S.FAILED and job.error is not None
+    assert job.error["type"] == "InvalidInput"
+    assert 'params["seed"] is 1180591620717411303424: beyond the 64-bit range' in (
+        job.error["message"]
+    )
+    assert store.candidates(job=big).empty
+    assert sorted(store.candidates()["seed"].dropna().astype(int)) == list(range(GOOD))
 
 
 def test_the_recorder_fails_alone_a_job_whose_row_the_store_refuses(store: Store) -> None:
@@ -233,7 +239,7 @@ def test_a_move_the_store_refuses_fails_its_job_alone_and_the_round_goes_on(
     assert [o.error for o in outcomes] == [None]
     assert dict(m for o in outcomes for m in o.moves) == {"bad": S.FAILED, "ok": S.SUBMITTED}
     error = store.job(ids[0]).error
-    assert error is not None and error["type"] == "StoreError"
+    assert error is not None and error["type"] == "InvalidInput"  # a StoreError
     assert error["message"].startswith("its move to failed could not be recorded: ")
     assert "\n" not in error["message"]  # the first line: no SQL echoed
 
@@ -259,7 +265,7 @@ def test_a_job_whose_end_the_store_refuses_fails_alone_on_the_server_and_in_reco
     for job_id in (first, second):
         job = store.job(job_id)
         assert job.status is S.FAILED and job.error is not None, job
-        assert job.error["type"] == "StoreError"
+        assert job.error["type"] == "InvalidInput"  # a StoreError: text it cannot hold
         assert "could not be recorded" in job.error["message"] or "recover" in job.error["message"]
 
 
@@ -343,7 +349,7 @@ def test_after_a_restart_a_file_the_server_cannot_send_fails_its_job(
     """A job finished on the server before a crash, its file unsendable: ``recover`` leaves
     it in progress (the server answers), the worker tries it a few times and fails it."""
     store.new_run("r")
-    job_id = enqueue(store, trivial_prompt("crash\nname"), run="r").id
+    job_id = poison(store, prompt_text("crash\nname", color="9"))  # enqueue refuses it now
     with Client(sim.url) as client:
         posted = submit_job(store, client, select_next_job(store, server=sim.url) or job_id)
         wait_for(lambda: client.job(posted.prompt_id or "").status.is_terminal)
@@ -384,5 +390,5 @@ def test_the_worker_command_ends_every_poison_job_and_a_restart_does_not_trip(
     with Store.open(db) as store:
         assert_good_completed(store, good)
         ends = {name: store.job(i).status for name, i in poisons.items()}
-    assert ends == {"nan": S.FAILED, "seed": S.COMPLETED, "long": S.COMPLETED, "newline": S.FAILED}
+    assert ends == {"nan": S.FAILED, "seed": S.FAILED, "long": S.COMPLETED, "newline": S.FAILED}
     assert HTTP.get(f"{sim.url}/system_stats").status_code == 200

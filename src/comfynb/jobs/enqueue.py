@@ -11,7 +11,7 @@ from ..core.jsonio import to_json
 from ..core.models import Candidate, Job, Run, Step
 from ..errors import ComfynbError, InvalidInput
 from ..store.base import NotebookStore
-from ..workflows.check import check_int, check_workflow
+from ..workflows.check import check_int, check_saved_names, check_workflow
 
 __all__ = ["enqueue", "enqueue_many"]
 
@@ -174,6 +174,7 @@ def _enqueue(
         for index, (workflow, varied) in enumerate(zip(workflows, params, strict=True)):
             where = f"workflows[{index}]"
             check_workflow(workflow)
+            check_saved_names(workflow)
             text = to_json(dict(workflow), "workflow")
             assert text is not None
             where = f"params[{index}]"

@@ -67,8 +67,6 @@ def _check_node(workflow: Mapping[Any, Any], node_id: object, node: object) -> N
     for name, value in inputs.items():
         if isinstance(value, list):
             _check_link(workflow, node_id, class_type, str(name), value)
-        elif name == "filename_prefix" and isinstance(value, str):
-            _check_prefix(node_id, class_type, value)
 
 
 #: What ComfyUI's SaveImage adds to a prefix's last part: ``_00001_.png``.
@@ -76,8 +74,26 @@ _SAVED_SUFFIX = len("_00001_.webp")
 _NAME_MAX = 255  # bytes in one file name, on Linux, macOS and Windows file systems
 
 
+def check_saved_names(workflow: Mapping[str, Any]) -> None:
+    """Refuse a ``filename_prefix`` ComfyUI would save under but could not send back (a
+    control character: its ``/view`` drops the request) or could not save (a name part over
+    255 bytes with the counter). ``enqueue`` checks this; a job stored before is posted and
+    its file fails it at download (the worker's strikes), so the rule is not applied there.
+
+    Example::
+
+        >>> check_saved_names({"9": {"class_type": "SaveImage",
+        ...                          "inputs": {"filename_prefix": "a\\nb"}}})
+        Traceback (most recent call last):
+        comfynb.errors.WorkflowError: node "9" (SaveImage) input "filename_prefix" holds a ...
+    """
+    for node_id, node in workflow.items():
+        prefix = node.get("inputs", {}).get("filename_prefix")
+        if isinstance(prefix, str):
+            _check_prefix(str(node_id), str(node.get("class_type")), prefix)
+
+
 def _check_prefix(node_id: str, class_type: str, prefix: str) -> None:
-    """A prefix ComfyUI would save under but could not serve back, or could not save at all."""
     where = f'node "{node_id}" ({class_type}) input "filename_prefix"'
     control = next((c for c in prefix if ord(c) < 32 or ord(c) == 127), None)
     if control is not None:
