@@ -141,10 +141,6 @@ def check_int(value: object, what: str, minimum: int, maximum: int = 2**31 - 1) 
         Traceback (most recent call last):
         comfynb.errors.InvalidInput: priority must be an int from -2147483648 to 2147483647, ...
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not minimum <= value <= maximum
-    ):
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise InvalidInput(f"{what} must be an int from {minimum} to {maximum}, got {value!r}")
     return value

@@ -37,7 +37,8 @@ _VALUE_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 #: Frontend widgets for custom types that always send one value, whatever the node holds.
 _FIXED_WIDGETS: dict[str, Any] = {"IMAGECOMPARE": ["", ""]}
 #: Custom types the frontend draws a widget for (its value is sent as the node holds it); any
-#: other type gets a widget only when its spec says ``socketless``.
+#: other type gets a widget only when its spec has ``socketless`` (true: no socket; false: a
+#: socket too, e.g. ``CreateBoundingBoxes.editor_state``).
 _CUSTOM_WIDGETS = frozenset(
     {
         "COLOR",
@@ -48,6 +49,7 @@ _CUSTOM_WIDGETS = frozenset(
         "LOAD_3D",
         "WEBCAM",
         "PAINTER",
+        "COLORS",
     }
 )
 #: How many frontend-only widgets (not sent) an upload option adds after its combo.
@@ -198,7 +200,7 @@ def _add_widgets(
         if options.get("forceInput"):
             continue
         if widget_kind in _CUSTOM_WIDGETS or (
-            widget_kind not in _VALUE_TYPES and options.get("socketless") is True
+            widget_kind not in _VALUE_TYPES and "socketless" in options
         ):
             has, value = _take(values, widgets)
             widgets.append(
@@ -466,6 +468,7 @@ class _Converter:
         self.root = _graph(workflow)
         self.dtos: dict[str, _Dto] = {}
         self.order: list[_Dto] = []
+        self.promoted: dict[str, dict[int, tuple[Any]]] = {}  # instance id -> slot -> (value,)
 
     def error(self, message: str, node_id: str | None = None) -> WorkflowError:
         return WorkflowError(message, node_id=node_id)
@@ -484,6 +487,7 @@ class _Converter:
             self.order.append(dto)
             if dto.subgraph is not None:
                 self.build(dto.subgraph, (*path, str(node["id"])), dto, depth + 1)
+                self.promote(dto)
             elif not dto.virtual:
                 spec = self.object_info.get(dto.type)
                 if not isinstance(spec, Mapping):
@@ -500,29 +504,51 @@ class _Converter:
 
     def promoted_value(self, sub: _Dto, slot: int) -> tuple[Any] | None:
         """The value of the subgraph instance's widget for its input ``slot``, if it has one."""
-        assert sub.subgraph is not None
-        graph = sub.subgraph
-        targets = self._widget_targets(sub, slot)
-        if not targets:
-            return None
-        # A subgraph node's own widgets_values, one per input that feeds a widget, in input order.
-        values = sub.node.get("widgets_values")
-        if isinstance(values, list) and values:
-            position = 0
-            for i in range(len(graph.inputs)):
-                if self._widget_targets(sub, i):
-                    if i == slot:
-                        if position < len(values):
-                            return (values[position],)
-                        break
-                    position += 1
-        _inner, widget = targets[0]
-        return (widget.value,)
+        return self.promoted.get(sub.id, {}).get(slot)
 
-    def _widget_targets(self, sub: _Dto, slot: int) -> list[tuple[_Dto, Widget]]:
+    def promote(self, sub: _Dto) -> None:
+        """``SubgraphNode``'s promoted widgets, as configure leaves them: one per subgraph input
+        that feeds a widget inside (its first such link), valued from the interior widget, then
+        from the instance's ``widgets_values`` in input order (a longer list holds an extra
+        slot after each widget with a ``control_after_generate`` companion)."""
+        assert sub.subgraph is not None
+        promoted: list[tuple[int, Any, bool]] = []  # (slot, interior value, has a control)
+        for slot in range(len(sub.subgraph.inputs)):
+            found = self._interior_widget(sub, slot)
+            if found is not None:
+                promoted.append((slot, *found))
+        values = sub.node.get("widgets_values")
+        values = values if isinstance(values, list) else []
+        props = sub.node.get("properties") or {}
+        quarantine: dict[str, Any] = {}
+        for entry in reversed(props.get("proxyWidgetErrorQuarantine") or []):
+            original = entry.get("originalEntry") if isinstance(entry, dict) else None
+            if (
+                isinstance(original, list)
+                and len(original) == 2
+                and original[0] == "-1"
+                and "hostValue" in entry
+            ):
+                quarantine.setdefault(original[1], entry["hostValue"])
+        with_controls = len(values) > len(promoted)
+        table: dict[int, tuple[Any]] = {}
+        index = 0
+        for slot, value, control in promoted:
+            name = sub.subgraph.inputs[slot].get("name")
+            if name in quarantine:
+                value = quarantine[name]
+            elif index < len(values):
+                value = values[index]
+            table[slot] = (value,)
+            index += 1
+            if with_controls and control:
+                index += 1
+        self.promoted[sub.id] = table
+
+    def _interior_widget(self, sub: _Dto, slot: int) -> tuple[Any, bool] | None:
+        """(value, has a control widget) of the first widget the subgraph input ``slot`` feeds."""
         assert sub.subgraph is not None
         graph = sub.subgraph
-        found: list[tuple[_Dto, Widget]] = []
         for link_id in graph.inputs[slot].get("linkIds") or []:
             link = graph.links.get(link_id)
             if link is None:
@@ -532,14 +558,27 @@ class _Converter:
                 continue
             inp = inner.inputs[link.target_slot]
             wname = (inp.get("widget") or {}).get("name")
+            if inner.subgraph is not None:  # nested promotion: the inner instance's widget
+                index = next(
+                    (
+                        i
+                        for i, x in enumerate(inner.subgraph.inputs)
+                        if x.get("name") == inp.get("name")
+                    ),
+                    None,
+                )
+                nested = self.promoted.get(inner.id, {}).get(index) if index is not None else None
+                if nested is not None:
+                    return nested[0], False
+                continue
             if wname is None:
                 continue
-            widget = next((w for w in inner.widgets if w.name == wname), None)
-            if widget is not None:
-                found.append((inner, widget))
-            elif inner.subgraph is not None:
-                found.append((inner, Widget(wname, None)))
-        return found
+            for i, widget in enumerate(inner.widgets):
+                if widget.name == wname:
+                    following = inner.widgets[i + 1] if i + 1 < len(inner.widgets) else None
+                    control = following is not None and following.name == "control_after_generate"
+                    return widget.value, control
+        return None
 
     def apply_primitives(self) -> None:
         """``PrimitiveNode.applyToGraph``: its value goes into every widget it feeds."""
