@@ -7,9 +7,11 @@ on ComfyUI 0.33.0 (its README says how they were made). The rest of that package
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gzip
 import json
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -263,7 +265,8 @@ def test_unknown_class_names_the_node_its_class_and_what_to_install() -> None:
         links=[],
     )
     with pytest.raises(
-        WorkflowError, match=r"node 7 .*'ImageRemoveAlpha\+'.*comfyui_essentials"
+        WorkflowError,
+        match=r"node \"7\" has class 'ImageRemoveAlpha\+'.*package 'comfyui_essentials'",
     ) as info:
         ui_to_api(ui, OBJECT_INFO)
     assert info.value.node_id == "7"
@@ -288,3 +291,63 @@ def test_a_circular_reroute_is_a_workflow_error() -> None:
     )
     with pytest.raises(WorkflowError, match="circular"):
         ui_to_api(ui, OBJECT_INFO)
+
+
+def _default_ui() -> dict[str, Any]:
+    return _gz(PAIRS / "default_sd15_ui.ui.json.gz")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (
+            ("nodes", 0, "id"),
+            {"x": 1},
+            r"a node id in the workflow is \{'x': 1\}, expected int or str",
+        ),
+        (("nodes", 0, "inputs"), True, r"node 7 of the workflow: 'inputs' is True, expected list"),
+        (("nodes", 3, "inputs", 0, "link"), "1", r"node 3 of the workflow: input 'model' 'link'"),
+        (("links", 0), [1, 4], r"a link of the workflow is \[1, 4\]; a link is \[id, origin_id"),
+        (("links", 0, 2), None, r"link 1 of the workflow: origin_slot is None, expected int"),
+        (("nodes", 2, "widgets_values"), "512", r"node 5 of the workflow: 'widgets_values'"),
+    ],
+)
+def test_a_malformed_ui_workflow_is_a_workflow_error_saying_where(
+    path: tuple[Any, ...], value: Any, message: str
+) -> None:
+    ui = _default_ui()
+    target: Any = ui
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(WorkflowError, match=message):
+        ui_to_api(ui, OBJECT_INFO)
+
+
+def test_random_damage_never_escapes_as_anything_but_a_workflow_error() -> None:
+    """Fields of two real workflows (plain, with a subgraph) replaced by junk, 400 each (a
+    fixed sample): the conversion succeeds or raises WorkflowError, never TypeError & co."""
+    junk = [None, -1, "x", [], {}, [None, None], True, 1.5]
+    chance = random.Random(0)
+    for name in ("default_sd15_ui", "image_longcat_image_edit"):
+        base = _gz(PAIRS / f"{name}.ui.json.gz")
+        paths = [p for p in _paths(base) if p and p[0] not in ("extra", "groups")]
+        for path in chance.sample(paths, min(400, len(paths))):
+            ui = copy.deepcopy(base)
+            target: Any = ui
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = chance.choice(junk)
+            with contextlib.suppress(WorkflowError):
+                ui_to_api(ui, OBJECT_INFO)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Any:
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key not in ("widgets_values", "pos", "size", "bounding", "properties"):
+                yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))

@@ -644,17 +644,22 @@ def _wrap(value: Any) -> Any:
 def _unknown_class(dto: _Dto) -> WorkflowError:
     props = dto.node.get("properties") or {}
     package = props.get("cnr_id") or props.get("aux_id")
-    where = f"inside subgraph node {':'.join(dto.path)} " if dto.path else ""
-    hint = (
-        f"install the custom node package {package!r} (ComfyUI-Manager lists it) and restart "
-        "ComfyUI, then load /object_info again"
-        if package and package != "comfy-core"
-        else "this server's ComfyUI does not have it: update ComfyUI, or install the custom "
-        "node that provides it, then load /object_info again"
-    )
+    title = dto.node.get("title")
+    where = f" inside subgraph node {':'.join(dto.path)}" if dto.path else ""
+    named = f' "{title}"' if title else ""
+    if package and package != "comfy-core":
+        hint = (
+            f"install the custom node package {package!r} (ComfyUI-Manager finds it by that "
+            "name), restart ComfyUI and load /object_info again"
+        )
+    else:
+        hint = (
+            "it comes from a custom node package (search ComfyUI-Manager for the class name) "
+            "or a newer ComfyUI: install or update, restart ComfyUI and load /object_info again"
+        )
     return WorkflowError(
-        f'node {dto.id} {where}("{dto.node.get("title") or dto.type}") has class '
-        f"{dto.type!r}, which the server's /object_info does not list; {hint}",
+        f'node "{dto.id}"{named}{where} has class {dto.type!r}, which this server\'s '
+        f"/object_info does not list; {hint}",
         node_id=dto.id,
     )
 
@@ -679,4 +684,101 @@ def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -> di
     """
     if not isinstance(workflow, Mapping) or not isinstance(workflow.get("nodes"), list):
         raise WorkflowError("a UI workflow has a 'nodes' list; this one has none")
-    return _Converter(workflow, object_info).convert()
+    _check_graph(workflow, "the workflow")
+    definitions = workflow.get("definitions")
+    if definitions is not None:
+        _expect(definitions, dict, "the workflow's 'definitions'")
+        subgraphs = definitions.get("subgraphs")
+        if subgraphs is not None:
+            _expect(subgraphs, list, "'definitions.subgraphs'")
+            for index, subgraph in enumerate(subgraphs):
+                where = f"subgraph #{index}"
+                _expect(subgraph, dict, where)
+                _expect(subgraph.get("id"), str, f"{where}'s 'id'")
+                _check_graph(subgraph, f"subgraph {subgraph['id']!r}")
+    try:
+        return _Converter(workflow, object_info).convert()
+    except (TypeError, KeyError, IndexError, AttributeError, ValueError) as exc:
+        # A shape the checks above do not cover: still a WorkflowError, never a crash.
+        raise WorkflowError(
+            f"the UI workflow is malformed ({type(exc).__name__}: {exc}); save it again from "
+            "ComfyUI, or export it with 'Export (API)'"
+        ) from exc
+
+
+_ID = (int, str)
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], where: str, *, none: bool = False) -> None:
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise WorkflowError(
+            f"the UI workflow is malformed: {where} is {_short(value)}, expected {names}; save it "
+            "again from ComfyUI"
+        )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text[:40] + ("..." if len(text) > 40 else "")
+
+
+def _check_graph(graph: Mapping[str, Any], where: str) -> None:
+    """The fields the conversion reads, with the types the frontend writes."""
+    _expect(graph.get("nodes"), list, f"{where}'s 'nodes'")
+    for node in graph["nodes"]:
+        _expect(node, dict, f"a node of {where}")
+        _expect(node.get("id"), _ID, f"a node id in {where}")
+        at = f"node {node['id']} of {where}"
+        _expect(node.get("type"), str, f"{at}: 'type'")
+        _expect(node.get("mode"), int, f"{at}: 'mode'", none=True)
+        _expect(node.get("title"), str, f"{at}: 'title'", none=True)
+        _expect(node.get("properties"), dict, f"{at}: 'properties'", none=True)
+        _expect(node.get("widgets_values"), (list, dict), f"{at}: 'widgets_values'", none=True)
+        for key in ("inputs", "outputs"):
+            _expect(node.get(key), list, f"{at}: {key!r}", none=True)
+        for slot in node.get("inputs") or []:
+            _expect(slot, dict, f"{at}: an input")
+            _expect(slot.get("name"), str, f"{at}: an input's 'name'")
+            _expect(slot.get("link"), int, f"{at}: input {slot['name']!r} 'link'", none=True)
+            _expect(slot.get("widget"), dict, f"{at}: input {slot['name']!r} 'widget'", none=True)
+        for slot in node.get("outputs") or []:
+            _expect(slot, dict, f"{at}: an output")
+            _expect(slot.get("links"), list, f"{at}: an output's 'links'", none=True)
+            for link in slot.get("links") or []:
+                _expect(link, int, f"{at}: an output's link id")
+    _expect(graph.get("links"), list, f"{where}'s 'links'", none=True)
+    for link in graph.get("links") or []:
+        if isinstance(link, list):
+            if len(link) < 5:
+                raise WorkflowError(
+                    f"the UI workflow is malformed: a link of {where} is {_short(link)}; a link "
+                    "is [id, origin_id, origin_slot, target_id, target_slot, type]"
+                )
+            fields = link[:5]
+        else:
+            _expect(link, (list, dict), f"a link of {where}")
+            keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot")
+            fields = [link.get(k) for k in keys]
+        _expect(fields[0], int, f"a link id of {where}")
+        for value, name in zip(
+            fields[1:], ("origin_id", "origin_slot", "target_id", "target_slot"), strict=True
+        ):
+            _expect(
+                value, _ID if name.endswith("_id") else int, f"link {fields[0]} of {where}: {name}"
+            )
+    for key in ("inputs", "outputs"):
+        _expect(graph.get(key), list, f"{where}'s {key!r}", none=True)
+        for slot in graph.get(key) or []:
+            _expect(slot, dict, f"{where}: a subgraph {key[:-1]}")
+            _expect(slot.get("name"), str, f"{where}: a subgraph {key[:-1]}'s 'name'")
+            _expect(
+                slot.get("linkIds"),
+                list,
+                f"{where}: {key[:-1]} {slot['name']!r} 'linkIds'",
+                none=True,
+            )
+            for link in slot.get("linkIds") or []:
+                _expect(link, int, f"{where}: {key[:-1]} {slot['name']!r} link id")

@@ -64,12 +64,14 @@ class Workflow:
         128
     """
 
-    __slots__ = ("_info", "_prompt", "source", "ui")
+    __slots__ = ("_info", "_prompt", "_ui", "source")
 
     _prompt: dict[str, Any]
     _info: dict[str, Any] | None
+    _ui: dict[str, Any] | None
+    #: Where the prompt came from, e.g. ``"out.png: the PNG's 'prompt' text chunk (API format;
+    #: its 'workflow' text chunk is not needed)"``.
     source: str
-    ui: dict[str, Any] | None
 
     def __init__(
         self,
@@ -82,7 +84,7 @@ class Workflow:
         object.__setattr__(self, "_prompt", copy.deepcopy(dict(prompt)))
         object.__setattr__(self, "_info", _object_info(object_info))
         object.__setattr__(self, "source", source)
-        object.__setattr__(self, "ui", copy.deepcopy(dict(ui)) if ui is not None else None)
+        object.__setattr__(self, "_ui", copy.deepcopy(dict(ui)) if ui is not None else None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("a Workflow is immutable: wf.set(name, value) returns a new one")
@@ -107,7 +109,31 @@ class Workflow:
         """
         info = _object_info(object_info)
         loaded = load_source(source, info)
-        return cls(loaded.prompt, object_info=info, source=loaded.source, ui=loaded.ui)
+        if isinstance(source, Mapping):  # the caller keeps theirs: copy
+            return cls(loaded.prompt, object_info=info, source=loaded.source, ui=loaded.ui)
+        return cls._owning(loaded.prompt, info, loaded.source, loaded.ui)
+
+    @classmethod
+    def _owning(
+        cls,
+        prompt: dict[str, Any],
+        info: dict[str, Any] | None,
+        source: str,
+        ui: dict[str, Any] | None,
+    ) -> Workflow:
+        """A workflow around dicts no one else holds (no copies)."""
+        self = object.__new__(cls)
+        object.__setattr__(self, "_prompt", prompt)
+        object.__setattr__(self, "_info", info)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "_ui", ui)
+        return self
+
+    @property
+    def ui(self) -> dict[str, Any] | None:
+        """The UI-format workflow it was loaded from (a copy), if there was one: the file's,
+        or a PNG's ``workflow`` chunk. ``None`` for an API-format source."""
+        return copy.deepcopy(self._ui)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -230,7 +256,7 @@ class Workflow:
             value = converted
         prompt = copy.deepcopy(self._prompt)
         prompt[node_id].setdefault("inputs", {})[input_name] = copy.deepcopy(value)
-        return Workflow(prompt, object_info=self._info, source=self.source, ui=self.ui)
+        return Workflow._owning(prompt, self._info, self.source, self._ui)
 
     # -- names -----------------------------------------------------------------------------
 
