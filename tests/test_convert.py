@@ -351,3 +351,9 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Any:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _paths(item, (*prefix, index))
+
+
+def test_an_old_group_node_says_how_to_convert_it() -> None:
+    ui = _tiny_ui(_node(3, "workflow>MyGroup"), links=[])
+    with pytest.raises(WorkflowError, match=r"group node of the older frontend.*to a subgraph"):
+        ui_to_api(ui, OBJECT_INFO)

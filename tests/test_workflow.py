@@ -74,6 +74,10 @@ def test_load_a_path_json_text_and_an_api_dict(tmp_path: Path) -> None:
     assert api.source == "the dict given (API format)" and api.ui is None
 
 
+def test_loading_a_workflow_gives_it_back(wf: Workflow) -> None:
+    assert Workflow.load(wf) is wf
+
+
 def test_a_ui_workflow_without_object_info_says_what_to_pass() -> None:
     with pytest.raises(WorkflowError, match="needs the server's /object_info"):
         Workflow.load(UI)

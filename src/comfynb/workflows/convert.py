@@ -647,7 +647,13 @@ def _unknown_class(dto: _Dto) -> WorkflowError:
     title = dto.node.get("title")
     where = f" inside subgraph node {':'.join(dto.path)}" if dto.path else ""
     named = f' "{title}"' if title else ""
-    if package and package != "comfy-core":
+    if dto.type.startswith(("workflow>", "workflow/")):
+        hint = (
+            "it is a group node of the older frontend (extra.groupNodes), which this "
+            "conversion does not expand: open the workflow in ComfyUI, convert the group node "
+            "to a subgraph, and save it again"
+        )
+    elif package and package != "comfy-core":
         hint = (
             f"install the custom node package {package!r} (ComfyUI-Manager finds it by that "
             "name), restart ComfyUI and load /object_info again"

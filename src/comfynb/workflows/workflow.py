@@ -107,6 +107,8 @@ class Workflow:
             WorkflowError: an unknown format (saying what was recognised), a node class that
                 ``object_info`` lacks (naming the node and what to install), a bad file.
         """
+        if isinstance(source, Workflow):
+            return source  # immutable: nothing to copy
         info = _object_info(object_info)
         loaded = load_source(source, info)
         if isinstance(source, Mapping):  # the caller keeps theirs: copy
