@@ -74,6 +74,20 @@ def test_load_a_path_json_text_and_an_api_dict(tmp_path: Path) -> None:
     assert api.source == "the dict given (API format)" and api.ui is None
 
 
+def test_an_api_prompt_is_checked_on_load() -> None:
+    broken = copy.deepcopy(API)
+    broken["3"]["inputs"]["model"] = ["99", 0]
+    with pytest.raises(
+        WorkflowError, match=r'node "3" \(KSampler\) input "model" links to node "99"'
+    ):
+        Workflow.load(broken)
+    custom = copy.deepcopy(API)
+    custom["9"]["class_type"] = "SaveImageExtended"
+    Workflow.load(custom)  # without object_info nothing says the class is unknown
+    with pytest.raises(WorkflowError, match=r'node "9" "Save Image" has class .SaveImageExtended.'):
+        Workflow.load(custom, OBJECT_INFO)
+
+
 def test_loading_a_workflow_gives_it_back(wf: Workflow) -> None:
     assert Workflow.load(wf) is wf
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkflowError
 from ..protocol.rejections import describe_node_error
+from .check import check_workflow
 from .load import load_source
 from .values import check_value
 
@@ -104,13 +105,17 @@ class Workflow:
             'my_workflow.json (UI format, converted)'
 
         Raises:
-            WorkflowError: an unknown format (saying what was recognised), a node class that
-                ``object_info`` lacks (naming the node and what to install), a bad file.
+            WorkflowError: an unknown format (saying what was recognised), an API prompt of
+                the wrong shape (``check_workflow``), a node class that ``object_info`` lacks
+                (naming the node and what to install), a bad file.
         """
         if isinstance(source, Workflow):
             return source  # immutable: nothing to copy
         info = _object_info(object_info)
         loaded = load_source(source, info)
+        check_workflow(loaded.prompt)
+        if info is not None:
+            _check_classes(loaded.prompt, info)
         if isinstance(source, Mapping):  # the caller keeps theirs: copy
             return cls(loaded.prompt, object_info=info, source=loaded.source, ui=loaded.ui)
         return cls._owning(loaded.prompt, info, loaded.source, loaded.ui)
@@ -362,6 +367,24 @@ class Workflow:
         if "min" in options or "max" in options:
             return raw, (options.get("min"), options.get("max"))
         return raw, None
+
+
+def _check_classes(prompt: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+    """Every node's class is one ``/object_info`` lists (what the server would refuse)."""
+    for node_id, node in prompt.items():
+        class_type = node.get("class_type")
+        if class_type in info:
+            continue
+        meta = node.get("_meta")
+        title = meta.get("title") if isinstance(meta, Mapping) else None
+        named = f' "{title}"' if title and title != class_type else ""
+        raise WorkflowError(
+            f'node "{node_id}"{named} has class {class_type!r}, which this server\'s '
+            "/object_info does not list; it comes from a custom node package (search "
+            "ComfyUI-Manager for the class name) or a newer ComfyUI: install or update, restart "
+            "ComfyUI and load /object_info again",
+            node_id=str(node_id),
+        )
 
 
 def _dynamic_spec(
