@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from .store import Store as Store
     from .views.wait import wait
     from .worker.loop import Worker
+    from .workflows.workflow import Workflow
 
 __version__ = "0.1.0"
 
@@ -104,6 +105,7 @@ __all__ = [
     "Worker",
     "WorkerError",
     "WorkerGone",
+    "Workflow",
     "WorkflowError",
     "cancel",
     "enqueue",
@@ -130,6 +132,7 @@ _LAZY = {
     "open": ".service.open",
     "Worker": ".worker.loop",
     "wait": ".views.wait",
+    "Workflow": ".workflows.workflow",
 }
 
 

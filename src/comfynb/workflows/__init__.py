@@ -1,1 +1,2 @@
-"""Layer 1, pure: workflows as data (checks today; loading and conversion to come)."""
+"""Layer 1, pure: workflows as data: checks, loading (any format), UI -> API conversion and
+``Workflow`` (see docs/workflows.md)."""
