@@ -26,7 +26,8 @@ How (see README.md, "A notebook beside a worker process"; the worker's half is i
   beside the database (mode 0600), written once the endpoint answers and removed when the
   worker exits cleanly. A file whose process is dead is ignored, and replaced by the next
   worker. The token is never logged and never shown in a repr.
-* Standard library ``http.server`` (a thread per connection) with the store's calls on a
+* Standard library ``http.server`` (a thread per connection, at most 64; a request is
+  refused from its headers: token, ``Content-Length`` up to 64 MiB) with the store's calls on a
   fixed pool of 8 threads, ``httpx`` as the client: the Store is blocking and thread-safe
   with one DuckDB cursor per calling thread, kept for its life, so long-lived call threads
   serve it directly and the number of cursors stays bounded, while idle keep-alive
@@ -41,6 +42,7 @@ How (see README.md, "A notebook beside a worker process"; the worker's half is i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -53,8 +55,8 @@ from ..core.status import JobStatus
 from ..errors import InvalidInput, StoreError, StoreLocked, WorkerGone
 from ..store.base import AddedJobs, ServedStore
 from ..store.export import write_export
-from .endpoint import Endpoint, endpoint_file, find_endpoint, serve
-from .wire import ARROW, arrow_to_frame, decode, decode_error, encode
+from .endpoint import MAX_BODY, Endpoint, endpoint_file, find_endpoint, serve, size_text
+from .wire import ARROW, JSON, arrow_to_frame, decode, decode_error, encode
 
 if TYPE_CHECKING:
     import httpx
@@ -106,6 +108,15 @@ def connect(
     return store
 
 
+def _to_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _encode_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+    """A call's request body, as sent: its arguments as compact JSON."""
+    return _to_json({"args": encode(list(args)), "kwargs": encode(kwargs)})
+
+
 class _NotSent(Exception):
     """The endpoint refused the connection or the token: the call surely was not run."""
 
@@ -139,6 +150,7 @@ class RemoteStore(ServedStore):
         self.url = ""
         self.pid = 0
         self.output_dir = Path()
+        self.max_body = MAX_BODY
         self._http: httpx.Client | None = None
         self._info: dict[str, Any] = {}
         self._attach_lock = threading.Lock()
@@ -179,6 +191,7 @@ class RemoteStore(ServedStore):
         self._http, self._info = http, dict(info)
         self.url, self.pid = str(info["url"]), int(hello["pid"])
         self.output_dir = Path(hello["output_dir"])
+        self.max_body = int(hello.get("max_body", MAX_BODY))
 
     def __repr__(self) -> str:
         return f"<RemoteStore {self.path} via comfynb worker PID {self.pid}>"
@@ -204,7 +217,10 @@ class RemoteStore(ServedStore):
         import httpx
 
         try:
-            response = http.get(path) if method == "GET" else http.post(path, json=body)
+            if method == "GET":
+                response = http.get(path)
+            else:
+                response = http.post(path, content=body, headers={"Content-Type": JSON})
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _NotSent(f"{what}: {exc}") from exc
         except RuntimeError as exc:  # httpx refuses before sending: another thread followed
@@ -262,8 +278,22 @@ class RemoteStore(ServedStore):
         except _NotSent as refused:
             raise WorkerGone(self.path, pid=self.pid, url=self.url, reason=str(refused)) from None
 
+    def _body(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+        """The request of one call, as sent; refused here when the worker would refuse it."""
+        data = _encode_call(args, kwargs)
+        if len(data) > self.max_body:
+            raise InvalidInput(
+                f"the arguments of store.{name}() are {size_text(len(data))}; the comfynb "
+                f"worker (PID {self.pid}) takes at most {size_text(self.max_body)} per call: "
+                "pass less per call. Nothing was sent"
+            )
+        return data
+
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        body = {"args": encode(list(args)), "kwargs": encode(kwargs)}
+        body = self._body(name, args, kwargs)
+        return self._send(name, body)
+
+    def _send(self, name: str, body: bytes) -> Any:
         response = self._request("POST", f"/call/{name}", f"store.{name}()", body)
         if response.headers.get("Content-Type") == ARROW:
             return arrow_to_frame(response.content)
@@ -317,19 +347,65 @@ class RemoteStore(ServedStore):
         max_retries: int = 3,
         metadata_json: str | None = None,
     ) -> AddedJobs:
-        """Write checked pending jobs in one transaction, in ONE request (see ``Store.add_jobs``)."""
-        added: AddedJobs = self._call(
-            "add_jobs",
-            list(workflows_json),
-            run=run,
-            step=step,
-            parent=parent,
-            params_json=None if params_json is None else list(params_json),
-            priority=priority,
-            max_retries=max_retries,
-            metadata_json=metadata_json,
+        """Write checked pending jobs in one transaction, in ONE request (see ``Store.add_jobs``).
+
+        A request holds at most ``max_body`` bytes (64 MiB: ~70,000 txt2img jobs of ~740
+        bytes of JSON). Beyond that the jobs go in consecutive requests, each under it and
+        written in its own transaction, ids ascending in the order given; if one of them
+        fails, the error's note says which jobs the ones before it wrote.
+        """
+        workflows = list(workflows_json)
+        params = None if params_json is None else list(params_json)
+        common: dict[str, Any] = {
+            "run": run,
+            "step": step,
+            "parent": parent,
+            "priority": priority,
+            "max_retries": max_retries,
+            "metadata_json": metadata_json,
+        }
+        whole = _encode_call([workflows], {**common, "params_json": params})
+        if len(whole) <= self.max_body or len(workflows) < 2:
+            if len(whole) > self.max_body:
+                self._body("add_jobs", [workflows], {**common, "params_json": params})  # raises
+            added: AddedJobs = self._send("add_jobs", whole)
+            return added
+        # the request without its lists, then each job's share of it
+        room = self.max_body - len(_encode_call([[]], {**common, "params_json": []}))
+        sizes = [
+            len(_to_json(w)) + (0 if params is None else len(_to_json(params[i]))) + 2
+            for i, w in enumerate(workflows)
+        ]
+        parts: list[AddedJobs] = []
+        start = 0
+        while start < len(workflows):
+            end, used = start, 0
+            while end < len(workflows) and used + sizes[end] <= room:
+                used += sizes[end]
+                end += 1
+            end = max(end, start + 1)  # one job too big alone: the worker's refusal says so
+            chunk = {**common, "params_json": None if params is None else params[start:end]}
+            try:
+                body = self._body("add_jobs", [workflows[start:end]], chunk)
+                parts.append(self._send("add_jobs", body))
+            except BaseException as exc:
+                if parts:
+                    ids = [i for part in parts for i in part.ids]
+                    exc.add_note(
+                        f"the first {len(ids)} of these {len(workflows)} jobs were written "
+                        f"before this failure (ids {ids[0]}..{ids[-1]}, pending); the rest "
+                        "were not"
+                    )
+                raise
+            start = end
+        first = parts[0]
+        return AddedJobs(
+            run_id=first.run_id,
+            step_id=first.step_id,
+            parent_candidate_id=first.parent_candidate_id,
+            ids=tuple(i for part in parts for i in part.ids),
+            created_at=tuple(t for part in parts for t in part.created_at),
         )
-        return added
 
     def job(self, job_id: int) -> Job:
         """The job with this id, as stored now (see ``Store.job``)."""
