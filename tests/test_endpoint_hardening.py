@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from conftest import trivial_prompt
 from sim_helpers import wait_for
 
 import comfynb
-from comfynb import InvalidInput
+from comfynb import InvalidInput, WorkerError
 from comfynb.service.endpoint import MAX_BODY, Endpoint, serve
-from comfynb.service.remote import RemoteStore
+from comfynb.service.remote import RemoteStore, endpoint_file
 from comfynb.store import Store
+
+DOWN = "http://127.0.0.1:9"  # nothing listens there: a worker that waits for its server
 
 
 def served(store: Store, **options: float) -> Endpoint:
@@ -214,3 +219,37 @@ def test_the_worker_says_how_much_it_takes(endpoint: Endpoint) -> None:
     with comfynb.open(endpoint.store.path) as remote:
         assert isinstance(remote, RemoteStore)
         assert remote.max_body == MAX_BODY == 64 * 2**20
+
+
+# --------------------------------------------------------------------------- the endpoint file
+
+
+def test_a_worker_that_cannot_write_its_endpoint_file_says_so_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "lab.duckdb"
+    endpoint_file(db).mkdir()  # in the way (as root, a read-only folder would not stop it)
+    finished = subprocess.run(
+        [sys.executable, "-m", "comfynb.cli", "worker", "--db", str(db), "--server", DOWN],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert finished.returncode == 1, finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert f"cannot write {endpoint_file(db)}" in finished.stderr
+    assert "Is a directory" in finished.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+    with Store.open(db) as store:  # the worker let go of the file
+        assert store.runs().empty
+
+
+def test_serve_raises_a_typed_error_when_the_endpoint_file_cannot_be_written(
+    store: Store,
+) -> None:
+    endpoint_file(store.path).mkdir()
+    with pytest.raises(WorkerError, match=r"cannot write .*worker\.json"):
+        serve(store)
+    assert threading.active_count() < 50 and not [
+        t for t in threading.enumerate() if t.name == "comfynb-endpoint"
+    ]
