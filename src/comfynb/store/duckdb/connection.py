@@ -18,6 +18,7 @@ comfynb's).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -30,13 +31,22 @@ from typing import Any, Self
 
 import duckdb
 
-from ...errors import InvalidInput, SchemaTooNew, StoreError, StoreLocked
+from ...errors import (
+    InvalidInput,
+    NotAStore,
+    SchemaTooNew,
+    StoreError,
+    StoreLocked,
+    StoreWriteFailed,
+)
 from ..base import ChangeCounts
 from .migrations import MIGRATIONS, Migration
 
 __all__ = ["Connection", "FileState", "file_state", "map_error"]
 
 # --------------------------------------------------------------------------- errors
+
+logger = logging.getLogger("comfynb.store")
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
 
@@ -55,10 +65,31 @@ def map_error(exc: duckdb.Error, path: str) -> StoreError:
             "write through one Store per process and retry the call"
         )
     if "not a valid DuckDB database file" in text or "is not a valid DuckDB" in text:
-        return StoreError(f"{path} is not a DuckDB file; pass the path of a .duckdb file")
+        return NotAStore(
+            f"{path} is not a DuckDB file, so not a comfynb store; pass the path of a .duckdb "
+            "file comfynb made, or a new file name (it is left as it is)",
+            path=path,
+        )
+    if isinstance(exc, duckdb.IOException) or "Failed to commit" in text:
+        return StoreWriteFailed(
+            f"DuckDB could not read or write {path}: {text.splitlines()[0]} ({_write_hint(text)}); "
+            "nothing of the failed call was kept",
+            path=path,
+        )
     if isinstance(exc, duckdb.ConstraintException):
         return StoreError(f"the store refused a row in {path}: {text}")
     return StoreError(f"DuckDB failed on {path}: {text}")
+
+
+def _write_hint(text: str) -> str:
+    lowered = text.lower()
+    if "no space left" in lowered or "disk quota" in lowered:
+        return "the disk is full: free some space, then call again"
+    if "permission denied" in lowered or "read-only" in lowered:
+        return "no permission to write there: make the file and its folder writable"
+    if "file too large" in lowered:
+        return "a file size limit stopped it (ulimit -f): raise it"
+    return "see the cause above; the file is unchanged"
 
 
 # --------------------------------------------------------------------------- process-wide locks
@@ -313,11 +344,21 @@ class Connection:
                 yield
             except BaseException:
                 self._local.depth = 0
-                self._execute(cursor, lambda c: c.execute("ROLLBACK").fetchall())
+                self._end_failed(cursor, "ROLLBACK")
                 raise
             self._local.depth = 0
             try:
                 self._execute(cursor, lambda c: c.execute("COMMIT").fetchall())
             except StoreError:
-                self._execute(cursor, lambda c: c.rollback())
+                # DuckDB usually ended the transaction itself; its "cannot rollback - no
+                # transaction is active" must not hide why the COMMIT failed
+                self._end_failed(cursor, "ROLLBACK")
                 raise
+
+    def _end_failed(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
+        """Roll back after a failure; an error doing so is logged, never raised over it."""
+        try:
+            self._execute(cursor, lambda c: c.execute(sql).fetchall())
+        except StoreError as exc:
+            if "no transaction is active" not in str(exc):
+                logger.warning("%s: %s after a failed transaction: %s", self.path, sql, exc)
