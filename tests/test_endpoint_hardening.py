@@ -209,6 +209,12 @@ def test_a_big_enqueue_many_goes_in_requests_under_the_limit(store: Store) -> No
         assert ids == sorted(ids) and len(set(ids)) == 400
         frame = store.jobs(run="big")
         assert frame["id"].tolist() == ids and frame["seed"].tolist() == list(range(400))
+        # one job bigger than the limit: refused before anything is sent, naming it
+        with pytest.raises(InvalidInput, match=r"job 3 alone is 7\d\.\d KiB .* Nothing was sent"):
+            comfynb.enqueue_many(
+                remote, [*workflows[:3], trivial_prompt("z" * 75_000), *workflows], run="big"
+            )
+        assert len(store.jobs(run="big")) == 400
         # one argument bigger than the limit: refused here, before sending, and said why
         with pytest.raises(InvalidInput, match=r"are 68.\d KiB; .* at most 64 KiB per call"):
             remote.new_run("huge", notes="n" * 70_000)

@@ -365,9 +365,7 @@ class RemoteStore(ServedStore):
             "metadata_json": metadata_json,
         }
         whole = _encode_call([workflows], {**common, "params_json": params})
-        if len(whole) <= self.max_body or len(workflows) < 2:
-            if len(whole) > self.max_body:
-                self._body("add_jobs", [workflows], {**common, "params_json": params})  # raises
+        if len(whole) <= self.max_body:
             added: AddedJobs = self._send("add_jobs", whole)
             return added
         # the request without its lists, then each job's share of it
@@ -376,6 +374,13 @@ class RemoteStore(ServedStore):
             len(_to_json(w)) + (0 if params is None else len(_to_json(params[i]))) + 2
             for i, w in enumerate(workflows)
         ]
+        biggest = max(range(len(sizes)), key=sizes.__getitem__)
+        if sizes[biggest] > room:
+            raise InvalidInput(
+                f"job {biggest} alone is {size_text(sizes[biggest])} of JSON; the comfynb worker "
+                f"(PID {self.pid}) takes at most {size_text(self.max_body)} per call. Nothing "
+                "was sent"
+            )
         parts: list[AddedJobs] = []
         start = 0
         while start < len(workflows):
@@ -383,7 +388,6 @@ class RemoteStore(ServedStore):
             while end < len(workflows) and used + sizes[end] <= room:
                 used += sizes[end]
                 end += 1
-            end = max(end, start + 1)  # one job too big alone: the worker's refusal says so
             chunk = {**common, "params_json": None if params is None else params[start:end]}
             try:
                 body = self._body("add_jobs", [workflows[start:end]], chunk)
