@@ -11,8 +11,8 @@ reading the worker's ``VmRSS`` and ``Threads`` from ``/proc/PID/status``:
   peak, how much of the body the worker took before it closed the connection, and the answer
   (target: the peak under +64 MiB);
 * sends the same announced size with the token (413 expected, from the headers alone);
-* opens ``--connections`` idle connections (non-blocking connects; the ones beyond the
-  endpoint's listen queue are retried by the kernel), holds them ``--hold`` seconds and prints
+* opens ``--connections`` idle connections one after another (each connect waits for the
+  worker to accept it), holds them ``--hold`` seconds and prints
   the worker's peak thread count, then the time a notebook's call (``comfynb.open`` and
   ``store.runs()``) takes meanwhile.
 
@@ -109,14 +109,19 @@ def send_body(address: tuple[str, int], size: int, token: str | None) -> tuple[i
     return sent, answer.split(b"\r\n", 1)[0].decode() or "closed without an answer"
 
 
-def idle_connections(address: tuple[str, int], count: int) -> list[socket.socket]:
-    opened = []
+def idle_connections(address: tuple[str, int], count: int) -> tuple[list[socket.socket], int]:
+    """Open ``count`` connections one after another, sending nothing; those made, and refused.
+
+    A connect waits for the worker to accept it (up to 2 s): as a client opening connections in
+    a loop would, so a worker that accepts everything gets them all.
+    """
+    opened, refused = [], 0
     for _ in range(count):
-        conn = socket.socket()
-        conn.setblocking(False)
-        conn.connect_ex(address)
-        opened.append(conn)
-    return opened
+        try:
+            opened.append(socket.create_connection(address, timeout=2))
+        except OSError:
+            refused += 1
+    return opened, refused
 
 
 def main() -> None:
@@ -124,7 +129,7 @@ def main() -> None:
     parser.add_argument("--body-mib", type=int, default=256)
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument(
-        "--hold", type=float, default=8.0, help="seconds the idle connections stay open"
+        "--hold", type=float, default=2.0, help="seconds the idle connections stay open"
     )
     options = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -173,10 +178,9 @@ def main() -> None:
 
             base = threads(pid)
             with Sampler(pid) as sampler:
-                opened = idle_connections(address, options.connections)
+                opened, refused = idle_connections(address, options.connections)
                 try:
-                    # connects beyond the listen queue are retried by the kernel (1 s, 3 s, ...)
-                    time.sleep(options.hold)
+                    time.sleep(options.hold)  # idle: the worker's timeout is 30 s
                     held = threads(pid)
                     started = time.monotonic()
                     try:
@@ -189,7 +193,8 @@ def main() -> None:
                     for conn in opened:
                         conn.close()
             print(
-                f"{options.connections} idle connections: worker threads {base} before, "
+                f"{options.connections} idle connections ({len(opened)} made, {refused} not): "
+                f"worker threads {base} before, "
                 f"{held} after {options.hold:.0f} s, peak {sampler.peak_threads}; RSS {rss_mib(pid):.1f} MiB; "
                 f"a notebook's comfynb.open + store.runs() meanwhile: {call}"
             )
