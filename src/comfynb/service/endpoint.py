@@ -295,7 +295,8 @@ def _bounded(error: dict[str, Any]) -> dict[str, Any]:
         error = {**error, "message": message[:_MESSAGE_CHARS] + "... (cut)"}
     attrs = error.get("attrs")
     if attrs:
-        kept = {k: v for k, v in attrs.items() if len(json.dumps(v)) <= _MESSAGE_CHARS}
+        # an attribute too big to send (e.g. the key a RecordNotFound was asked) comes as None
+        kept = {k: v if len(json.dumps(v)) <= _MESSAGE_CHARS else None for k, v in attrs.items()}
         error = {**error, "attrs": kept}
     return error
 

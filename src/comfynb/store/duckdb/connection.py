@@ -91,7 +91,7 @@ def _write_hint(text: str) -> str:
         return "no permission to write there: make the file and its folder writable"
     if "file too large" in lowered:
         return "a file size limit stopped it (ulimit -f): raise it"
-    return "see the cause above; the file is unchanged"
+    return "the reason is the system's"
 
 
 # --------------------------------------------------------------------------- opening
