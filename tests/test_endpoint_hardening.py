@@ -23,7 +23,7 @@ from conftest import trivial_prompt
 from sim_helpers import wait_for
 
 import comfynb
-from comfynb import InvalidInput, WorkerError
+from comfynb import InvalidInput, WorkerError, WorkerGone
 from comfynb.service.endpoint import MAX_BODY, Endpoint, serve
 from comfynb.service.remote import RemoteStore, endpoint_file
 from comfynb.store import Store
@@ -219,6 +219,11 @@ def test_a_big_enqueue_many_goes_in_requests_under_the_limit(store: Store) -> No
         with pytest.raises(InvalidInput, match=r"are 68.\d KiB; .* at most 64 KiB per call"):
             remote.new_run("huge", notes="n" * 70_000)
         assert "huge" not in store.runs()["name"].tolist()
+        # a client that thinks the limit higher: the worker's 413 arrives as the same error
+        remote.max_body = 2**20
+        with pytest.raises(InvalidInput, match=r"are 68.\d KiB; .* at most 64 KiB per call"):
+            remote.new_run("huge", notes="n" * 70_000)
+        assert remote.new_run("small").name == "small"  # on a new connection
 
 
 def test_the_worker_says_how_much_it_takes(endpoint: Endpoint) -> None:
@@ -259,3 +264,14 @@ def test_serve_raises_a_typed_error_when_the_endpoint_file_cannot_be_written(
     assert threading.active_count() < 50 and not [
         t for t in threading.enumerate() if t.name == "comfynb-endpoint"
     ]
+
+
+def test_a_big_call_with_a_stale_token_hears_the_refusal(endpoint: Endpoint) -> None:
+    # the refusal comes from the headers; the body still being sent is read and thrown away,
+    # so the client reads the 401 (and follows a restarted worker) instead of a reset
+    with comfynb.open(endpoint.store.path) as remote:
+        assert isinstance(remote, RemoteStore) and remote._http is not None
+        remote._http.headers["Authorization"] = "Bearer stale"
+        with pytest.raises(WorkerGone, match="refused the token"):
+            remote.new_run("big", notes="n" * (8 * 2**20))
+    assert endpoint.store.runs().empty
