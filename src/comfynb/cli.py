@@ -149,6 +149,9 @@ def run_worker(
     except ComfynbError as exc:
         logger.error("%s", exc)
         return 1
+    except OSError as exc:  # a file it needs cannot be written (full disk, read-only folder)
+        logger.error("cannot go on: %s", exc)
+        return 1
     except KeyboardInterrupt:  # the second signal: the round was cut short
         logger.warning("interrupted; the next worker recovers the jobs left on the servers")
         return 130

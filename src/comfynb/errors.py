@@ -16,6 +16,8 @@
     - WorkerGone                 the worker process serving the store has exited (comfynb.open)
     - OwnedByWorker              a call the worker process owning the store does itself
                                  (claims, submits, transactions); ``.pid`` names it
+    - StoreWriteFailed           the file could not be written (disk full, no permission)
+    - NotAStore                  a file that is not a comfynb store (another program's)
     - SchemaTooNew               the file was written by a newer comfynb
     - InvalidTransition          a job status move the lifecycle table forbids
     - InvalidInput               a bad argument to a store call (also a ``ValueError``)
@@ -41,6 +43,7 @@ __all__ = [
     "InvalidTransition",
     "JobNotFound",
     "JobNotInStore",
+    "NotAStore",
     "OutputError",
     "OwnedByWorker",
     "PromptRejected",
@@ -54,6 +57,7 @@ __all__ = [
     "StepNotFound",
     "StoreError",
     "StoreLocked",
+    "StoreWriteFailed",
     "UnexpectedResponse",
     "UnsafePath",
     "WorkerError",
@@ -202,6 +206,29 @@ class OwnedByWorker(StoreError):
         self.path = path
         self.pid = pid
         self.call = call
+
+
+class StoreWriteFailed(StoreError):
+    """DuckDB could not write the store's file (a full disk, no permission, a size limit).
+
+    ``path`` is the file; the message has the system's reason. Nothing of the failed call or
+    transaction was kept.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class NotAStore(StoreError):
+    """A file that is not a comfynb store: another program's DuckDB file, or no file at all.
+
+    ``path`` is the file; the message says what it is. It was left as it was.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class SchemaTooNew(StoreError):

@@ -137,11 +137,14 @@ def check_image(path: str | os.PathLike[str]) -> str:
     Raises:
         CorruptImage: the file is not a whole image that pillow can decode.
     """
-    return _decoded(Path(path).read_bytes(), os.fspath(path))[0]
+    return _decoded(Path(path).read_bytes(), repr(os.fspath(path)))[0]
 
 
 def _decoded(content: bytes, name: str) -> tuple[str, int, int]:
-    """Decode the whole image in ``content``: (format, width, height), or ``CorruptImage``."""
+    """Decode the whole image in ``content``: (format, width, height), or ``CorruptImage``.
+
+    ``name`` says which image, as the message shows it.
+    """
     from PIL import Image  # pillow is imported only when an image is checked
 
     try:
@@ -155,7 +158,7 @@ def _decoded(content: bytes, name: str) -> tuple[str, int, int]:
             image.load()  # the pixels: a truncated body fails here
             return str(image.format), *image.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise CorruptImage(f"{name!r} is not a whole image ({exc}); download it again") from exc
+        raise CorruptImage(f"{name} is not a whole image ({exc}); download it again") from exc
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,8 @@ class AtomicImageWriter:
         """Check, sync and rename onto ``target``; the target path."""
         try:
             content = bytes(self._content)
-            _, width, height = _decoded(content, os.fspath(self._tmp))
+            # named by the image it was to become: the temporary file is gone when this raises
+            _, width, height = _decoded(content, f"the image for {os.fspath(self.target)!r}")
             digest = hashlib.sha256(content).hexdigest()
             self._file.flush()
             os.fsync(self._file.fileno())

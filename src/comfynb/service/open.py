@@ -27,15 +27,17 @@ def open(
 
     Example::
 
-        >>> store = comfynb.open("lab.duckdb", output_dir="outputs")
+        >>> store = comfynb.open("~/experiments/lab.duckdb", output_dir="outputs")
         >>> store.new_run("portraits").name
         'portraits'
 
-    See ``Store.open`` for the arguments and errors; also ``WorkerGone``: the worker process
+    A missing or empty file becomes a new store; a file that is not a comfynb store (another
+    program's DuckDB database, a folder, a named pipe) raises ``NotAStore`` and is left as
+    it is. See ``Store.open`` for the arguments and errors; also ``WorkerGone``: the worker process
     named beside the file holds it but does not answer.
     """
     if isinstance(path, str | os.PathLike) and os.fspath(path) != ":memory:":
         from .remote import open_local_or_remote
 
-        return open_local_or_remote(path, output_dir)
+        return open_local_or_remote(os.path.expanduser(os.fspath(path)), output_dir)
     return Store.open(path, output_dir)

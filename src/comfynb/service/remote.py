@@ -26,7 +26,8 @@ How (see README.md, "A notebook beside a worker process"; the worker's half is i
   beside the database (mode 0600), written once the endpoint answers and removed when the
   worker exits cleanly. A file whose process is dead is ignored, and replaced by the next
   worker. The token is never logged and never shown in a repr.
-* Standard library ``http.server`` (a thread per connection) with the store's calls on a
+* Standard library ``http.server`` (a thread per connection, at most 64; a request is
+  refused from its headers: token, ``Content-Length`` up to 64 MiB) with the store's calls on a
   fixed pool of 8 threads, ``httpx`` as the client: the Store is blocking and thread-safe
   with one DuckDB cursor per calling thread, kept for its life, so long-lived call threads
   serve it directly and the number of cursors stays bounded, while idle keep-alive
@@ -54,8 +55,8 @@ from ..core.status import JobStatus
 from ..errors import InvalidInput, StoreError, StoreLocked, WorkerGone
 from ..store.base import AddedJobs, ServedStore
 from ..store.export import write_export
-from .endpoint import Endpoint, endpoint_file, find_endpoint, serve
-from .wire import ARROW, arrow_to_frame, decode, decode_error, encode
+from .endpoint import MAX_BODY, Endpoint, endpoint_file, find_endpoint, serve, size_text
+from .wire import ARROW, JSON, arrow_to_frame, decode, decode_error, encode
 
 if TYPE_CHECKING:
     import httpx
@@ -107,6 +108,18 @@ def connect(
     return store
 
 
+def _to_json(value: Any) -> bytes:
+    """JSON that carries any argument as it is (NaN, a lone surrogate as an escape), so the
+    store behind the endpoint judges it exactly as a local store would: one typed error for
+    a bad value, whichever way the store is reached."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode()
+
+
+def _encode_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+    """A call's request body, as sent: its arguments as compact JSON."""
+    return _to_json({"args": encode(list(args)), "kwargs": encode(kwargs)})
+
+
 class _NotSent(Exception):
     """The endpoint refused the connection or the token: the call surely was not run."""
 
@@ -140,6 +153,7 @@ class RemoteStore(ServedStore):
         self.url = ""
         self.pid = 0
         self.output_dir = Path()
+        self.max_body = MAX_BODY
         self._http: httpx.Client | None = None
         self._info: dict[str, Any] = {}
         self._attach_lock = threading.Lock()
@@ -180,6 +194,7 @@ class RemoteStore(ServedStore):
         self._http, self._info = http, dict(info)
         self.url, self.pid = str(info["url"]), int(hello["pid"])
         self.output_dir = Path(hello["output_dir"])
+        self.max_body = int(hello.get("max_body", MAX_BODY))
 
     def __repr__(self) -> str:
         return f"<RemoteStore {self.path} via comfynb worker PID {self.pid}>"
@@ -208,7 +223,7 @@ class RemoteStore(ServedStore):
             if method == "GET":
                 response = http.get(path)
             else:
-                response = http.post(path, content=_json_body(body), headers=_JSON_HEADERS)
+                response = http.post(path, content=body, headers={"Content-Type": JSON})
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _NotSent(f"{what}: {exc}") from exc
         except RuntimeError as exc:  # httpx refuses before sending: another thread followed
@@ -266,8 +281,22 @@ class RemoteStore(ServedStore):
         except _NotSent as refused:
             raise WorkerGone(self.path, pid=self.pid, url=self.url, reason=str(refused)) from None
 
+    def _body(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+        """The request of one call, as sent; refused here when the worker would refuse it."""
+        data = _encode_call(args, kwargs)
+        if len(data) > self.max_body:
+            raise InvalidInput(
+                f"the arguments of store.{name}() are {size_text(len(data))}; the comfynb "
+                f"worker (PID {self.pid}) takes at most {size_text(self.max_body)} per call: "
+                "pass less per call. Nothing was sent"
+            )
+        return data
+
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        body = {"args": encode(list(args)), "kwargs": encode(kwargs)}
+        body = self._body(name, args, kwargs)
+        return self._send(name, body)
+
+    def _send(self, name: str, body: bytes) -> Any:
         response = self._request("POST", f"/call/{name}", f"store.{name}()", body)
         if response.headers.get("Content-Type") == ARROW:
             return arrow_to_frame(response.content)
@@ -321,19 +350,69 @@ class RemoteStore(ServedStore):
         max_retries: int = 3,
         metadata_json: str | None = None,
     ) -> AddedJobs:
-        """Write checked pending jobs in one transaction, in ONE request (see ``Store.add_jobs``)."""
-        added: AddedJobs = self._call(
-            "add_jobs",
-            list(workflows_json),
-            run=run,
-            step=step,
-            parent=parent,
-            params_json=None if params_json is None else list(params_json),
-            priority=priority,
-            max_retries=max_retries,
-            metadata_json=metadata_json,
+        """Write checked pending jobs in one transaction, in ONE request (see ``Store.add_jobs``).
+
+        A request holds at most ``max_body`` bytes (64 MiB: ~70,000 txt2img jobs of ~740
+        bytes of JSON). Beyond that the jobs go in consecutive requests, each under it and
+        written in its own transaction, ids ascending in the order given; if one of them
+        fails, the error's note says which jobs the ones before it wrote.
+        """
+        workflows = list(workflows_json)
+        params = None if params_json is None else list(params_json)
+        common: dict[str, Any] = {
+            "run": run,
+            "step": step,
+            "parent": parent,
+            "priority": priority,
+            "max_retries": max_retries,
+            "metadata_json": metadata_json,
+        }
+        whole = _encode_call([workflows], {**common, "params_json": params})
+        if len(whole) <= self.max_body:
+            added: AddedJobs = self._send("add_jobs", whole)
+            return added
+        # the request without its lists, then each job's share of it
+        room = self.max_body - len(_encode_call([[]], {**common, "params_json": []}))
+        sizes = [
+            len(_to_json(w)) + (0 if params is None else len(_to_json(params[i]))) + 2
+            for i, w in enumerate(workflows)
+        ]
+        biggest = max(range(len(sizes)), key=sizes.__getitem__)
+        if sizes[biggest] > room:
+            raise InvalidInput(
+                f"job {biggest} alone is {size_text(sizes[biggest])} of JSON; the comfynb worker "
+                f"(PID {self.pid}) takes at most {size_text(self.max_body)} per call. Nothing "
+                "was sent"
+            )
+        parts: list[AddedJobs] = []
+        start = 0
+        while start < len(workflows):
+            end, used = start, 0
+            while end < len(workflows) and used + sizes[end] <= room:
+                used += sizes[end]
+                end += 1
+            chunk = {**common, "params_json": None if params is None else params[start:end]}
+            try:
+                body = self._body("add_jobs", [workflows[start:end]], chunk)
+                parts.append(self._send("add_jobs", body))
+            except BaseException as exc:
+                if parts:
+                    ids = [i for part in parts for i in part.ids]
+                    exc.add_note(
+                        f"the first {len(ids)} of these {len(workflows)} jobs were written "
+                        f"before this failure (ids {ids[0]}..{ids[-1]}, pending); the rest "
+                        "were not"
+                    )
+                raise
+            start = end
+        first = parts[0]
+        return AddedJobs(
+            run_id=first.run_id,
+            step_id=first.step_id,
+            parent_candidate_id=first.parent_candidate_id,
+            ids=tuple(i for part in parts for i in part.ids),
+            created_at=tuple(t for part in parts for t in part.created_at),
         )
-        return added
 
     def job(self, job_id: int) -> Job:
         """The job with this id, as stored now (see ``Store.job``)."""
@@ -462,12 +541,3 @@ def open_local_or_remote(
             raise
         return connect(path, info, output_dir)
 
-
-_JSON_HEADERS: Final = {"Content-Type": "application/json"}
-
-
-def _json_body(body: Any) -> bytes:
-    """The call as JSON that carries any argument as it is (NaN, a lone surrogate as an
-    escape), so the store behind the endpoint judges it exactly as a local store would:
-    one typed error for a bad value, whichever way the store is reached."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode()

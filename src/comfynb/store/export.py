@@ -36,9 +36,10 @@ def write_export(
     The file is written beside its target, then renamed: a reader never sees half of it.
 
     Raises:
-        InvalidInput: another suffix, or a ``what`` that is not in ``reads``.
+        InvalidInput: another suffix, a ``what`` that is not in ``reads``, or a folder that
+            does not exist (it is not made: a typo would scatter files).
     """
-    target = Path(path)
+    target = Path(path).expanduser()
     suffix = target.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise InvalidInput(
@@ -47,6 +48,12 @@ def write_export(
         )
     if what not in reads:
         raise InvalidInput(f"export what= is one of {', '.join(reads)}, got {what!r}")
+    folder = target.resolve().parent
+    if not folder.is_dir():
+        raise InvalidInput(
+            f"cannot export to {str(target)!r}: the folder {str(folder)!r} does not exist; "
+            f"create it first (Path({str(folder)!r}).mkdir(parents=True))"
+        )
     frame = reads[what](**filters)
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
     try:

@@ -18,8 +18,11 @@ comfynb's).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+import stat
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -30,13 +33,22 @@ from typing import Any, Self
 
 import duckdb
 
-from ...errors import InvalidInput, SchemaTooNew, StoreError, StoreLocked
+from ...errors import (
+    InvalidInput,
+    NotAStore,
+    SchemaTooNew,
+    StoreError,
+    StoreLocked,
+    StoreWriteFailed,
+)
 from ..base import ChangeCounts
 from .migrations import MIGRATIONS, Migration
 
 __all__ = ["Connection", "FileState", "file_state", "map_error"]
 
 # --------------------------------------------------------------------------- errors
+
+logger = logging.getLogger("comfynb.store")
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
 _SURROGATE = re.compile(r"cannot encode str as UTF-8, surrogate ('.+?') at position (\d+)")
@@ -56,7 +68,17 @@ def map_error(exc: duckdb.Error, path: str) -> StoreError:
             "write through one Store per process and retry the call"
         )
     if "not a valid DuckDB database file" in text or "is not a valid DuckDB" in text:
-        return StoreError(f"{path} is not a DuckDB file; pass the path of a .duckdb file")
+        return NotAStore(
+            f"{path} is not a DuckDB file, so not a comfynb store; pass the path of a .duckdb "
+            "file comfynb made, or a new file name (it is left as it is)",
+            path=path,
+        )
+    if isinstance(exc, duckdb.IOException) or "Failed to commit" in text:
+        return StoreWriteFailed(
+            f"DuckDB could not read or write {path}: {text.splitlines()[0]} ({_write_hint(text)}); "
+            "nothing of the failed call was kept",
+            path=path,
+        )
     surrogate = _SURROGATE.search(text)
     if surrogate:  # a str argument DuckDB could not encode as UTF-8
         return InvalidInput(
@@ -67,6 +89,66 @@ def map_error(exc: duckdb.Error, path: str) -> StoreError:
     if isinstance(exc, duckdb.ConstraintException):
         return StoreError(f"the store refused a row in {path}: {text}")
     return StoreError(f"DuckDB failed on {path}: {text}")
+
+
+def _write_hint(text: str) -> str:
+    lowered = text.lower()
+    if "no space left" in lowered or "disk quota" in lowered:
+        return "the disk is full: free some space, then call again"
+    if "permission denied" in lowered or "read-only" in lowered:
+        return "no permission to write there: make the file and its folder writable"
+    if "file too large" in lowered:
+        return "a file size limit stopped it (ulimit -f): raise it"
+    return "the reason is the system's"
+
+
+# --------------------------------------------------------------------------- opening
+
+# what a file holds: its tables, views and sequences, by name
+_OBJECTS = (
+    "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+    "UNION ALL SELECT sequence_name FROM duckdb_sequences() "
+    "WHERE database_name = current_database()"
+)
+
+
+def _check_file(path: str) -> None:
+    """Refuse, before DuckDB opens it, a path that cannot be a store; clear an empty file.
+
+    A named pipe would hang the open, a folder or a device gives DuckDB's riddles; a missing
+    folder would be created by nothing. An empty file (``touch``, a fresh temporary file) is
+    removed for DuckDB to make the store there.
+    """
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise InvalidInput(
+            f"the folder of {path} does not exist; create it first "
+            f"(Path({str(folder)!r}).mkdir(parents=True))"
+        )
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISREG(info.st_mode):
+        if info.st_size == 0:
+            Path(path).unlink()
+        return
+    what = (
+        "a folder"
+        if stat.S_ISDIR(info.st_mode)
+        else "a named pipe (FIFO)"
+        if stat.S_ISFIFO(info.st_mode)
+        else "a socket"
+        if stat.S_ISSOCK(info.st_mode)
+        else "a device"
+    )
+    inside = f", e.g. {str(Path(path) / 'lab.duckdb')!r}" if stat.S_ISDIR(info.st_mode) else ""
+    raise NotAStore(
+        f"{path} is {what}, not a file; pass the path of a store's file{inside}",
+        path=path,
+    )
 
 
 # --------------------------------------------------------------------------- process-wide locks
@@ -130,40 +212,41 @@ class Connection:
         path: str | os.PathLike[str],
         output_dir: str | os.PathLike[str] | None = None,
         *,
-        migrations: Sequence[Migration] = MIGRATIONS,
+        migrations: Sequence[Migration] | None = None,
     ) -> Self:
         """Open or create the store at ``path``, bringing its schema up to date in place.
 
         Example::
 
-            >>> store = comfynb.Store.open("lab.duckdb", output_dir="outputs")
+            >>> store = comfynb.Store.open("~/lab.duckdb", output_dir="outputs")
             >>> store.schema_version
             1
 
         Args:
-            path: the DuckDB file (created if missing), or ``":memory:"``.
+            path: the DuckDB file (created if missing or empty; ``~`` is your home), or
+                ``":memory:"``.
             output_dir: where image files live; default ``outputs`` beside the file. Created
                 if missing.
-            migrations: the ordered migrations to apply; the default is this comfynb's schema
-                (tests and forks pass their own).
+            migrations: the ordered migrations to apply; None (the default) is this comfynb's
+                schema, ``comfynb.store.MIGRATIONS`` (tests and forks pass their own).
 
         Raises:
             StoreLocked: another process holds the file.
             SchemaTooNew: the file was written by a newer comfynb; nothing changed.
-            StoreError: the file is not a DuckDB file or cannot be opened.
+            NotAStore: the path is not a comfynb store: not a DuckDB file, another program's
+                DuckDB database, a folder, a named pipe...; it is left as it is.
+            StoreError: the file cannot be opened.
         """
         if not isinstance(path, str | os.PathLike):
             raise InvalidInput(f"path must be a file path, got {path!r}; e.g. 'lab.duckdb'")
         text = os.fspath(path)
         memory = text == ":memory:"
+        if not memory:
+            text = os.path.expanduser(text)
+            _check_file(text)
         folder = Path.cwd() if memory else Path(text).resolve().parent
-        outputs = Path(output_dir) if output_dir is not None else folder / "outputs"
+        outputs = Path(output_dir).expanduser() if output_dir is not None else folder / "outputs"
         key = f"memory:{uuid.uuid4()}" if memory else str(Path(text).resolve())
-        if not memory and not Path(text).resolve().parent.is_dir():
-            raise InvalidInput(
-                f"the folder of {text} does not exist; create it first "
-                f"(Path({str(Path(text).resolve().parent)!r}).mkdir(parents=True))"
-            )
         if outputs.exists() and not outputs.is_dir():
             raise InvalidInput(f"output_dir {str(outputs)!r} is a file; pass a folder")
         try:
@@ -172,11 +255,24 @@ class Connection:
             raise map_error(exc, text) from exc
         store = cls(con, text, outputs.resolve(), file_state(key))
         try:
-            store._migrate(migrations)
-            outputs.mkdir(parents=True, exist_ok=True)
+            store._migrate(MIGRATIONS if migrations is None else migrations)
+        except (NotAStore, SchemaTooNew):
+            # leave the file as it was: closing would otherwise fold its log into it
+            with contextlib.suppress(StoreError):
+                store._fetch("PRAGMA disable_checkpoint_on_shutdown")
+            store.close()
+            raise
         except BaseException:
             store.close()
             raise
+        try:
+            outputs.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            store.close()
+            raise InvalidInput(
+                f"cannot create the output folder {str(outputs)!r} ({exc.strerror or exc}); "
+                "pass output_dir= a folder you can write to"
+            ) from exc
         return store
 
     def close(self) -> None:
@@ -214,12 +310,22 @@ class Connection:
         return int(rows[0][0])
 
     def _migrate(self, migrations: Sequence[Migration]) -> None:
+        """Bring the schema up to date; refuse a file comfynb did not make, changing nothing."""
         with self._lock:
-            self._fetch(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                "name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-            )
-            applied = self._fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+            names = {name for (name,) in self._fetch(_OBJECTS)}
+            applied: list[tuple[Any, ...]] = []
+            if "schema_migrations" in names:
+                applied = self._fetch(
+                    "SELECT version, name FROM schema_migrations ORDER BY version"
+                )
+            if not applied and names - {"schema_migrations"}:
+                shown = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "")
+                raise NotAStore(
+                    f"{self.path} is a DuckDB database that comfynb did not make (it holds "
+                    f"{shown}); comfynb keeps its store in a file of its own: pass a new file "
+                    "name, e.g. 'lab.duckdb' (the file is left as it is)",
+                    path=self.path,
+                )
             for version, name in applied:
                 if version > len(migrations):
                     raise SchemaTooNew(
@@ -228,14 +334,20 @@ class Connection:
                         "(the file is unchanged)"
                     )
                 if migrations[version - 1].name != name:
-                    raise StoreError(
+                    raise NotAStore(
                         f"{self.path} had migration {version} {name!r} where this comfynb has "
                         f"{migrations[version - 1].name!r}; it is not a store this comfynb "
-                        "made. Open another file"
+                        "made. Open another file (this one is left as it is)",
+                        path=self.path,
                     )
             for version in range(len(applied) + 1, len(migrations) + 1):
                 migration = migrations[version - 1]
-                with self._atomic():
+                with self._atomic():  # the record of the schema is made with its first change
+                    self._fetch(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
+                        "KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT "
+                        "now())"
+                    )
                     for statement in migration.statements:
                         self._fetch(statement)
                     self._fetch(
@@ -321,11 +433,21 @@ class Connection:
                 yield
             except BaseException:
                 self._local.depth = 0
-                self._execute(cursor, lambda c: c.execute("ROLLBACK").fetchall())
+                self._end_failed(cursor, "ROLLBACK")
                 raise
             self._local.depth = 0
             try:
                 self._execute(cursor, lambda c: c.execute("COMMIT").fetchall())
             except StoreError:
-                self._execute(cursor, lambda c: c.rollback())
+                # DuckDB usually ended the transaction itself; its "cannot rollback - no
+                # transaction is active" must not hide why the COMMIT failed
+                self._end_failed(cursor, "ROLLBACK")
                 raise
+
+    def _end_failed(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
+        """Roll back after a failure; an error doing so is logged, never raised over it."""
+        try:
+            self._execute(cursor, lambda c: c.execute(sql).fetchall())
+        except StoreError as exc:
+            if "no transaction is active" not in str(exc):
+                logger.warning("%s: %s after a failed transaction: %s", self.path, sql, exc)
