@@ -86,7 +86,7 @@ def test_the_records_are_copies(store: Store) -> None:
         (
             {"1": {"class_type": "X", "inputs": {"f": object()}}},
             InvalidInput,
-            r"^workflows\[2\]: workflow must be JSON data",
+            r'^workflows\[2\]: workflow\["1"\]\["inputs"\]\["f"\] is a object: workflow must be JSON',
         ),
     ],
 )
@@ -106,7 +106,7 @@ def test_bad_params_metadata_and_ints_write_nothing(store: Store) -> None:
     store.new_run("r")
     cases: list[tuple[dict[str, Any], str]] = [
         ({"params": [{"seed": 1}, [1, 2]]}, r"^params\[1\]: params is a dict of what varied"),
-        ({"params": [{"seed": 1}, {"f": {1, 2}}]}, r"^params\[1\]: params must be JSON data"),
+        ({"params": [{"seed": 1}, {"f": {1, 2}}]}, r'^params\[1\]: params\["f"\] is a set: params must be JSON data'),
         ({"params": [{"seed": 1}]}, "params has 1 entries for 2 workflows"),
         ({"params": {"seed": 1}}, "params is a list of dicts, one per workflow"),
         ({"metadata": {"f": object()}}, "metadata must be JSON data"),

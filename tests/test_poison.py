@@ -92,7 +92,6 @@ def test_nan_and_infinity_in_a_workflow_fail_alone_in_the_worker_round(
         assert job.status is S.FAILED
         assert job.error is not None and job.error["type"] == "UnsendablePrompt"
         assert f'input "color" of node "1" {shown}' in job.error["message"]
-        assert "ValueError" in job.error["exception"]
         assert failed_event(store, job_id)["error"]["type"] == "UnsendablePrompt"
     assert len(sim.prompts()) == GOOD  # nothing of the poison ones reached the server
 

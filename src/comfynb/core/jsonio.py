@@ -117,14 +117,30 @@ def to_json(value: Any, what: str) -> str | None:
         ) from None
 
 
-def unstorable(value: Any, where: str) -> str | None:
+def unstorable(value: Any, where: str, *, prompt: bool = False) -> str | None:
     """Say what in ``value`` JSON or the store cannot hold, and where; None if nothing.
+
+    NaN and infinity (JSON has none), an int beyond 64 bits (no column, and no ComfyUI
+    input, holds one), text with a lone surrogate (not valid Unicode), an object that is
+    not JSON. ``prompt``: ``value`` is an API prompt, and an input is named the way
+    ComfyUI's errors name it.
 
     Example::
 
-        >>> unstorable({"1": {"inputs": {"seed": 2**70}}}, "workflow")
-        'workflow["1"]["inputs"]["seed"] is 1180591620717411303424: beyond the 64-bit ...'
+        >>> unstorable({"seed": 2**70}, "params")
+        'params["seed"] is 1180591620717411303424: beyond the 64-bit range ComfyUI and ...'
+        >>> unstorable({"1": {"inputs": {"color": float("nan")}}}, "the workflow", prompt=True)
+        'input "color" of node "1" is nan: JSON has no NaN or infinity; use a finite ...'
     """
+    found = _find(value, ())
+    if found is None:
+        return None
+    keys, problem = found
+    return f"{_path(where, keys, prompt)}{problem.replace('@WHAT@', where)}"
+
+
+def _find(value: Any, keys: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] | None:
+    """The keys to the first value that cannot be held, and what is wrong with it."""
     if isinstance(value, bool) or value is None:
         return None
     item = getattr(value, "item", None)  # numpy scalars
@@ -132,41 +148,63 @@ def unstorable(value: Any, where: str) -> str | None:
         value = item()
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            return (
-                f"{where} is {value!r}: JSON has no NaN or infinity; use a finite number "
+            return keys, (
+                f" is {value!r}: JSON has no NaN or infinity; use a finite number "
                 "(or None for no value)"
             )
         return None
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
-            return (
-                f"{where} is {value}: beyond the 64-bit range ComfyUI and the store hold "
+            return keys, (
+                f" is {value}: beyond the 64-bit range ComfyUI and the store hold "
                 "(-2**63 to 2**64-1); e.g. a seed is from 0 to 2**64-1"
             )
         return None
     if isinstance(value, str):
-        return _surrogate(value, where)
+        problem = _surrogate(value)
+        return None if problem is None else (keys, problem)
     if isinstance(value, Mapping):
+        if len(keys) > 100:
+            return keys, " is nested more than 100 levels deep"
         for key, inner in value.items():
-            if isinstance(key, str) and (found := _surrogate(key, f"{where} key {key!r}")):
-                return found
-            name = json.dumps(key) if isinstance(key, str) else repr(key)
-            if found := unstorable(inner, f"{where}[{name}]"):
+            if not isinstance(key, str):
+                return keys, f" has a key {key!r} that is not a string"
+            if problem := _surrogate(key):
+                return keys, f" key {key!r}{problem}"
+            if found := _find(inner, (*keys, key)):
                 return found
         return None
     if isinstance(value, list | tuple):
+        if len(keys) > 100:
+            return keys, " is nested more than 100 levels deep"
         for index, inner in enumerate(value):
-            if found := unstorable(inner, f"{where}[{index}]"):
+            if found := _find(inner, (*keys, index)):
                 return found
-    return None
+        return None
+    if isinstance(value, Path):
+        return None
+    return (
+        keys,
+        f" is a {type(value).__name__}: @WHAT@ must be JSON data (dicts, lists, str, numbers, bools, None)",
+    )
 
 
-def _surrogate(text: str, where: str) -> str | None:
+def _path(where: str, keys: tuple[Any, ...], prompt: bool) -> str:
+    if prompt and len(keys) >= 3 and keys[1] == "inputs":
+        rest = "".join(f"[{json.dumps(k)}]" for k in keys[3:])
+        return f'input "{keys[2]}"{rest} of node "{keys[0]}"'
+    if prompt and keys:
+        rest = "".join(f"[{json.dumps(k)}]" for k in keys[1:])
+        return f'node "{keys[0]}"{rest}'
+    return where + "".join(f"[{json.dumps(k)}]" for k in keys)
+
+
+def _surrogate(text: str) -> str | None:
     found = _SURROGATE.search(text)
     if found is None:
         return None
     return (
-        f"{where} holds a lone surrogate {found.group()!r} at position {found.start()}: it is "
+        f" holds a lone surrogate {found.group()!r} at position {found.start()}: it is "
         "not valid Unicode (often a file name read with errors='surrogateescape'); remove or "
         "replace that character"
     )

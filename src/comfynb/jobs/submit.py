@@ -10,14 +10,13 @@ each caller records its way (a job function at once, the worker through its reco
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core import crashpoints as _crashpoints
+from ..core.jsonio import unstorable
 from ..core.models import Job
 from ..core.status import JobStatus, Move, Retry, retry_or_fail
 from ..errors import (
@@ -165,61 +164,18 @@ def unsendable(workflow: Any) -> dict[str, Any] | None:
         {'type': 'UnsendablePrompt', 'message': 'the prompt cannot be sent as JSON: input
         "color" of node "1" is nan; fix that input and enqueue the job again', ...}
     """
-    try:
-        json.dumps(workflow, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except (ValueError, TypeError, RecursionError) as exc:
-        where = _first_unsendable(workflow, "the workflow") or f"{type(exc).__name__}: {exc}"
+    where = unstorable(workflow, "the workflow", prompt=True)
+    if where is not None:
         return {
             "type": "UnsendablePrompt",
             "message": f"the prompt cannot be sent as JSON: {where}; fix that input and "
             "enqueue the job again",
-            "exception": f"{type(exc).__name__}: {exc}",
         }
     try:
         check_workflow(workflow)
     except WorkflowError as exc:
         return error_detail(exc, reason="the stored workflow is not an API prompt")
     return None
-
-
-def _first_unsendable(value: Any, path: str, depth: int = 0) -> str | None:
-    """Where the first value JSON cannot carry is (``input "color" of node "1" is nan``)."""
-    if depth > 100:
-        return f"{path} is nested more than 100 levels deep"
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{path} is {value!r}"
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"{path} holds a lone surrogate ({value[:40]!r})"
-        return None
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} has a key {key!r} that is not a string"
-            if depth == 0:
-                inner = f'node "{key}"'
-            elif depth == 2 and path.endswith('"inputs"'):
-                node = path.removesuffix(' "inputs"')
-                inner = f'input "{key}" of {node}'
-            else:
-                inner = f"{path} {json.dumps(key)}"
-            found = _first_unsendable(key, inner, depth + 1) or _first_unsendable(
-                item, inner, depth + 1
-            )
-            if found:
-                return found
-        return None
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            found = _first_unsendable(item, f"{path}[{index}]", depth + 1)
-            if found:
-                return found
-        return None
-    if value is None or isinstance(value, bool | int):
-        return None
-    return f"{path} is a {type(value).__name__}, not JSON"
 
 
 def _scrubbed(exc: Exception, extra_data: Mapping[str, Any] | None) -> Exception:
