@@ -55,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default="comfynb-demo", help="folder for the images (default: %(default)s)"
     )
     demo.add_argument(
-        "--server", default=None, help="a ComfyUI URL instead of the embedded simulator"
+        "--server",
+        default=None,
+        type=_server_arg,
+        help="a ComfyUI URL instead of the embedded simulator",
     )
     demo.add_argument("--steps", type=int, default=20, help="sampler steps (default: %(default)s)")
     commands.add_parser(
@@ -75,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         "--server",
         required=True,
         action="append",
-        help="a ComfyUI URL; repeat for several servers",
+        type=_server_arg,
+        help="a ComfyUI URL (http://host:port); repeat for several servers",
     )
     worker.add_argument(
         "--output-dir", default=None, help="where images go (default: outputs beside the file)"
@@ -92,6 +96,18 @@ def _parser() -> argparse.ArgumentParser:
         help="exit once nothing is pending or in flight (scripts), instead of waiting for jobs",
     )
     return parser
+
+
+def _server_arg(value: str) -> str:
+    """A ``--server`` value, checked at once (``core.urls``): the error shows what to write."""
+    from .core.urls import server_url
+    from .errors import InvalidInput
+
+    try:
+        server_url(value)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def run_worker(

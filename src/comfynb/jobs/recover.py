@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.models import Job
 from ..core.status import JobStatus
+from ..core.urls import same_server
 from ..store.base import require_owner
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def recover(
     unsettled = store.unsettled_jobs()
     # a job of another server may be downloading right now (a worker recovers a server that
     # came up late while its pool downloads images from the others): its files stay
-    elsewhere = [job_folder(store, j) for j in unsettled if j.server not in (None, client.url)]
+    elsewhere = [job_folder(store, j) for j in unsettled if _elsewhere(j, client)]
     partial = tuple(
         path
         for path in store.output_dir.rglob(".*.part")
@@ -87,7 +88,7 @@ def recover(
         path.unlink(missing_ok=True)
     outcomes: dict[str, list[int]] = {name: [] for name in Recovery.__dataclass_fields__}
     for job in unsettled:
-        if job.server not in (None, client.url):
+        if _elsewhere(job, client):
             outcomes["skipped"].append(job.id)
             continue
         after = job
@@ -109,6 +110,11 @@ def recover(
     fields: dict[str, Any] = {name: tuple(ids) for name, ids in outcomes.items()}
     fields["partial_files"] = partial
     return Recovery(**fields)
+
+
+def _elsewhere(job: Job, client: Client) -> bool:
+    """The job is another server's (``localhost`` and ``127.0.0.1`` are one: ``core.urls``)."""
+    return job.server is not None and not same_server(job.server, client.url)
 
 
 def _remove_strays(store: Store, job: Job) -> None:

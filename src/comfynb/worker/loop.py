@@ -169,11 +169,13 @@ class Worker:
 
         if isinstance(servers, str):
             servers = [servers]
-        urls = [split_userinfo(url)[0] for url in servers]
+        urls = [split_userinfo(url)[0] for url in servers]  # checked: InvalidInput shows the fix
         if not urls or len(set(urls)) != len(urls):
+            twice = sorted({url for url in urls if urls.count(url) > 1})
             raise InvalidInput(
                 f"servers is a list of distinct ComfyUI URLs, e.g. ['http://127.0.0.1:8188']; "
                 f"got {list(servers)!r}"
+                + (f": {', '.join(twice)} more than once (the same server)" if twice else "")
             )
         if isinstance(target_depth, bool) or not isinstance(target_depth, int) or target_depth < 1:
             raise InvalidInput(f"target_depth must be an int from 1, got {target_depth!r}")
