@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import FAST_RETRY
+from sim_helpers import wait_for
 from test_servers_said import closed_port, unique
 
 import comfynb
@@ -46,8 +47,9 @@ def test_the_widget_bar_says_which_server_is_down(
     store.new_run("r")
     job = enqueue(store, unique(1), run="r")
     dead = closed_port()
-    with Worker(store, [dead]).start():
-        comfynb.wait(store, job, timeout=0.5)
+    with Worker(store, [dead]).start() as worker:
+        wait_for(lambda: worker.status().servers[0].last_error, timeout=5)
+        comfynb.wait(store, job, timeout=0.3)
     bar, label = shown[0].children
     assert label.value.startswith("0/1 ended · 1 pending · server ")
     assert f"{dead} down since" in label.value and "connection refused" in label.value
@@ -58,8 +60,9 @@ def test_wait_through_a_worker_s_endpoint_shows_its_down_server(store: Store) ->
     store.new_run("r")
     job = enqueue(store, unique(1), run="r")
     dead = closed_port()
-    with serve(store), Worker(store, [dead]).start(), comfynb.open(store.path) as remote:
+    with serve(store), Worker(store, [dead]).start() as worker, comfynb.open(store.path) as remote:
         assert isinstance(remote, RemoteStore)
-        summary = comfynb.wait(remote, job, timeout=0.5, progress=False)
+        wait_for(lambda: worker.status().servers[0].last_error, timeout=5)
+        summary = comfynb.wait(remote, job, timeout=0.3, progress=False)
     assert summary.timed_out
     assert [s.split(" down since ")[0] for s in summary.servers_down] == [dead]

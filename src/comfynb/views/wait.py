@@ -131,6 +131,10 @@ def wait(
                 break
             if timeout is not None and time.monotonic() - started >= timeout:
                 timed_out = True
+                if time.monotonic() - looked > POLL_INTERVAL:  # the summary says how it is now
+                    down = _servers_down(store)
+                    if bar is not None:
+                        bar.show(ended, counts, down)
                 break
             time.sleep(POLL_INTERVAL)
             counts = store.status_counts(run=run, job_ids=job_ids)

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ..core.status import JobStatus, Move, Retry, retry_or_fail
-from ..core.urls import same_server
+from ..core.urls import same_server, server_url
 from ..errors import TRANSIENT_ERRORS, InvalidInput, InvalidTransition, JobNotFound, WorkerError
 from ..jobs.base import withdraw
 from ..jobs.recover import recover
@@ -955,17 +955,18 @@ class _Loop:
         from ..client import Client, RetryPolicy
 
         ours = [s.url for s in self.servers]
-        left: dict[str, int] = {}
+        left: dict[str, int] = {}  # by the server's one spelling (a row may have another)
         for job in self.store.unsettled_jobs():
             if job.server is not None and not any(same_server(job.server, u) for u in ours):
-                left[job.server] = left.get(job.server, 0) + 1
+                try:
+                    url = server_url(job.server)
+                except InvalidInput as exc:
+                    logger.warning("job %d in flight on %r, left alone: %s", job.id, job.server, exc)
+                    continue
+                left[url] = left.get(url, 0) + 1
         once = {**self.client_options, "retry": RetryPolicy(attempts=1)}
         for url, count in left.items():
-            try:
-                client, probe = Client(url, **self.client_options), Client(url, **once)
-            except InvalidInput as exc:
-                logger.warning("%d job(s) in flight on %r, left alone: %s", count, url, exc)
-                continue
+            client, probe = Client(url, **self.client_options), Client(url, **once)
             logger.info(
                 "%d job(s) in flight on %s, a server worker %s was not given: looking them up "
                 "there, or rerouting them if it stays down for %g s",
