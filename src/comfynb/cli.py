@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             output_dir=parsed.output_dir,
             target_depth=parsed.target_depth,
             until_idle=parsed.until_idle,
+            reroute_after=parsed.reroute_after,
         )
     parser.print_help()
     return 2
@@ -55,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default="comfynb-demo", help="folder for the images (default: %(default)s)"
     )
     demo.add_argument(
-        "--server", default=None, help="a ComfyUI URL instead of the embedded simulator"
+        "--server",
+        default=None,
+        type=_server_arg,
+        help="a ComfyUI URL instead of the embedded simulator",
     )
     demo.add_argument("--steps", type=int, default=20, help="sampler steps (default: %(default)s)")
     commands.add_parser(
@@ -75,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
         "--server",
         required=True,
         action="append",
-        help="a ComfyUI URL; repeat for several servers",
+        type=_server_arg,
+        help="a ComfyUI URL (http://host:port); repeat for several servers",
     )
     worker.add_argument(
         "--output-dir", default=None, help="where images go (default: outputs beside the file)"
@@ -89,9 +94,43 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--until-idle",
         action="store_true",
-        help="exit once nothing is pending or in flight (scripts), instead of waiting for jobs",
+        help=(
+            "exit once nothing is pending or in flight (scripts), instead of waiting for jobs; "
+            "exit 1 if jobs are left and no server could be used for --reroute-after seconds"
+        ),
+    )
+    worker.add_argument(
+        "--reroute-after",
+        type=_seconds,
+        default=10.0,
+        help=(
+            "seconds a server may stay down before its jobs go to the others "
+            "(default: %(default)s)"
+        ),
     )
     return parser
+
+
+def _server_arg(value: str) -> str:
+    """A ``--server`` value, checked at once (``core.urls``): the error shows what to write."""
+    from .core.urls import server_url
+    from .errors import InvalidInput
+
+    try:
+        server_url(value)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"a number of seconds from 0, got {value!r}")
+    return seconds
 
 
 def run_worker(
@@ -101,14 +140,16 @@ def run_worker(
     output_dir: str | None = None,
     target_depth: int = 2,
     until_idle: bool = False,
+    reroute_after: float = 10.0,
 ) -> int:
     """``comfynb worker``: own ``db``, serve it to notebooks, run its jobs until stopped.
 
     SIGTERM or Ctrl-C stops the worker at the end of its round (posted jobs recorded as
     submitted, claimed ones released: nothing ambiguous), removes the endpoint file and closes
     the file; a second signal interrupts at once. Returns the exit code: 0 after a clean stop,
-    1 when the store or the servers could not be used (the message says why), 130 after a
-    second signal.
+    1 when the store or the servers could not be used (the message says why; with
+    ``until_idle``, jobs left and no server usable for ``reroute_after`` seconds), 130 after
+    a second signal.
 
     Example::
 
@@ -136,7 +177,9 @@ def run_worker(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with Store.open(db, output_dir) as store, serve(store, servers=servers):
-            worker = Worker(store, servers, target_depth=target_depth)
+            worker = Worker(
+                store, servers, target_depth=target_depth, reroute_after=reroute_after
+            )
             summary = worker.run(until_idle=until_idle, stop=stop)
         logger.info(
             "done: %d completed, %d failed, %d requeued in %.1f s",
@@ -145,6 +188,9 @@ def run_worker(
             summary.requeued,
             summary.seconds,
         )
+        if summary.stopped_by is not None:
+            logger.error("stopped: %s", summary.stopped_by)
+            return 1
         return 0
     except ComfynbError as exc:
         logger.error("%s", exc)

@@ -36,11 +36,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypedDict, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import httpx
 
 from .. import files
+from ..core.urls import parse_server_url
 from ..errors import ComfynbError, ServerTimeout, ServerUnreachable
 from ..protocol import flows, parse
 from ..protocol.types import Call, Flow, ImageRef, RetryPolicy
@@ -88,14 +89,13 @@ def auth_headers(
 
 
 def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
-    """``url`` without ``user:password@``, and that pair (kept out of URLs that get logged)."""
-    parts = urlsplit(url)
-    if parts.username is None:
-        return url.rstrip("/"), None
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return bare.rstrip("/"), (parts.username, parts.password or "")
+    """``url`` checked and in its one spelling (``core.urls``), without ``user:password@``,
+    and that pair (kept out of URLs that get logged).
+
+    Raises:
+        InvalidInput: not ``http(s)://host[:port]``; the message shows the URL to write.
+    """
+    return parse_server_url(url)
 
 
 @dataclass(frozen=True)

@@ -45,13 +45,19 @@ class Client(BaseClient):
         <PromptStatus.PENDING: 'pending'>
 
     Args:
-        url: the server, e.g. ``"http://127.0.0.1:8188"`` (``user:password@`` becomes basic auth).
+        url: the server, e.g. ``"http://127.0.0.1:8188"`` (``user:password@`` becomes basic auth);
+            ``http(s)://host[:port]``, kept in its one spelling as ``client.url``
+            (``comfynb.core.urls``: ``http://localhost:8188/`` is ``http://127.0.0.1:8188``).
         client_id: the id sent with every prompt and used on the WebSocket (a new one by default).
         token: a bearer token for a proxy in front of ComfyUI.
         basic_auth: ``(user, password)`` for a proxy.
         headers: more headers for every request.
         timeout: seconds to wait for each answer.
         retry: how to retry transient errors (``RetryPolicy()`` by default).
+
+    Raises:
+        InvalidInput: ``url`` is not ``http(s)://host[:port]`` (``"localhost:8188"``); the
+            message shows the URL to write.
     """
 
     def __init__(self, url: str = DEFAULT_URL, **options: Unpack[ClientOptions]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..core.models import Job
+from ..core.urls import same_server
 from ..errors import (
     InvalidInput,
     JobNotFound,
@@ -24,7 +25,7 @@ def load_job(store: Store, job: Job | int) -> Job:
 
 
 def check_server(job: Job, client: Client) -> None:
-    if job.server is not None and job.server != client.url:
+    if job.server is not None and not same_server(job.server, client.url):
         raise InvalidInput(
             f"job {job.id} belongs to server {job.server}, not {client.url}; use a client "
             f"for that server: comfynb.Client({job.server!r})"

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..core.models import Job
 from ..core.status import JobStatus
-from ..errors import InvalidInput
+from ..errors import InvalidInput, ServerUnreachable
 from ..store.base import NotebookStore, ServedStore
 from ..store.lifecycle import check_move, transition
 from .base import check_server, load_job, withdraw
@@ -22,8 +22,11 @@ def cancel(store: NotebookStore, job: Job | int, client: Client | None = None) -
     """Cancel a job: a pending one at once; a submitted or running one on its server first.
 
     A submitted or running job is deleted from the server's queue and interrupted by its
-    prompt_id (only if it is the one running), then ``cancelled``. Cancelling a cancelled job
-    changes nothing.
+    prompt_id (only if it is the one running), then ``cancelled``. If its server cannot be
+    reached at all (connection refused, unknown host: a stopped server, a restarted kernel's
+    simulator), it is cancelled here anyway, and its ``cancelled`` event says the server was
+    unreachable (a server that comes back may still run the prompt; its result is ignored).
+    Cancelling a cancelled job changes nothing.
 
     Example::
 
@@ -59,6 +62,10 @@ def cancel(store: NotebookStore, job: Job | int, client: Client | None = None) -
         )
     if client is not None and current.prompt_id is not None:
         check_server(current, client)
-        withdraw(client, current.prompt_id)
-        detail["withdrawn_from"] = client.url
+        try:
+            withdraw(client, current.prompt_id)
+            detail["withdrawn_from"] = client.url
+        except ServerUnreachable as exc:
+            # the server is gone (refused, unknown host): nothing there to take back now
+            detail["server_unreachable"] = {"server": client.url, "error": str(exc)}
     return transition(owner, current.id, JobStatus.CANCELLED, detail=detail)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.models import Job
 from ..core.status import JobStatus
+from ..core.urls import same_server
 from ..errors import InvalidTransition, ServerError
 from ..store.base import require_owner
 from ..store.lifecycle import transition
@@ -85,7 +86,7 @@ def recover(
     unsettled = store.unsettled_jobs()
     # a job of another server may be downloading right now (a worker recovers a server that
     # came up late while its pool downloads images from the others): its files stay
-    elsewhere = [job_folder(store, j) for j in unsettled if j.server not in (None, client.url)]
+    elsewhere = [job_folder(store, j) for j in unsettled if _elsewhere(j, client)]
     partial = tuple(
         path
         for path in store.output_dir.rglob(".*.part")
@@ -95,7 +96,7 @@ def recover(
         path.unlink(missing_ok=True)
     outcomes: dict[str, list[int]] = {name: [] for name in Recovery.__dataclass_fields__}
     for job in unsettled:
-        if job.server not in (None, client.url):
+        if _elsewhere(job, client):
             outcomes["skipped"].append(job.id)
             continue
         try:
@@ -158,6 +159,11 @@ def _fail_alone(store: Store, job: Job, exc: Exception) -> Job:
         return transition(store, job.id, JobStatus.FAILED, error=error)
     except InvalidTransition:
         return store.job(job.id)
+
+
+def _elsewhere(job: Job, client: Client) -> bool:
+    """The job is another server's (``localhost`` and ``127.0.0.1`` are one: ``core.urls``)."""
+    return job.server is not None and not same_server(job.server, client.url)
 
 
 def _remove_strays(store: Store, job: Job) -> None:

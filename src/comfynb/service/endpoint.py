@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..core.models import Job
 from ..errors import ComfynbError, InvalidInput, WorkerError, WorkerGone
+from ..worker.running import servers_down
 from .wire import ARROW, JSON, decode, encode, encode_error, frame_to_arrow
 
 if TYPE_CHECKING:
@@ -156,6 +157,7 @@ def _calls(
     )
     table: dict[str, Callable[..., Any]] = {name: _method(store, name) for name in names.split()}
     table["schema_version"] = lambda: store.schema_version
+    table["servers_down"] = lambda: servers_down(store)  # the worker's word, for wait()
     table["cancel"] = lambda *args, **kwargs: _cancel_on_worker(
         store, servers, client_options, *args, **kwargs
     )

@@ -503,6 +503,10 @@ class RemoteStore(ServedStore):
         cancelled: Job = self._call("cancel", job)
         return cancelled
 
+    def servers_down_on_owner(self) -> list[str]:
+        """What the worker process says of its servers that are down (``comfynb.wait``)."""
+        return [str(trouble) for trouble in self._call("servers_down")]
+
 
 if TYPE_CHECKING:
 

@@ -277,6 +277,12 @@ class ServedStore(ABC):
     def cancel_on_owner(self, job: Job | int) -> Job:
         """``comfynb.cancel`` done by the owner process, with its client for the job's server."""
 
+    def servers_down_on_owner(self) -> list[str]:
+        """What the owner's worker says of its servers that are down, one line each
+        (``"http://127.0.0.1:9 down since 12:01:02: connection refused"``); ``comfynb.wait``
+        shows them. A backend without a worker to ask says nothing."""
+        return []
+
     def refuse(self, call: str) -> NoReturn:
         """Raise ``OwnedByWorker`` for ``call``: the owner process does it itself."""
         raise OwnedByWorker(self.path, pid=self.pid, call=call)

@@ -10,10 +10,19 @@ Example::
 The bar is an ``ipywidgets.IntProgress`` in Jupyter (imported only there) and ``tqdm`` on a
 terminal. Interrupting the cell (Ctrl-C, the stop button) ends the waiting and returns the
 summary so far; the worker, on its own thread, goes on.
+
+A server the worker cannot use is shown, not waited on in silence: what the worker says of
+its servers that are down (``worker.status()``; through the endpoint for a ``comfynb worker``
+process) is in the bar's text and in the summary's ``servers_down``::
+
+    >>> comfynb.wait(store, job, timeout=5)
+    WaitSummary(done=0, ..., pending=1, ..., timed_out=True,
+                servers_down=('http://127.0.0.1:9 down since 12:01:02: connection refused',))
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterable
@@ -21,7 +30,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.models import Job, Run
-from ..errors import InvalidInput
+from ..errors import InvalidInput, StoreError
+from ..store.base import ServedStore
+from ..worker.running import servers_down
 
 if TYPE_CHECKING:
     from ..store.base import NotebookStore
@@ -30,6 +41,8 @@ __all__ = ["WaitSummary", "wait"]
 
 #: Seconds between two looks at the store (one small query each).
 POLL_INTERVAL = 0.1
+#: Seconds between two looks at what the worker says of its servers.
+SERVERS_EVERY = 1.0
 _ENDED = ("completed", "failed", "cancelled")
 
 
@@ -37,7 +50,9 @@ _ENDED = ("completed", "failed", "cancelled")
 class WaitSummary:
     """How the jobs waited for stand: ended (by kind), still pending, and the time waited.
 
-    ``interrupted``: the cell was interrupted; ``timed_out``: ``timeout`` passed first.
+    ``interrupted``: the cell was interrupted; ``timed_out``: ``timeout`` passed first;
+    ``servers_down``: what the worker said last of its servers that were down (one line each,
+    with since when and the last error), while jobs were left.
 
     Example::
 
@@ -52,6 +67,7 @@ class WaitSummary:
     seconds: float
     interrupted: bool = False
     timed_out: bool = False
+    servers_down: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -60,7 +76,7 @@ class WaitSummary:
 
 
 class _Bar(Protocol):
-    def show(self, ended: int, counts: dict[str, int]) -> None: ...
+    def show(self, ended: int, counts: dict[str, int], down: tuple[str, ...] = ()) -> None: ...
     def close(self) -> None: ...
 
 
@@ -87,7 +103,8 @@ def wait(
         progress: show the bar.
 
     Returns:
-        The summary; ``interrupted`` if the cell was interrupted, ``timed_out`` on timeout.
+        The summary; ``interrupted`` if the cell was interrupted, ``timed_out`` on timeout,
+        ``servers_down`` if the worker said some of its servers were down.
 
     Raises:
         RunNotFound: an unknown run.
@@ -99,15 +116,25 @@ def wait(
     total = sum(counts.values())
     bar = _make_bar(total) if progress else None
     interrupted = timed_out = False
+    down: tuple[str, ...] = ()
+    looked = -SERVERS_EVERY
     try:
         while True:
             ended = sum(counts.get(s, 0) for s in _ENDED)
+            if ended < total and time.monotonic() - looked >= SERVERS_EVERY:
+                down, looked = _servers_down(store), time.monotonic()
+            elif ended >= total:
+                down = ()
             if bar is not None:
-                bar.show(ended, counts)
+                bar.show(ended, counts, down)
             if ended >= total:
                 break
             if timeout is not None and time.monotonic() - started >= timeout:
                 timed_out = True
+                if time.monotonic() - looked > POLL_INTERVAL:  # the summary says how it is now
+                    down = _servers_down(store)
+                    if bar is not None:
+                        bar.show(ended, counts, down)
                 break
             time.sleep(POLL_INTERVAL)
             counts = store.status_counts(run=run, job_ids=job_ids)
@@ -125,7 +152,17 @@ def wait(
         seconds=round(time.monotonic() - started, 3),
         interrupted=interrupted,
         timed_out=timed_out,
+        servers_down=down,
     )
+
+
+def _servers_down(store: NotebookStore) -> tuple[str, ...]:
+    """What the worker running the store's jobs says of its servers that are down."""
+    if isinstance(store, ServedStore):
+        with contextlib.suppress(StoreError):  # an older worker process serves no such call
+            return tuple(store.servers_down_on_owner())
+        return ()
+    return tuple(servers_down(store))  # type: ignore[arg-type]  # a Store: its worker is here
 
 
 def _target(jobs_or_run: Any) -> tuple[Run | str | None, list[int] | None]:
@@ -176,9 +213,10 @@ class _TqdmBar:
 
         self._bar = tqdm(total=total, unit="job", desc="jobs", leave=True)
 
-    def show(self, ended: int, counts: dict[str, int]) -> None:
+    def show(self, ended: int, counts: dict[str, int], down: tuple[str, ...] = ()) -> None:
         self._bar.n = ended
-        self._bar.set_postfix_str(_describe(counts), refresh=False)
+        text = " · ".join([_describe(counts), *(f"server {d}" for d in down)])
+        self._bar.set_postfix_str(text, refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
@@ -199,18 +237,22 @@ class _WidgetBar:
         self._label = ipywidgets.Label("")
         display(ipywidgets.HBox([self._bar, self._label]))  # type: ignore[no-untyped-call]
 
-    def show(self, ended: int, counts: dict[str, int]) -> None:
+    def show(self, ended: int, counts: dict[str, int], down: tuple[str, ...] = ()) -> None:
         self._failed = bool(counts.get("failed"))
         with self._bar.hold_sync():
             self._bar.value = ended if self._total else self._bar.max
-            self._bar.bar_style = "danger" if self._failed else ""
-        self._label.value = _progress_text(ended, self._total, counts)
+            self._bar.bar_style = "danger" if self._failed else "warning" if down else ""
+        self._label.value = _progress_text(ended, self._total, counts, down)
 
     def close(self) -> None:
         if self._bar.value >= self._bar.max:
             self._bar.bar_style = "danger" if self._failed else "success"
 
 
-def _progress_text(ended: int, total: int, counts: dict[str, int]) -> str:
-    """``"3/4 ended · 3 completed, 1 running"``; ``"0/0 ended"`` for no jobs."""
-    return " · ".join(part for part in (f"{ended}/{total} ended", _describe(counts)) if part)
+def _progress_text(
+    ended: int, total: int, counts: dict[str, int], down: tuple[str, ...] = ()
+) -> str:
+    """``"3/4 ended · 3 completed, 1 running"``; ``"0/0 ended"`` for no jobs; then each
+    server down: ``"server http://127.0.0.1:9 down since 12:01:02: connection refused"``."""
+    parts = (f"{ended}/{total} ended", _describe(counts), *(f"server {d}" for d in down))
+    return " · ".join(part for part in parts if part)

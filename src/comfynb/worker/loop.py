@@ -58,7 +58,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ..core.status import JobStatus, Move, Retry, retry_or_fail
-from ..errors import TRANSIENT_ERRORS, InvalidTransition, JobNotFound, ServerError, WorkerError
+from ..core.urls import same_server, server_url
+from ..errors import (
+    TRANSIENT_ERRORS,
+    InvalidInput,
+    InvalidTransition,
+    JobNotFound,
+    ServerError,
+    WorkerError,
+)
 from ..jobs.base import alone_error, withdraw
 from ..jobs.recover import recover
 from ..jobs.results import Collected
@@ -76,7 +84,7 @@ from ..store.lifecycle import record_changes, release_claims
 from . import running as registry
 from .downloads import Downloads, Fetched
 from .recorder import Claim, Expect, Record, Recorder, Result, Tick, Work
-from .servers import PostedJob, Server, ServerStatus
+from .servers import PostedJob, Server, ServerStatus, clock
 from .sockets import Socket, SocketDown, SocketUp
 
 if TYPE_CHECKING:
@@ -123,7 +131,9 @@ class WorkerStatus:
             lines.append(
                 f"  {s.url}  {'up  ' if s.up else 'DOWN'}  queue {depth}  in flight "
                 f"{s.in_flight}  done {s.done}  failed {s.failed}"
+                + (f"  down since {clock(s.down_since)}" if s.down_since else "")
                 + (f"  last error: {s.last_error}" if s.last_error else "")
+                + ("  (adopted: jobs an earlier worker left there)" if s.adopted else "")
             )
         return "\n".join(lines)
 
@@ -142,6 +152,10 @@ class RunSummary:
     failed: int
     requeued: int
     seconds: float
+    #: jobs not ended when it returned (counted only when it gave up: see ``stopped_by``)
+    left: int = 0
+    #: why ``run`` gave up with jobs left (every server down for ``reroute_after``), or None
+    stopped_by: str | None = None
 
 
 class Worker:
@@ -176,15 +190,16 @@ class Worker:
         extra_data: Mapping[str, Any] | None = None,
     ) -> None:
         from ..client.base import split_userinfo
-        from ..errors import InvalidInput
 
         if isinstance(servers, str):
             servers = [servers]
-        urls = [split_userinfo(url)[0] for url in servers]
+        urls = [split_userinfo(url)[0] for url in servers]  # checked: InvalidInput shows the fix
         if not urls or len(set(urls)) != len(urls):
+            twice = sorted({url for url in urls if urls.count(url) > 1})
             raise InvalidInput(
                 f"servers is a list of distinct ComfyUI URLs, e.g. ['http://127.0.0.1:8188']; "
                 f"got {list(servers)!r}"
+                + (f": {', '.join(twice)} more than once (the same server)" if twice else "")
             )
         if isinstance(target_depth, bool) or not isinstance(target_depth, int) or target_depth < 1:
             raise InvalidInput(f"target_depth must be an int from 1, got {target_depth!r}")
@@ -245,6 +260,11 @@ class Worker:
         Idle: nothing claimable is pending and nothing is in flight. When it returns, every
         job is in a settled state: posted jobs are ``submitted``/``running`` (a later worker
         recovers them) and claimed, unposted ones are back in the queue.
+
+        It gives up when jobs are left and no server could be used for ``reroute_after``
+        seconds (each down, or never up, that long; the jobs on them were put back in the
+        queue): the summary then says so in ``stopped_by`` (servers, since when, their last
+        error) with ``left`` jobs not ended (``comfynb worker --until-idle`` exits 1).
 
         Example::
 
@@ -340,11 +360,17 @@ class Worker:
         self._error = None
         self._events = queue.Queue()
         loop = self._loop = _Loop(self, self._events)
+        loop.said_stuck = loop.until_idle = until_idle  # run() says it as it gives up
         loop.open()
+        left, stopped_by = 0, None
         try:
             while not stop.is_set():
                 loop.round()
                 if until_idle and loop.idle():
+                    break
+                stuck = loop.stuck() if until_idle else None
+                if stuck is not None:
+                    left, stopped_by = stuck  # said by the caller (the CLI logs it)
                     break
         finally:
             loop.halting = True  # from here on nothing is claimed or posted
@@ -354,6 +380,8 @@ class Worker:
             failed=loop.counts["failed"],
             requeued=loop.counts["requeued"],
             seconds=round(time.monotonic() - started, 3),
+            left=left,
+            stopped_by=stopped_by,
         )
 
 
@@ -390,6 +418,10 @@ class _Loop:
         self.strikes: dict[int, int] = {}  # job id: failures to collect it, its server up
         self.cancellations_seen = 0
         self.servers: list[Server] = []
+        #: servers not in the worker's list where an earlier worker left jobs in flight
+        self.adopted: list[Server] = []
+        self.said_stuck = False  # "no server could be used" was logged (until one is up)
+        self.until_idle = False  # run(until_idle=True): it gives up and says so itself
         self.sockets: list[Socket] = []
         self._recorder: Recorder | None = None
         self._downloads: Downloads | None = None
@@ -404,11 +436,16 @@ class _Loop:
         assert self._downloads is not None, "open() first"
         return self._downloads
 
+    @property
+    def every_server(self) -> list[Server]:
+        """Its servers, then the adopted ones (followed and rerouted, never given claims)."""
+        return [*self.servers, *self.adopted]
+
     def status(self) -> tuple[ServerStatus, ...]:
         sockets = self.sockets
         return tuple(
             server.status(sockets[i].queue_remaining if i < len(sockets) else None)
-            for i, server in enumerate(self.servers)
+            for i, server in enumerate(self.every_server)
         )
 
     # ----------------------------------------------------------------- open, close, idle
@@ -435,6 +472,7 @@ class _Loop:
         for server in self.servers:
             server.check(self._recover)
         logger.info("worker %s started on %s", self.name, ", ".join(url for url, _ in self.urls))
+        self._adopt()
 
     def close(self) -> None:
         """Finish the downloads under way, record everything handed, give back unposted jobs."""
@@ -458,7 +496,7 @@ class _Loop:
                 socket.stop()
             for socket in self.sockets:
                 socket.join()
-            for server in self.servers:
+            for server in self.every_server:
                 server.client.close()
                 server.probe.close()
             logger.info("worker %s stopped", self.name)
@@ -466,7 +504,9 @@ class _Loop:
     def idle(self) -> bool:
         """Nothing in flight, in hand or being recorded, and nothing claimable on a server up.
 
-        Checked after every round: ``run`` returns as soon as the last job is recorded.
+        Checked after every round: ``run`` returns as soon as the last job is recorded. Jobs
+        left in flight on a server not reached yet (not recovered), or on an adopted server,
+        keep it busy; with no server up, only pending jobs for its servers do.
         """
         if self._busy():
             return False
@@ -474,19 +514,45 @@ class _Loop:
             self._sync()  # the last moves: committed now, not after the recorder's linger
             if self._busy():
                 return False
+        if self.adopted:
+            return False
+        unreached = [s for s in self.servers if not s.recovered]
+        if unreached and any(
+            job.server is None or any(same_server(job.server, s.url) for s in unreached)
+            for job in self.store.unsettled_jobs()
+        ):
+            return False
         up = [s for s in self.servers if s.up and s.caps is not None]
-        if not up:
-            # every server down: give up once they have been down for reroute_after
-            now = time.monotonic()
-            return all(
-                s.down_since is not None and now - s.down_since > self.reroute_after
-                for s in self.servers
-            )
-        return self.store.claimable([s.url for s in up]) == 0
+        return self.store.claimable([s.url for s in (up or self.servers)]) == 0
+
+    def stuck(self) -> tuple[int, str] | None:
+        """Jobs are left and no server could be used for ``reroute_after`` seconds: how many
+        jobs, and why (each server, since when, its last error); else None.
+
+        Every server of the worker down (or never up, or answering without its capabilities)
+        for more than ``reroute_after``, its jobs rerouted, and no adopted server still
+        followed. Checked after ``idle``: jobs are left.
+        """
+        if self.adopted or not all(s.rerouted and not s.up for s in self.servers):
+            return None
+        counts = self.store.status_counts()
+        left = sum(counts.get(status, 0) for status in ("pending", "submitted", "running"))
+        if not left:
+            return None
+        servers = "; ".join(
+            f"{s.url} (down since {clock(s.down_at)}: {s.last_error or 'no answer'})"
+            if s.down_at is not None
+            else f"{s.url} ({s.last_error or 'no answer'})"
+            for s in self.servers
+        )
+        return left, (
+            f"{left} job(s) still pending; no server could be used for more than "
+            f"{self.reroute_after:g} s: {servers}"
+        )
 
     def _busy(self) -> bool:
         return bool(self.downloads.under_way) or any(
-            s.posted or s.claims.jobs or s.claims.asked for s in self.servers
+            s.posted or s.claims.jobs or s.claims.asked for s in self.every_server
         )
 
     def _results_coming(self) -> bool:
@@ -511,11 +577,13 @@ class _Loop:
         self._poll_ended_badly(ended_badly)
         self._check_servers(now)
         self._reroute_dead(now)
+        self._retire_adopted()
+        self._say_if_stuck()
         self._poll_unheard(now)
         self._ask_for_claims()
 
     def _wait_for_events(self) -> list[tuple[int, Any]]:
-        busy = any(server.posted for server in self.servers)
+        busy = any(server.posted for server in self.every_server)
         return self._drain(0.05 if busy else 0.1)
 
     def _drain(self, block: float) -> list[tuple[int, Any]]:
@@ -879,7 +947,7 @@ class _Loop:
 
     def _check_servers(self, now: float) -> None:
         """Health checks that are due (down servers, with backoff; servers in trouble)."""
-        for server in self.servers:
+        for server in self.every_server:
             if now >= server.checks.due:
                 server.check(self._recover)
 
@@ -908,7 +976,7 @@ class _Loop:
 
     def _reroute_dead(self, now: float) -> None:
         """The jobs of servers down for more than ``reroute_after``, to the living ones."""
-        for server in self.servers:
+        for server in self.every_server:
             if server.is_overdue(now, self.reroute_after):
                 self._reroute(server)
 
@@ -921,7 +989,7 @@ class _Loop:
         self._sync()
         reason = f"server {server.url} down for more than {self.reroute_after} s: rerouted"
         ours = {posted.job.id: posted for posted in server.posted.values()}
-        stranded = [j for j in self.store.unsettled_jobs() if j.server == server.url]
+        stranded = [j for j in self.store.unsettled_jobs() if same_server(j.server, server.url)]
         release = server.claims.give_back()
         changes: list[Move | Retry] = []
         for job in stranded:
@@ -948,7 +1016,7 @@ class _Loop:
 
     def _poll_unheard(self, now: float) -> None:
         """Poll the jobs of servers whose socket is down (with backoff), silent, or just back."""
-        for server in self.servers:
+        for server in self.every_server:
             if not server.up or not server.poll_due(now):
                 continue
             if server.posted:
@@ -956,3 +1024,64 @@ class _Loop:
             for posted in list(server.posted.values()):
                 if posted.is_current and not posted.fetching and posted.settled and server.up:
                     self._poll(posted)
+
+    # ----------------------------------------------------------------- adopted servers
+
+    def _adopt(self) -> None:
+        """Follow the jobs an earlier worker left in flight on servers not in this one's list.
+
+        A kernel restarted its embedded simulator on another port, or the list changed: such
+        jobs would stay submitted or running forever. Each such server is adopted: asked with
+        ``recover`` if it answers (its jobs followed to their end; a claimed job it never saw
+        is posted there once, as ``recover`` does), else, once it has been down for
+        ``reroute_after``, its jobs go back to the queue for this worker's servers
+        (``_reroute``). It is never given new jobs, and is dropped once nothing of it is left.
+        """
+        from ..client import Client, RetryPolicy
+
+        ours = [s.url for s in self.servers]
+        left: dict[str, int] = {}  # by the server's one spelling (a row may have another)
+        for job in self.store.unsettled_jobs():
+            if job.server is not None and not any(same_server(job.server, u) for u in ours):
+                try:
+                    url = server_url(job.server)
+                except InvalidInput as exc:
+                    logger.warning("job %d in flight on %r, left alone: %s", job.id, job.server, exc)
+                    continue
+                left[url] = left.get(url, 0) + 1
+        once = {**self.client_options, "retry": RetryPolicy(attempts=1)}
+        for url, count in left.items():
+            client, probe = Client(url, **self.client_options), Client(url, **once)
+            logger.info(
+                "%d job(s) in flight on %s, a server worker %s was not given: looking them up "
+                "there, or rerouting them if it stays down for %g s",
+                count,
+                url,
+                self.name,
+                self.reroute_after,
+            )
+            server = Server(url, client, probe, target_depth=self.target_depth)
+            server.adopted = True
+            self.adopted.append(server)
+            server.check(self._recover)
+
+    def _retire_adopted(self) -> None:
+        """Drop the adopted servers that have nothing of ours left (followed or rerouted)."""
+        for server in list(self.adopted):
+            if server.recovered and not server.posted:
+                self.adopted.remove(server)
+                server.client.close()
+                server.probe.close()
+                logger.info("server %s: no job left there; no longer followed", server.url)
+
+    def _say_if_stuck(self) -> None:
+        """Log once (until a server is up again) that no server could be used for a while."""
+        if any(s.up for s in self.servers):
+            self.said_stuck = self.said_stuck and self.until_idle
+            return
+        if self.said_stuck or not all(s.rerouted for s in self.servers):
+            return
+        stuck = self.stuck()
+        if stuck is not None:
+            self.said_stuck = True
+            logger.error("worker %s: %s", self.name, stuck[1])

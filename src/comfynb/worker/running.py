@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..errors import WorkerError
@@ -18,7 +19,20 @@ from ..errors import WorkerError
 if TYPE_CHECKING:
     from ..store import Store
 
-__all__ = ["register", "running", "stop_all_at_exit", "unregister"]
+__all__ = ["register", "running", "servers_down", "stop_all_at_exit", "unregister"]
+
+
+class _Server(Protocol):
+    @property
+    def up(self) -> bool: ...
+    @property
+    def last_error(self) -> str | None: ...
+    def trouble(self) -> str | None: ...
+
+
+class _Status(Protocol):
+    @property
+    def servers(self) -> Sequence[_Server]: ...
 
 
 class Runs(Protocol):
@@ -31,6 +45,7 @@ class Runs(Protocol):
     @property
     def in_background(self) -> bool: ...
     def stop(self, timeout: float | None = 10.0) -> None: ...
+    def status(self) -> _Status: ...
 
 
 W = TypeVar("W", bound=Runs)
@@ -50,6 +65,28 @@ def running(store: Store) -> Runs | None:
     """The worker running on ``store`` in this process, or None."""
     with _LOCK:
         return _RUNNING.get(_key(store))
+
+
+def servers_down(store: Store) -> list[str]:
+    """What the worker running on ``store`` in this process says of its servers that are down
+    (a failure seen): ``["http://127.0.0.1:9 down since 12:01:02: connection refused"]``.
+
+    Empty when no worker runs here or every server is up. ``comfynb.wait`` shows it; a
+    ``comfynb worker`` process serves it to notebooks (``RemoteStore.servers_down_on_owner``).
+
+    Example::
+
+        >>> servers_down(store)
+        ['http://127.0.0.1:9 down since 12:01:02: connection refused']
+    """
+    worker = running(store)
+    if worker is None:
+        return []
+    return [
+        trouble
+        for server in worker.status().servers
+        if not server.up and server.last_error and (trouble := server.trouble())
+    ]
 
 
 def register(worker: W, *, reuse: bool) -> W | None:

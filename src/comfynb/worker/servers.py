@@ -20,9 +20,11 @@ Example::
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from ..core.status import JobStatus
@@ -44,7 +46,9 @@ __all__ = [
     "PostedJob",
     "Server",
     "ServerStatus",
+    "brief",
     "capabilities",
+    "clock",
     "missing_capability",
 ]
 
@@ -135,6 +139,39 @@ def missing_capability(workflow: Mapping[str, Any], caps: Capabilities) -> str |
     return None
 
 
+# --------------------------------------------------------------------------- what went wrong, said
+
+
+def brief(exc: BaseException) -> str:
+    """Why a call to a server failed, in a few words: ``"connection refused"``.
+
+    The transport's own words (the cause of a ``ServerUnreachable``), without errno numbers;
+    a timeout says so; anything else is its type and message.
+
+    Example::
+
+        >>> brief(ServerUnreachable("..."))      # raised from httpx.ConnectError
+        'connection refused'
+    """
+    cause = exc.__cause__
+    if isinstance(exc, ServerTimeout):
+        return f"no answer in time ({type(cause).__name__ if cause else 'timeout'})"
+    if isinstance(exc, ServerUnreachable) and cause is not None:
+        words = re.sub(r"^\[Errno -?\d+\]\s*", "", str(cause)).strip()
+        if words:
+            return words[0].lower() + words[1:]
+        return type(cause).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def clock(when: datetime) -> str:
+    """A time as this machine's clock shows it: ``12:01:02`` today, with the date otherwise."""
+    local = when.astimezone()
+    if local.date() == datetime.now().astimezone().date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M:%S")
+
+
 # --------------------------------------------------------------------------- a server's state
 
 
@@ -158,6 +195,23 @@ class ServerStatus:
     done: int
     failed: int
     last_error: str | None
+    #: when it went down (or the worker started, if it never answered); None while up
+    down_since: datetime | None = None
+    #: not one of the worker's servers: jobs left in flight there by an earlier worker
+    adopted: bool = False
+
+    def trouble(self) -> str | None:
+        """``"http://gpu1:8188 down since 12:01:02: connection refused"``; None while up.
+
+        Example::
+
+            >>> [s.trouble() for s in worker.status().servers if not s.up]
+            ['http://127.0.0.1:9 down since 12:01:02: connection refused']
+        """
+        if self.up:
+            return None
+        since = f" since {clock(self.down_since)}" if self.down_since is not None else ""
+        return f"{self.url} down{since}: {self.last_error or 'not reached yet'}"
 
 
 class Backoff:
@@ -221,7 +275,10 @@ class Server:
         # health
         self.up = False
         self.down_since: float | None = time.monotonic()
+        self.down_at: datetime | None = datetime.now(UTC)  # down_since, on the wall clock
         self.last_error: str | None = None
+        self.said_down = False  # "down" was logged since it was last up
+        self.adopted = False  # not one of the worker's servers (jobs left there earlier)
         self.checks = Backoff()  # health checks while down; due at once when in trouble
         self.recovered = False  # ``recover`` ran for it
         self.rerouted = False  # down for too long: its jobs went to the others
@@ -246,6 +303,8 @@ class Server:
             done=self.done,
             failed=self.failed,
             last_error=self.last_error,
+            down_since=None if self.up else self.down_at,
+            adopted=self.adopted,
         )
 
     def waiting(self) -> int:
@@ -263,18 +322,22 @@ class Server:
 
     def trouble(self, exc: Exception) -> None:
         """A call failed after the client's retries: check its health soon."""
-        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.last_error = brief(exc)
         self.checks.due = 0.0
         if isinstance(exc, DOWN) and self.up:
             self.mark_down(self.last_error)
 
     def mark_down(self, reason: str) -> None:
-        if self.up:
-            logger.info("server %s down: %s", self.url, reason)
+        """Down (or still down) for ``reason``; said once in the log, when it goes down (a
+        server that never answered included)."""
+        if not self.said_down:
+            logger.warning("server %s down: %s", self.url, reason)
+            self.said_down = True
         self.up = False
         self.last_error = reason
         if self.down_since is None:
             self.down_since = time.monotonic()
+            self.down_at = datetime.now(UTC)
 
     def check(self, recover: Callable[[Server], None]) -> None:
         """Health check (``/system_stats``); on the way up, capabilities and ``recover``."""
@@ -285,16 +348,17 @@ class Server:
             if not self.recovered:
                 recover(self)
         except DOWN as exc:
-            self.mark_down(f"{type(exc).__name__}: {exc}")
+            self.mark_down(brief(exc))
             self.checks.wait(time.monotonic())
             return
         except ServerFailed as exc:  # it answers, badly: up, try again soon
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = brief(exc)
             self.checks.wait(time.monotonic())
             return
         if not self.up:
             logger.info("server %s up", self.url)
-        self.up, self.down_since, self.rerouted = True, None, False
+        self.up, self.down_since, self.down_at, self.rerouted = True, None, None, False
+        self.said_down = False
         self.checks.reset()
         self.checks.due = float("inf")
 

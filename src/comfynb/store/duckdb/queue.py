@@ -18,6 +18,7 @@ from datetime import UTC
 
 from ...core.models import Candidate, Job, Run, Step
 from ...core.status import JobStatus
+from ...core.urls import server_url
 from ...errors import InvalidInput, StoreError
 from ...workflows.check import check_int
 from ..base import AddedJobs
@@ -138,8 +139,7 @@ class Queue(Connection):
             >>> job.status.value, job.prompt_id is not None
             ('pending', True)
         """
-        if server is not None and not isinstance(server, str):
-            raise InvalidInput(f"server must be a URL string or None, got {server!r}")
+        server = _server_column(server)
         rows = self._write(
             "UPDATE jobs SET prompt_id = ?, server = coalesce(server, ?), claimed_at = now() "
             "WHERE id = (SELECT j.id FROM jobs j LEFT JOIN "
@@ -167,8 +167,7 @@ class Queue(Connection):
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidInput(f"n is how many jobs to claim, an int from 1; got {n!r}")
-        if server is not None and not isinstance(server, str):
-            raise InvalidInput(f"server must be a URL string or None, got {server!r}")
+        server = _server_column(server)
         with self._atomic():
             picked = self._fetch(
                 "WITH last AS (SELECT run_id, max(claimed_at) AS last_claim FROM jobs "
@@ -210,7 +209,7 @@ class Queue(Connection):
         rows = self._fetch(
             "SELECT count(*) FROM jobs WHERE status = 'pending' AND prompt_id IS NULL AND "
             "(?::VARCHAR[] IS NULL OR server IS NULL OR list_contains(?::VARCHAR[], server))",
-            [None if servers is None else list(servers)] * 2,
+            [None if servers is None else [_server_column(url) for url in servers]] * 2,
         )
         return int(rows[0][0])
 
@@ -240,7 +239,7 @@ class Queue(Connection):
             rows = self._fetch(
                 "UPDATE jobs SET prompt_id = ?, server = coalesce(?, server), "
                 f"claimed_at = coalesce(claimed_at, now()) WHERE id = ? RETURNING {JOB_SELECT}",
-                [prompt_id, server, job_id],
+                [prompt_id, _server_column(server), job_id],
             )
         return job_row(rows[0])
 
@@ -261,3 +260,12 @@ _INSERT_MANY = (
     "unnest(?::VARCHAR[])::JSON, unnest(?::VARCHAR[])::JSON "
     "RETURNING id, timezone('UTC', created_at)"
 )
+
+
+def _server_column(server: str | None) -> str | None:
+    """What ``jobs.server`` holds for ``server``: its one spelling (``core.urls``), or None."""
+    if server is None:
+        return None
+    if not isinstance(server, str):
+        raise InvalidInput(f"server must be a URL string or None, got {server!r}")
+    return server_url(server)
