@@ -78,6 +78,28 @@ def failed_event(store: Store, job_id: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- 1. NaN / inf
 
 
+@pytest.mark.parametrize(
+    "text", ['{"1": {"class_type": "EmptyImage", "inputs": {"color": nan}}}', '{"1": 2,}']
+)
+def test_a_workflow_python_cannot_read_fails_alone_and_never_stops_a_claim(
+    sim: Simulator, store: Store, text: str
+) -> None:
+    """Text DuckDB's JSON takes but Python's does not (lowercase nan, a trailing comma),
+    written by hand: reading the job never raises; the worker fails it, naming why."""
+    bad = poison(store, prompt_text(color="1"))
+    with store.transaction() as tx:  # raw SQL, as a hand edit would
+        tx.fetch("UPDATE jobs SET workflow = ?::JSON WHERE id = ?", [text, bad])
+    assert store.job(bad).workflow == text  # shown as the text it is
+    good = good_jobs(store)
+    summary = Worker(store, [sim.url]).run()
+    assert (summary.completed, summary.failed) == (GOOD, 1)
+    assert_good_completed(store, good)
+    job = store.job(bad)
+    assert job.status is S.FAILED and job.error is not None
+    assert job.error["type"] == "UnsendablePrompt"
+    assert job.error["message"].startswith("the stored workflow is not JSON Python can read")
+
+
 def test_nan_and_infinity_in_a_workflow_fail_alone_in_the_worker_round(
     sim: Simulator, store: Store
 ) -> None:

@@ -164,6 +164,12 @@ def unsendable(workflow: Any) -> dict[str, Any] | None:
         {'type': 'UnsendablePrompt', 'message': 'the prompt cannot be sent as JSON: input
         "color" of node "1" is nan; fix that input and enqueue the job again', ...}
     """
+    if isinstance(workflow, str):  # a stored text JSON cannot read (store.duckdb.rows)
+        return {
+            "type": "UnsendablePrompt",
+            "message": f"the stored workflow is not JSON Python can read ({workflow[:60]!r}...); "
+            "enqueue the job again with a workflow made by json or comfynb",
+        }
     where = unstorable(workflow, "the workflow", prompt=True)
     if where is not None:
         return {

@@ -78,13 +78,26 @@ def step_row(row: tuple[Any, ...]) -> Step:
 def job_row(row: tuple[Any, ...]) -> Job:
     values = dict(zip(JOB_COLUMNS, row, strict=True))
     for name in ("workflow", "params", "error", "metadata"):
-        values[name] = from_json(values[name])
+        values[name] = _lenient_json(values[name], name)
     values["params"] = values["params"] or {}
     values["metadata"] = values["metadata"] or {}
     values["status"] = JobStatus(values["status"])
     for name in JOB_TIMES:
         values[name] = utc(values[name])
     return Job(**values)
+
+
+def _lenient_json(text: str | None, name: str) -> Any:
+    """A JSON column's value; text Python's JSON cannot read (DuckDB's JSON takes ``nan``,
+    a trailing comma: written by hand) comes as is for ``workflow`` (the worker fails that
+    job, ``jobs.submit.unsendable``) and under ``"unreadable"`` for the others, so one
+    damaged row never stops a read of many."""
+    try:
+        return from_json(text)
+    except ValueError:
+        if name == "workflow":
+            return text
+        return {"unreadable": text}
 
 
 def candidate_row(row: tuple[Any, ...]) -> Candidate:
