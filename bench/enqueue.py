@@ -3,7 +3,7 @@
 Run: ``python bench/enqueue.py [--jobs 10000] [--singles 1000] [--repeat 3]``. Prints its figures.
 
 Each way queues ``--jobs`` txt2img workflows (7 nodes, ~740 bytes of JSON each) with a
-``{"seed": i}`` param into a fresh run:
+``{"KSampler.seed": i}`` param into a fresh run:
 
 * ``enqueue_many`` on a local store (the file opened here), and through a ``comfynb worker``
   process that owns the file (``RemoteStore``: one request). The worker's only server is down,
@@ -155,7 +155,7 @@ def main() -> None:
     options = parser.parse_args()
     n, singles, repeat = options.jobs, min(options.singles, options.jobs), options.repeat
     workflows = [txt2img(i) for i in range(n)]
-    params = [{"seed": i} for i in range(n)]
+    params = [{"KSampler.seed": i} for i in range(n)]
     seconds: dict[str, float] = {}  # the time of n jobs, each way
 
     with tempfile.TemporaryDirectory() as name:

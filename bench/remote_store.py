@@ -79,7 +79,7 @@ def main() -> None:
             store.new_run("bench")
             store.new_run("extra")
             for i in range(options.jobs):
-                comfynb.enqueue(store, trivial_prompt(i), run="bench", params={"seed": i})
+                comfynb.enqueue(store, trivial_prompt(i), run="bench", params={"1.color": i})
         started = time.perf_counter()
         assert worker(db, sim.url, "--until-idle").wait() == 0
         print(f"{options.jobs} jobs run by comfynb worker: {time.perf_counter() - started:.1f} s")

@@ -31,11 +31,11 @@ def workflow(i: int, color: int, prefix: str) -> dict[str, Any]:
 
 
 def enqueue_jobs(tmp_path: Path, count: int, color: int, prefix: str) -> None:
-    """``count`` jobs in the store under ``tmp_path``, each with its seed ``i`` as a param."""
+    """``count`` jobs in the store under ``tmp_path``, job ``i`` making ``1 + i % 2`` images."""
     with Store.open(tmp_path / "lab.duckdb", output_dir=tmp_path / "outputs") as store:
         run = store.new_run("crash")
         for i in range(count):
-            enqueue(store, workflow(i, color, prefix), run=run, params={"seed": i})
+            enqueue(store, workflow(i, color, prefix), run=run, params={"1.batch_size": 1 + i % 2})
 
 
 def run_child(
@@ -97,8 +97,8 @@ def check_everything_done_once(tmp_path: Path, sim: Simulator, jobs_count: int) 
         assert (jobs["retries"] == 0).all()
         cands = store.candidates()
         per_job = cands.groupby("job_id").size().to_dict()
-        for job_id, seed in zip(jobs["id"], jobs["seed"], strict=True):
-            assert per_job.get(job_id) == 1 + seed % 2, job_id
+        for job_id, batch in zip(jobs["id"], jobs["1.batch_size"], strict=True):
+            assert per_job.get(job_id) == batch, job_id
             check_events(store, int(job_id))
         on_disk = {
             p.relative_to(store.output_dir).as_posix()

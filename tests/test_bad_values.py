@@ -60,10 +60,10 @@ CASES: dict[str, tuple[Callable[[NotebookStore], object], str]] = {
         enqueue(workflow=with_input("text", "cat\udc80")),
         r"\[\"text\"\] holds a lone surrogate '\\udc80' at position 3",
     ),
-    "NaN in params": (enqueue(params={"cfg": math.nan}), r'params\["cfg"\] is nan'),
+    "NaN in params": (enqueue(params={"1.width": math.nan}), r'params\["1.width"\] is nan'),
     "a 70-bit seed in params": (
-        enqueue(params={"seed": 2**70}),
-        r'params\["seed"\] is 1180591620717411303424: beyond the 64-bit',
+        enqueue(workflow=with_input("seed", 1), params={"1.seed": 2**70}),
+        r'params\["1.seed"\] is 1180591620717411303424: beyond the 64-bit',
     ),
     "-inf in metadata": (enqueue(metadata={"x": -math.inf}), r'metadata\["x"\] is -inf'),
     "a lone surrogate as a metadata key": (
@@ -77,9 +77,9 @@ CASES: dict[str, tuple[Callable[[NotebookStore], object], str]] = {
     "max_retries 2**40": (enqueue(max_retries=2**40), r"max_retries must be an int from 0 to"),
     "NaN in a batch's params": (
         lambda store: comfynb.enqueue_many(
-            store, [trivial_prompt(), trivial_prompt()], run="r", params=[{}, {"cfg": math.nan}]
+            store, [trivial_prompt(), trivial_prompt()], run="r", params=[{}, {"1.width": math.nan}]
         ),
-        r'^params\[1\]: params\["cfg"\] is nan',
+        r'^params\[1\]: params\["1.width"\] is nan',
     ),
     "a lone surrogate in a run name": (
         lambda store: comfynb.enqueue(store, trivial_prompt(), run="r\udc80"),
@@ -124,17 +124,19 @@ def test_a_bad_value_is_one_typed_error_on_both_stores_and_writes_nothing(
 def test_the_edges_of_the_ranges_are_stored_as_given(both: tuple[Store, RemoteStore]) -> None:
     local, remote = both
     for store in (local, remote):
+        workflow = with_input("seed", 0)
+        workflow["1"]["inputs"].update(low=0, cfg=1.0)
         job = comfynb.enqueue(
             store,
-            with_input("seed", 2**64 - 1),
+            workflow,
             run="r",
-            params={"seed": 2**64 - 1, "low": -(2**63), "cfg": 1e308},
+            params={"1.seed": 2**64 - 1, "1.low": -(2**63), "1.cfg": 1e308},
             priority=2**31 - 1,
             max_retries=0,
             metadata={"name": "caf\u00e9 \U0001f600"},
         )
         assert local.job(job.id) == job
-        assert job.params == {"seed": 2**64 - 1, "low": -(2**63), "cfg": 1e308}
+        assert job.params == {"1.seed": 2**64 - 1, "1.low": -(2**63), "1.cfg": 1e308}
         assert next(iter(job.workflow.values()))["inputs"]["seed"] == 2**64 - 1
         assert job.metadata == {"name": "caf\u00e9 \U0001f600"}
 

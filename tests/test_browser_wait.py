@@ -162,7 +162,7 @@ sim = comfynb.Simulator(root=workdir / "sim").start()
 store = comfynb.open(workdir / "lab.duckdb", output_dir=workdir / "outputs")
 run = store.new_run("browser wait")
 jobs = [
-    comfynb.enqueue(store, txt2img(seed, steps=2, size=64), run=run, params={{"seed": seed}})
+    comfynb.enqueue(store, txt2img(seed, steps=2, size=64), run=run, params={{"KSampler.seed": seed}})
     for seed in range({JOBS})
 ]
 worker = comfynb.Worker(store, servers=[sim.url])

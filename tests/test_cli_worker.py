@@ -84,17 +84,17 @@ def test_a_notebook_beside_a_worker_process(
     assert isinstance(store, RemoteStore) and store.pid == worker.process.pid
     run = store.new_run("sweep")
     jobs = [
-        comfynb.enqueue(store, trivial_prompt(f"s{seed}"), run=run, params={"seed": seed})
-        for seed in range(6)
+        comfynb.enqueue(store, trivial_prompt(f"s{color}"), run=run, params={"1.color": color})
+        for color in range(6)
     ]
     summary = comfynb.wait(store, jobs, timeout=20, progress=False)
     assert (summary.done, summary.failed, summary.pending) == (6, 0, 0)
 
     frame = store.jobs(run="sweep")
     assert frame["status"].tolist() == ["completed"] * 6
-    assert str(frame["seed"].dtype) == "UInt64"
+    assert str(frame["1.color"].dtype) == "UInt64"
     candidates = store.candidates(run=run)
-    assert len(candidates) == 6 and candidates["seed"].tolist() == list(range(6))
+    assert len(candidates) == 6 and candidates["1.color"].tolist() == list(range(6))
     assert all(store.image_path(int(i)).is_file() for i in candidates["id"])
     picked = store.pick(int(candidates["id"][2]))
     assert picked.picked and store.candidates(picked=True)["id"].tolist() == [picked.id]
@@ -157,7 +157,7 @@ def test_sigterm_mid_run_then_a_restart_finishes_the_rest(
     with Store.open(db) as store:
         run = store.new_run("long")
         ids = [
-            comfynb.enqueue(store, trivial_prompt(f"l{i}"), run=run, params={"seed": i}).id
+            comfynb.enqueue(store, trivial_prompt(f"l{i}"), run=run, params={"1.color": i}).id
             for i in range(total)
         ]
     sim.configure(node_seconds=0.02)  # ~40 ms a job: the signal lands mid-run

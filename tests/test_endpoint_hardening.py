@@ -201,14 +201,14 @@ def test_a_big_enqueue_many_goes_in_requests_under_the_limit(store: Store) -> No
     with served(store, max_body=64 * 1024), comfynb.open(store.path) as remote:
         assert isinstance(remote, RemoteStore) and remote.max_body == 64 * 1024
         workflows = [trivial_prompt(f"p{i}-" + "w" * 200) for i in range(400)]  # ~150 KB
-        params = [{"seed": i} for i in range(400)]
+        params = [{"1.color": i} for i in range(400)]
         remote.new_run("big")
         jobs = comfynb.enqueue_many(remote, workflows, run="big", params=params)
         assert [job.params for job in jobs] == params
         ids = [job.id for job in jobs]
         assert ids == sorted(ids) and len(set(ids)) == 400
         frame = store.jobs(run="big")
-        assert frame["id"].tolist() == ids and frame["seed"].tolist() == list(range(400))
+        assert frame["id"].tolist() == ids and frame["1.color"].tolist() == list(range(400))
         # one job bigger than the limit: refused before anything is sent, naming it
         big = trivial_prompt("z")
         big["1"]["inputs"]["text"] = "z" * 75_000  # a long prompt text

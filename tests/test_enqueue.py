@@ -39,15 +39,23 @@ def test_the_jobs_are_written_in_order_and_read_back_the_same(store: Store) -> N
         sweep(3),
         run="r",
         step=step,
-        params=[{"seed": 0}, None, {"seed": 2, "cfg": 7.5}],
+        params=[{"EmptyImage.color": 0}, None, {"EmptyImage.color": 2, "2.filename_prefix": "x"}],
         priority=2,
         max_retries=1,
         metadata={"why": "sweep"},
     )
     assert [j.id for j in jobs] == sorted(j.id for j in jobs)
     assert [store.job(j.id) for j in jobs] == jobs  # built without reading back: the same
-    assert [j.params for j in jobs] == [{"seed": 0}, {}, {"seed": 2, "cfg": 7.5}]
-    assert [j.workflow for j in jobs] == sweep(3)
+    assert [j.params for j in jobs] == [
+        {"EmptyImage.color": 0},
+        {},
+        {"EmptyImage.color": 2, "2.filename_prefix": "x"},
+    ]
+    expected = sweep(3)  # each param set in its own job's workflow, the rest unchanged
+    expected[0]["1"]["inputs"]["color"] = 0
+    expected[2]["1"]["inputs"]["color"] = 2
+    expected[2]["2"]["inputs"]["filename_prefix"] = "x"
+    assert [j.workflow for j in jobs] == expected
     for job in jobs:
         assert (job.status, job.run_id, job.step_id, job.priority) == (
             JobStatus.PENDING,
@@ -105,10 +113,13 @@ def test_one_bad_workflow_writes_nothing_and_is_named_by_its_index(
 def test_bad_params_metadata_and_ints_write_nothing(store: Store) -> None:
     store.new_run("r")
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"params": [{"seed": 1}, [1, 2]]}, r"^params\[1\]: params is a dict of what varied"),
-        ({"params": [{"seed": 1}, {"f": {1, 2}}]}, r'^params\[1\]: params\["f"\] is a set: params must be JSON data'),
-        ({"params": [{"seed": 1}]}, "params has 1 entries for 2 workflows"),
-        ({"params": {"seed": 1}}, "params is a list of dicts, one per workflow"),
+        ({"params": [{"1.color": 1}, [1, 2]]}, r"^params\[1\]: params is a dict of inputs to set"),
+        (
+            {"params": [{"1.color": 1}, {"1.color": {1, 2}}]},
+            r'^params\[1\]: params\["1.color"\] is a set: params must be JSON data',
+        ),
+        ({"params": [{"1.color": 1}]}, "params has 1 entries for 2 workflows"),
+        ({"params": {"1.color": 1}}, "params is a list of dicts, one per workflow"),
         ({"metadata": {"f": object()}}, "metadata must be JSON data"),
         ({"priority": "high"}, "priority must be an int"),
         ({"max_retries": -1}, "max_retries must be an int from 0"),
@@ -157,7 +168,9 @@ def test_priority_and_fairness_between_runs_hold_for_batches(store: Store) -> No
 
 def test_a_worker_runs_a_batch_to_the_end(store: Store, sim: Simulator) -> None:
     store.new_run("r")
-    jobs = comfynb.enqueue_many(store, sweep(6), run="r", params=[{"seed": i} for i in range(6)])
+    jobs = comfynb.enqueue_many(
+        store, sweep(6), run="r", params=[{"EmptyImage.color": i} for i in range(6)]
+    )
     summary = comfynb.Worker(store, [sim.url]).run(until_idle=True)
     assert summary.completed == 6
     assert store.status_counts(job_ids=[j.id for j in jobs]) == {"completed": 6}
@@ -201,7 +214,9 @@ def test_through_a_worker_the_batch_is_one_request(
         return request(method, path, what, body)
 
     monkeypatch.setattr(remote, "_request", counted)  # a spy: every request still goes out
-    jobs = comfynb.enqueue_many(remote, sweep(50), run="r", params=[{"seed": i} for i in range(50)])
+    jobs = comfynb.enqueue_many(
+        remote, sweep(50), run="r", params=[{"EmptyImage.color": i} for i in range(50)]
+    )
     assert sent == ["/call/add_jobs"]
     assert jobs == [store.job(j.id) for j in jobs]
     pd.testing.assert_frame_equal(remote.jobs(), store.jobs())
@@ -217,6 +232,7 @@ def test_through_a_worker_the_batch_is_one_request(
 
 def test_enqueue_is_a_batch_of_one(store: Store, remote: RemoteStore) -> None:
     remote.new_run("r")
-    job = comfynb.enqueue(remote, trivial_prompt(), run="r", params={"seed": 4}, priority=3)
+    job = comfynb.enqueue(remote, trivial_prompt(), run="r", params={"1.color": 4}, priority=3)
     assert job == store.job(job.id)
-    assert (job.params, job.priority, job.status) == ({"seed": 4}, 3, JobStatus.PENDING)
+    assert (job.params, job.priority, job.status) == ({"1.color": 4}, 3, JobStatus.PENDING)
+    assert job.workflow["1"]["inputs"]["color"] == 4

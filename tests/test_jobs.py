@@ -97,7 +97,7 @@ def test_a_job_runs_to_completed_with_every_image_recorded(
     store: Store, client: Client, sim: Simulator
 ) -> None:
     job = enqueue(
-        store, two_outputs(), run=store.new_run("r"), params={"seed": 7, "prompt": "a cat"}
+        store, two_outputs(), run=store.new_run("r"), params={"EmptyImage.color": 7}
     )
     submitted = submit_job(store, client, job)
     assert submitted.status is S.SUBMITTED and submitted.server == client.url
@@ -117,7 +117,8 @@ def test_a_job_runs_to_completed_with_every_image_recorded(
         assert row.bytes == len(content)
         with Image.open(path) as image:
             assert image.size == (row.width, row.height) == (32, 24)
-        assert row.seed == 7 and row.prompt == "a cat"
+    assert cands["EmptyImage.color"].tolist() == [7] * 4  # the param, as set
+    assert cands["seed"].isna().all()  # no sampler ran: no seed
     moves = list(store.events(job=job.id)["to_status"])
     assert moves in (
         ["pending", "submitted", "completed"],

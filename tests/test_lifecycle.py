@@ -41,7 +41,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def job_at(store: Store, status: JobStatus) -> int:
-    job = enqueue(store, WORKFLOW, run=store.new_run("r"), params={"seed": 1})
+    job = enqueue(store, WORKFLOW, run=store.new_run("r"), params={"EmptyImage.width": 32})
     for step in PATHS[status]:
         transition(store, job.id, step)
     assert store.job(job.id).status is status

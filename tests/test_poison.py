@@ -41,8 +41,7 @@ def good_jobs(store: Store, count: int = GOOD, run: str = "r") -> list[int]:
     ids = []
     for i in range(count):
         prompt = trivial_prompt(f"good{i}")
-        prompt["1"]["inputs"]["color"] = 1000 + i  # never cached
-        ids.append(enqueue(store, prompt, run=run, params={"seed": i}).id)
+        ids.append(enqueue(store, prompt, run=run, params={"1.color": 1000 + i}).id)  # no cache
     return ids
 
 
@@ -197,7 +196,9 @@ def test_a_seed_beyond_64_bits_fails_its_job_alone_and_the_others_are_recorded(
         job.error["message"]
     )
     assert store.candidates(job=big).empty
-    assert sorted(store.candidates()["seed"].dropna().astype(int)) == list(range(GOOD))
+    assert sorted(store.candidates()["1.color"].dropna().astype(int)) == [
+        1000 + i for i in range(GOOD)
+    ]
 
 
 def test_the_recorder_fails_alone_a_job_whose_row_the_store_refuses(store: Store) -> None:

@@ -150,7 +150,7 @@ def test_frames_and_records_are_the_local_ones(
     jobs = [
         comfynb.enqueue(remote, trivial_prompt(f"p{i}"), run=run, params=params)
         for i, params in enumerate(
-            [{"seed": 1, "cfg": 7.5, "sampler": "euler"}, {"seed": 2}, {"cfg": 4}]
+            [{"1.color": 1, "1.width": 48, "2.filename_prefix": "q"}, {"1.color": 2}, {"1.width": 32}]
         )
     ]
     assert [j.status for j in jobs] == [JobStatus.PENDING] * 3
@@ -170,8 +170,8 @@ def test_frames_and_records_are_the_local_ones(
     ]:
         pd.testing.assert_frame_equal(there, local)  # values and dtypes (Int64, str, ...)
     frame = remote.jobs()
-    assert str(frame["seed"].dtype) == "UInt64"  # nullable, as locally: not floats
-    assert frame["seed"].isna().tolist() == [False, False, True]
+    assert str(frame["1.color"].dtype) == "UInt64"  # nullable, as locally: not floats
+    assert frame["1.color"].isna().tolist() == [False, False, True]
     assert remote.job(int(frame["id"][0])) == store.job(jobs[0].id)  # a numpy id travels
     assert remote.status_counts(run=run) == {"completed": 2, "pending": 1}
     [candidate] = remote.candidates(job=jobs[0]).itertuples()
@@ -306,7 +306,7 @@ def test_many_threads_calling_at_once(remote: RemoteStore, store: Store) -> None
     remote.new_run("t")
 
     def add(i: int) -> Any:
-        return comfynb.enqueue(remote, trivial_prompt(), run="t", params={"seed": i}).id
+        return comfynb.enqueue(remote, trivial_prompt(), run="t", params={"1.color": i}).id
 
     with ThreadPoolExecutor(6) as pool:
         ids = list(pool.map(add, range(30)))
@@ -335,7 +335,7 @@ def test_remote_reads_cost_a_small_multiple_of_local_ones(
 ) -> None:
     store.new_run("b")
     for i in range(50):
-        comfynb.enqueue(store, trivial_prompt(), run="b", params={"seed": i})
+        comfynb.enqueue(store, trivial_prompt(), run="b", params={"1.color": i})
 
     def per_call(call: Any, n: int = 30) -> float:
         started = time.perf_counter()

@@ -5,6 +5,8 @@ Every test uses a real DuckDB file under tmp_path; nothing is mocked.
 
 from __future__ import annotations
 
+import copy
+import json
 import subprocess
 import sys
 import textwrap
@@ -52,16 +54,46 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield store
 
 
+def seeded(seed: int | None = None, *, text: str | None = None, width: int = 64) -> dict[str, Any]:
+    """WORKFLOW with a seed and a prompt text where the candidates' columns read them."""
+    workflow = copy.deepcopy(WORKFLOW)
+    workflow["1"]["inputs"]["width"] = width
+    if seed is not None:
+        workflow["1"]["inputs"]["seed"] = seed
+    if text is not None:
+        workflow["1"]["inputs"]["text"] = text
+    return workflow
+
+
 def sql(store: Store, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
     with store.transaction() as tx:
         return tx.fetch(query, params)
 
 
 def completed_job(
-    store: Store, run: str = "r", *, parent: int | None = None, n: int = 2, **params: Any
+    store: Store,
+    run: str = "r",
+    *,
+    parent: int | None = None,
+    n: int = 2,
+    seed: int | None = None,
+    **params: Any,
 ) -> list[int]:
-    """A job run to completion with ``n`` images; returns the candidate ids."""
-    job = enqueue(store, WORKFLOW, run=store.new_run(run), params=params or None, parent=parent)
+    """A job run to completion with ``n`` images; returns the candidate ids.
+
+    ``seed`` goes in the workflow (the candidates' seed column is read from it); the other
+    keywords are the job's params as the store keeps them (``store.add_jobs``, past
+    enqueue's rule that a param names an input), to test the frames' flattening.
+    """
+    workflow = seeded(seed)
+    store.new_run(run)
+    added = store.add_jobs(
+        [json.dumps(workflow)],
+        run=run,
+        parent=parent,
+        params_json=[json.dumps(params) if params else None],
+    )
+    job = store.job(added.ids[0])
     transition(store, job.id, S.SUBMITTED)
     images = [NewCandidate("2", f"{run}/{job.id}_{i}.png", width=64, height=64) for i in range(n)]
     return [c.id for c in record_result(store, job.id, images)]
@@ -107,22 +139,33 @@ def test_an_older_file_migrates_forward_without_losing_a_row(tmp_path: Path) -> 
     path = tmp_path / "old.duckdb"
     with Store.open(path, migrations=MIGRATIONS[:1]) as old:
         assert old.schema_version == 1
-        ids = completed_job(old, "kept", seed=11)
+        sql(old, "INSERT INTO runs (name) VALUES ('kept')")
+        sql(old, "INSERT INTO jobs (run_id, workflow) VALUES (1, '{}')")
+        sql(
+            old,
+            "INSERT INTO candidates (job_id, run_id, node_id, path, seed) "
+            "VALUES (1, 1, '2', 'kept/a.png', 11), (1, 1, '2', 'kept/b.png', 12)",
+        )
     later = Migration(
-        "002_candidate_tags",
+        "099_candidate_tags",
         ("ALTER TABLE candidates ADD COLUMN tags VARCHAR[] DEFAULT []",),
     )
+    newest = len(MIGRATIONS) + 1
     with Store.open(path, migrations=(*MIGRATIONS, later)) as new:
-        assert new.schema_version == 2
-        assert new.candidate(ids[0]).seed == 11
+        assert new.schema_version == newest
+        kept = new.candidates()
+        assert kept["seed"].tolist() == [11, 12] and kept["cfg"].isna().all()
         assert sql(new, "SELECT count(*), min(tags::VARCHAR) FROM candidates") == [(2, "[]")]
         names = sql(new, "SELECT version, name FROM schema_migrations ORDER BY version")
-        assert names == [(1, MIGRATIONS[0].name), (2, "002_candidate_tags")]
-    # this comfynb knows one migration: the newer file is refused and left as it was
+        assert names == [
+            *((i + 1, m.name) for i, m in enumerate(MIGRATIONS)),
+            (newest, "099_candidate_tags"),
+        ]
+    # this comfynb knows fewer migrations: the newer file is refused and left as it was
     with pytest.raises(SchemaTooNew, match="upgrade comfynb"):
         Store.open(path)
     with Store.open(path, migrations=(*MIGRATIONS, later)) as again:
-        assert again.schema_version == 2 and len(again.candidates()) == 2
+        assert again.schema_version == newest and len(again.candidates()) == 2
 
 
 def test_a_file_with_foreign_migrations_is_refused(tmp_path: Path) -> None:
@@ -324,10 +367,11 @@ def test_enqueue_refuses_a_bad_workflow_naming_the_node(
 def test_enqueue_writes_a_pending_job(store: Store) -> None:
     run = store.new_run("r")
     step = store.new_step(run, "generate", WORKFLOW)
-    job = enqueue(store, WORKFLOW, run="r", step=step, params={"seed": 5}, priority=2)
+    job = enqueue(store, WORKFLOW, run="r", step=step, params={"EmptyImage.width": 32}, priority=2)
     assert job == store.job(job.id)
     assert (job.status, job.run_id, job.step_id, job.priority) == (S.PENDING, run.id, step.id, 2)
-    assert job.workflow == WORKFLOW and job.params == {"seed": 5} and job.max_retries == 3
+    assert job.workflow == seeded(width=32) and job.params == {"EmptyImage.width": 32}
+    assert job.max_retries == 3 and WORKFLOW["1"]["inputs"]["width"] == 64  # not changed
     assert job.prompt_id is None and job.created_at.tzinfo is not None
 
 
@@ -460,7 +504,7 @@ def test_record_intent_and_unsettled_jobs(store: Store) -> None:
 
 def test_record_result_completes_in_one_transaction(store: Store) -> None:
     parent = completed_job(store, n=1)[0]
-    job = enqueue(store, WORKFLOW, run="r", parent=parent, params={"seed": 9, "prompt": "a cat"})
+    job = enqueue(store, seeded(9, text="a cat"), run="r", parent=parent)
     transition(store, job.id, S.SUBMITTED)
     transition(store, job.id, S.RUNNING)
     images = [NewCandidate("2", f"r/x{i}.png", sha256="ab", width=8, bytes=10) for i in range(4)]
@@ -497,7 +541,7 @@ def test_record_result_failures_leave_nothing_behind(store: Store) -> None:
 
 def test_record_results_completes_many_jobs_in_one_transaction(store: Store) -> None:
     parent = completed_job(store, n=1)[0]
-    jobs = [enqueue(store, WORKFLOW, run="r", parent=parent, params={"seed": i}) for i in range(3)]
+    jobs = [enqueue(store, seeded(i), run="r", parent=parent) for i in range(3)]
     done_before = completed_job(store, n=1)
     for job in jobs:
         transition(store, job.id, S.SUBMITTED)
@@ -533,28 +577,29 @@ def test_the_last_statement_failing_rolls_back_the_whole_transaction(store: Stor
 
 
 def test_candidates_frame_flattens_params_with_nullable_dtypes(store: Store) -> None:
-    completed_job(store, "a", seed=1, cfg=7.5, prompt="a cat")
-    completed_job(store, "b", n=1, steps=20, sampler="euler", extra={"nested": True})
+    completed_job(store, "a", seed=1, scale=7.5, label="a cat")
+    completed_job(store, "b", n=1, count=20, method="euler", extra={"nested": True})
     frame = store.candidates()
     assert len(frame) == 3 and frame["id"].is_monotonic_increasing
-    for column in ("cfg", "steps", "sampler", "extra", "seed", "prompt"):
+    for column in ("scale", "count", "method", "extra", "seed", "cfg", "steps", "sampler"):
         assert column in frame.columns
     assert "params" not in frame.columns
     assert str(frame["id"].dtype) == "Int64" and str(frame["run_id"].dtype) == "Int64"
     assert str(frame["parent_candidate_id"].dtype) == "Int64"
     assert str(frame["picked"].dtype) == "boolean" and str(frame["stars"].dtype) == "Int16"
     assert str(frame["created_at"].dtype) == "datetime64[us, UTC]"
-    assert frame["cfg"].tolist()[:2] == [7.5, 7.5] and pd.isna(frame["cfg"].iloc[2])
-    assert frame["steps"].isna().tolist() == [True, True, False]
+    assert frame["scale"].tolist()[:2] == [7.5, 7.5] and pd.isna(frame["scale"].iloc[2])
+    assert frame["count"].isna().tolist() == [True, True, False]
+    assert frame["cfg"].isna().all()  # the candidates' own: the workflow has no cfg
     assert frame["seed"].tolist()[:2] == [1, 1]
     assert frame["extra"].iloc[2] == '{"nested":true}'
 
 
 def test_params_of_mixed_types_become_the_widest_column(store: Store) -> None:
-    completed_job(store, "a", n=1, seed=1, cfg=7, note="x", tags=["a"])
-    completed_job(store, "b", n=1, seed=2, cfg=7.5, note=3)
+    completed_job(store, "a", n=1, seed=1, scale=7, note="x", tags=["a"])
+    completed_job(store, "b", n=1, seed=2, scale=7.5, note=3)
     frame = store.candidates()
-    assert frame["cfg"].tolist() == [7.0, 7.5]
+    assert frame["scale"].tolist() == [7.0, 7.5]
     assert frame["note"].tolist() == ['"x"', "3"]  # text mixed with numbers stays JSON text
     assert frame["tags"].iloc[0] == '["a"]' and pd.isna(frame["tags"].iloc[1])
 
@@ -586,12 +631,14 @@ def test_candidates_filters(store: Store) -> None:
 
 def test_jobs_and_events_frames(store: Store) -> None:
     run = store.new_run("r")
-    one = enqueue(store, WORKFLOW, run=run, params={"seed": 1, "cfg": 4.0})
-    two = enqueue(store, WORKFLOW, run=run, params={"seed": 2})
+    one = enqueue(store, WORKFLOW, run=run, params={"1.width": 32, "1.height": 16})
+    two = enqueue(store, WORKFLOW, run=run, params={"1.width": 48})
     transition(store, two.id, S.CANCELLED)
     frame = store.jobs()
     assert frame["id"].tolist() == [one.id, two.id] and "workflow" not in frame.columns
-    assert frame["seed"].tolist() == [1, 2] and frame["status"].tolist() == ["pending", "cancelled"]
+    assert frame["1.width"].tolist() == [32, 48]
+    assert frame["1.height"].tolist()[0] == 16 and pd.isna(frame["1.height"].iloc[1])
+    assert frame["status"].tolist() == ["pending", "cancelled"]
     assert str(frame["retries"].dtype) == "Int32" and str(frame["id"].dtype) == "Int64"
     assert str(frame["finished_at"].dtype) == "datetime64[us, UTC]"
     assert store.jobs(status="cancelled")["id"].tolist() == [two.id]
@@ -679,10 +726,10 @@ def test_lineage_is_the_family_with_depth(store: Store) -> None:
 
 
 def test_export_parquet_and_csv(store: Store, tmp_path: Path) -> None:
-    completed_job(store, seed=4, cfg=6.0)
+    completed_job(store, seed=4, scale=6.0)
     parquet = store.export(tmp_path / "c.parquet", run="r")
     back = pd.read_parquet(parquet)
-    assert back["cfg"].tolist() == [6.0, 6.0] and str(back["created_at"].dtype).endswith("UTC]")
+    assert back["scale"].tolist() == [6.0, 6.0] and back["seed"].tolist() == [4, 4] and str(back["created_at"].dtype).endswith("UTC]")
     csv = store.export(tmp_path / "jobs.csv", "jobs")
     assert pd.read_csv(csv)["status"].tolist() == ["completed"]
     with pytest.raises(InvalidInput, match=r"\.parquet or \.csv"):
@@ -713,11 +760,13 @@ def test_secret_keys() -> None:
 def test_secrets_are_never_stored(store: Store) -> None:
     secret = "sk-SECRET-123"
     run = store.new_run("r", metadata={"api_key": secret, "note": "ok"})
+    with_token = copy.deepcopy(WORKFLOW)
+    with_token["1"]["inputs"]["hf_token"] = "placeholder"
     job = enqueue(
         store,
-        WORKFLOW,
+        with_token,
         run=run,
-        params={"seed": 1, "hf_token": secret},
+        params={"1.width": 32, "1.hf_token": secret},
         metadata={"extra_data": {"api_key_comfy_org": secret, "client_id": "nb"}},
     )
     transition(
@@ -799,10 +848,10 @@ def test_two_threads_and_two_stores_writing_one_row_never_conflict(tmp_path: Pat
 
 
 def test_a_job_shows_in_a_cell_without_its_whole_workflow(store: Store) -> None:
-    job = enqueue(store, WORKFLOW, run=store.new_run("r"), params={"seed": 1})
+    job = enqueue(store, WORKFLOW, run=store.new_run("r"), params={"1.width": 32})
     assert "class_type" not in repr(job)
-    assert "params={'seed': 1}" in repr(job)
-    assert store.job(job.id).workflow == WORKFLOW
+    assert "params={'1.width': 32}" in repr(job)
+    assert store.job(job.id).workflow == seeded(width=32)
 
 
 def test_a_ctrl_c_during_a_query_reaches_the_caller_as_a_keyboard_interrupt(store: Store) -> None:

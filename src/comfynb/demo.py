@@ -117,10 +117,11 @@ def run_demo(*, out_dir: str | Path, server: str | None = None, steps: int = 20)
         store = Store.open(out / "demo.duckdb", output_dir=out / "outputs")
         try:
             run = store.new_run(f"demo {len(store.runs()) + 1}", notes="seed sweep, then a refine")
+            graph = txt2img(0, steps=steps)
             worker = Worker(store, servers=[url]).start()
             try:
                 sweep = [
-                    enqueue(store, txt2img(seed, steps=steps), run=run, params={"seed": seed})
+                    enqueue(store, graph, run=run, params={"KSampler.seed": seed})
                     for seed in (1, 2, 3)
                 ]
                 print(f"txt2img, seeds 1-3: {_summary(wait(store, sweep))}")
@@ -130,9 +131,9 @@ def run_demo(*, out_dir: str | Path, server: str | None = None, steps: int = 20)
                 uploaded = client.upload_image(source)
                 refine = enqueue(
                     store,
-                    img2img(uploaded.name, seed=7, steps=steps),
+                    img2img(uploaded.name, seed=0, steps=steps),
                     run=run,
-                    params={"seed": 7, "denoise": 0.5},
+                    params={"KSampler.seed": 7, "KSampler.denoise": 0.5},
                     parent=int(first),
                 )
                 print(f"img2img of candidate {first}: {_summary(wait(store, [refine]))}")

@@ -20,7 +20,7 @@ from typing import Any
 
 from .status import JobStatus
 
-__all__ = ["Candidate", "Job", "NewCandidate", "Run", "Step"]
+__all__ = ["Candidate", "Job", "NewCandidate", "NewStep", "Run", "Step"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,25 @@ class Step:
     workflow: dict[str, Any] = field(repr=False)  # whole graphs drown a notebook's output
     params_spec: dict[str, Any] | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewStep:
+    """A step to create together with its jobs, in ``store.add_jobs``'s one transaction.
+
+    ``comfynb.sweep`` and ``comfynb.refine`` pass one, so that a step and its jobs are written
+    all together or not at all.
+
+    Example::
+
+        >>> store.add_jobs(texts, run="r", step=NewStep("sweep", workflow_json, spec_json)).step_id
+        4
+    """
+
+    kind: str
+    workflow_json: str = field(repr=False)
+    params_spec_json: str | None = None
+    parent_candidate_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,9 @@ class Candidate:
     height: int | None
     bytes: int | None
     seed: int | None
+    cfg: float | None
+    steps: int | None
+    sampler: str | None
     prompt: str | None
     params: dict[str, Any]
     picked: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -12,13 +13,14 @@ from ..core.models import Candidate, Job, Run, Step
 from ..errors import ComfynbError, InvalidInput
 from ..store.base import NotebookStore
 from ..workflows.check import check_int, check_saved_names, check_workflow
+from ..workflows.workflow import Workflow
 
 __all__ = ["enqueue", "enqueue_many"]
 
 
 def enqueue(
     store: NotebookStore,
-    workflow: Mapping[str, Any],
+    workflow: Mapping[str, Any] | Workflow,
     *,
     run: Run | int | str,
     step: Step | int | None = None,
@@ -35,23 +37,29 @@ def enqueue(
 
     Example::
 
-        >>> job = enqueue(store, workflow, run="portraits", params={"seed": 42, "cfg": 7.5})
-        >>> job.status.value, job.params["cfg"]
-        ('pending', 7.5)
+        >>> job = enqueue(store, workflow, run="portraits",
+        ...               params={"KSampler.seed": 42, "KSampler.cfg": 7.5})
+        >>> job.status.value, job.workflow["3"]["inputs"]["cfg"], job.params
+        ('pending', 7.5, {'KSampler.seed': 42, 'KSampler.cfg': 7.5})
 
     Args:
         store: the open store (a local one, or a worker's through ``comfynb.open``).
-        workflow: the API prompt to send, exactly (secret-looking keys are not stored).
+        workflow: the API prompt (a dict or a ``comfynb.Workflow``); what is stored is what
+            is sent (secret-looking keys are not stored).
         run: the run it belongs to (a Run, id or name).
         step: the step it belongs to; it must be a step of ``run``.
-        params: what varied in this job (``seed``, ``cfg``, ...): the columns of ``store.jobs()``.
+        params: inputs to set, by name: ``"KSampler.seed"`` (class), ``"Positive.text"``
+            (title) or ``"3.seed"`` (node id); each is set in the workflow before it is
+            stored, and recorded under the name used (the columns of ``store.jobs()``). A
+            free label is not a param: put it in ``metadata``.
         priority: higher goes first.
         parent: the candidate this job refines (default: the step's parent candidate).
         max_retries: transient failures tolerated before the job fails.
         metadata: extra JSON kept with the job (secret-looking keys are dropped).
 
     Raises:
-        WorkflowError: the workflow is not an API prompt; the message names the node.
+        WorkflowError: the workflow is not an API prompt (the message names the node), or a
+            param names no input, several, a link, or a value ComfyUI would refuse.
         RunNotFound, StepNotFound, CandidateNotFound: an unknown reference.
         InvalidInput: a bad priority, max_retries, params or metadata.
     """
@@ -74,7 +82,7 @@ def enqueue(
 
 def enqueue_many(
     store: NotebookStore,
-    workflows: Iterable[Mapping[str, Any]],
+    workflows: Iterable[Mapping[str, Any] | Workflow],
     *,
     run: Run | int | str,
     step: Step | int | None = None,
@@ -86,23 +94,23 @@ def enqueue_many(
 ) -> list[Job]:
     """Queue many workflows as ``pending`` jobs, in ONE transaction: all of them or none.
 
-    Every workflow (and its params) is checked before anything is written; the first bad
+    Each job's params are set in its workflow (as :func:`enqueue` does). Every workflow
+    (and its params) is checked before anything is written; the first bad
     one raises, naming its index, and nothing is queued. The jobs get ascending ids in the
     order given, so a worker claims them in that order (within a priority, fair between
     runs). Through a ``comfynb worker`` (``comfynb.open``), the lot is one request.
 
     Example::
 
-        >>> seeds = range(100)
-        >>> jobs = enqueue_many(store, [with_seed(workflow, s) for s in seeds],
-        ...                     run="sweep", params=[{"seed": s} for s in seeds])
+        >>> jobs = enqueue_many(store, [workflow] * 100, run="seeds",
+        ...                     params=[{"KSampler.seed": s} for s in range(100)])
         >>> len(jobs), jobs[0].status.value, jobs[-1].params
-        (100, 'pending', {'seed': 99})
+        (100, 'pending', {'KSampler.seed': 99})
 
     Args:
         store: the open store (a local one, or a worker's through ``comfynb.open``).
-        workflows: the API prompts, one per job (secret-looking keys are not stored).
-        params: what varied in each job, one dict (or None) per workflow; or None.
+        workflows: the API prompts (dicts or ``comfynb.Workflow``), one per job.
+        params: the inputs to set in each job, one dict (or None) per workflow; or None.
         run, step, priority, parent, max_retries, metadata: as for :func:`enqueue`, the
             same for every job.
 
@@ -152,7 +160,7 @@ def enqueue_many(
 
 def _enqueue(
     store: NotebookStore,
-    workflows: list[Mapping[str, Any]],
+    workflows: list[Mapping[str, Any] | Workflow],
     *,
     run: Run | int | str,
     step: Step | int | None,
@@ -170,19 +178,24 @@ def _enqueue(
     workflows_json: list[str] = []
     params_json: list[str | None] = []
     where = "workflows[0]"
+    setter = _Setter()
     try:
         for index, (workflow, varied) in enumerate(zip(workflows, params, strict=True)):
             where = f"workflows[{index}]"
-            check_workflow(workflow)
-            check_saved_names(workflow)
-            text = to_json(dict(workflow), "workflow")
-            assert text is not None
+            prompt = setter.prompt(workflow)
             where = f"params[{index}]"
             if varied is not None and not isinstance(varied, Mapping):
                 raise InvalidInput(
-                    f'params is a dict of what varied, e.g. {{"seed": 42}}; got {varied!r}'
+                    f'params is a dict of inputs to set, e.g. {{"KSampler.seed": 42}}; got '
+                    f"{varied!r}"
                 )
+            if varied:
+                prompt = setter.set(workflow, prompt, varied)
             params_json.append(to_json(dict(varied or {}), "params"))
+            where = f"workflows[{index}]"
+            check_saved_names(prompt)
+            text = to_json(prompt, "workflow")
+            assert text is not None
             workflows_json.append(text)
     except ComfynbError as exc:  # WorkflowError, InvalidInput: the same error, its index first
         if name_index:
@@ -206,6 +219,66 @@ def _enqueue(
             max_retries=max_retries,
             metadata_json=metadata_json,
         )
+
+
+class _Setter:
+    """Sets params in workflows, resolving each name once per shape of workflow.
+
+    A batch is usually one workflow many times: the name ``"KSampler.seed"`` is looked up
+    (``Workflow.check``) on the first and reused while the node keeps its id, class and
+    title; each job's prompt is a shallow copy with only the changed nodes copied.
+    """
+
+    def __init__(self) -> None:
+        self._shapes: dict[tuple[tuple[str, str, str], ...], Workflow] = {}
+
+    def prompt(self, workflow: Mapping[str, Any] | Workflow) -> dict[str, Any]:
+        """The API prompt of ``workflow``, checked (``WorkflowError`` naming the node)."""
+        if isinstance(workflow, Workflow):
+            return workflow.to_api()
+        check_workflow(workflow)
+        return dict(workflow)
+
+    def set(
+        self,
+        workflow: Mapping[str, Any] | Workflow,
+        prompt: dict[str, Any],
+        params: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """``prompt`` with each param set in it (a new dict; ``prompt`` is not changed)."""
+        checker = self._checker(workflow, prompt)
+        result = dict(prompt)
+        copied: set[str] = set()
+        for name, value in params.items():
+            if not isinstance(name, str):
+                raise InvalidInput(f"a param's name is a string like 'KSampler.seed', got {name!r}")
+            node_id, input_name, checked = checker.check(name, value)
+            if node_id not in copied:
+                node = dict(result[node_id])
+                node["inputs"] = dict(node.get("inputs") or {})
+                result[node_id] = node
+                copied.add(node_id)
+            result[node_id]["inputs"][input_name] = copy.deepcopy(checked)
+        return result
+
+    def _checker(
+        self, workflow: Mapping[str, Any] | Workflow, prompt: dict[str, Any]
+    ) -> Workflow:
+        if isinstance(workflow, Workflow):
+            return workflow
+        shape = tuple(
+            (str(node_id), str(node.get("class_type")), _title(node))
+            for node_id, node in prompt.items()
+        )
+        found = self._shapes.get(shape)
+        if found is None:
+            found = self._shapes[shape] = Workflow(prompt)
+        return found
+
+
+def _title(node: Mapping[str, Any]) -> str:
+    meta = node.get("_meta")
+    return str(meta.get("title")) if isinstance(meta, Mapping) else ""
 
 
 #: From this many jobs, the cyclic garbage collector waits while their records are made.

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from ..core.models import Candidate, Job, Run, Step
+from ..core.models import Candidate, Job, NewStep, Run, Step
 from ..core.status import JobStatus
 from ..errors import InvalidInput, StoreError, StoreLocked, WorkerGone
 from ..store.base import AddedJobs, ServedStore
@@ -343,7 +343,7 @@ class RemoteStore(ServedStore):
         workflows_json: Sequence[str],
         *,
         run: Run | int | str,
-        step: Step | int | None = None,
+        step: Step | NewStep | int | None = None,
         parent: Candidate | int | None = None,
         params_json: Sequence[str | None] | None = None,
         priority: int = 0,
@@ -395,6 +395,8 @@ class RemoteStore(ServedStore):
             try:
                 body = self._body("add_jobs", [workflows[start:end]], chunk)
                 parts.append(self._send("add_jobs", body))
+                if isinstance(step, NewStep):  # made by the first request: the rest join it
+                    common["step"] = parts[0].step_id
             except BaseException as exc:
                 if parts:
                     ids = [i for part in parts for i in part.ids]

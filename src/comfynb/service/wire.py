@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import errors as _errors
-from ..core.models import Candidate, Job, NewCandidate, Run, Step
+from ..core.models import Candidate, Job, NewCandidate, NewStep, Run, Step
 from ..core.status import JobStatus
 from ..errors import ComfynbError, InvalidInput, StoreError
 from ..store.base import AddedJobs
@@ -46,7 +46,7 @@ JSON: Final = "application/json"
 
 _TYPE: Final = "__type__"
 _DATACLASSES: Final[dict[str, type[Any]]] = {
-    cls.__name__: cls for cls in (Run, Step, Job, Candidate, NewCandidate, AddedJobs)
+    cls.__name__: cls for cls in (Run, Step, NewStep, Job, Candidate, NewCandidate, AddedJobs)
 }
 # builtin errors a store call may raise (a wrong argument); anything else is a StoreError
 _BUILTIN_ERRORS: Final = ("TypeError", "ValueError", "KeyError", "LookupError")

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
 
 from ..core.jsonio import from_json
-from ..core.models import Candidate, Job, Run, Step
+from ..core.models import Candidate, Job, NewStep, Run, Step
 from ..core.status import JobStatus
 from ..errors import OwnedByWorker
 
@@ -200,7 +200,7 @@ class NotebookStore(Protocol):
         workflows_json: Sequence[str],
         *,
         run: Run | int | str,
-        step: Step | int | None = None,
+        step: Step | NewStep | int | None = None,
         parent: Candidate | int | None = None,
         params_json: Sequence[str | None] | None = None,
         priority: int = 0,

@@ -238,6 +238,27 @@ class Workflow:
             WorkflowError: an unknown or ambiguous name (listing the candidates), an input that
                 is a link, or a value ComfyUI would refuse (worded as ``PromptRejected``).
         """
+        node_id, input_name, value = self.check(name, value)
+        prompt = copy.deepcopy(self._prompt)
+        prompt[node_id].setdefault("inputs", {})[input_name] = copy.deepcopy(value)
+        return Workflow._owning(prompt, self._info, self.source, self._ui)
+
+    def check(self, name: str, value: Any) -> tuple[str, str, Any]:
+        """Where ``name`` points and the value as it would be set, without setting it.
+
+        The checks of :meth:`set`: the name resolves to one input that is not a link, and the
+        value is one ComfyUI would take (with ``object_info``). Returns ``(node id, input
+        name, value)``, the value converted as ComfyUI would (an int for a FLOAT stays as
+        given; a list is wrapped as the frontend does).
+
+        Example::
+
+            >>> wf.check("KSampler.seed", 7)
+            ('3', 'seed', 7)
+
+        Raises:
+            WorkflowError: as :meth:`set`.
+        """
         node_id, input_name = self._resolve(name)
         node = self._prompt[node_id]
         class_type = str(node.get("class_type"))
@@ -261,9 +282,7 @@ class Workflow:
                     input_name=input_name,
                 )
             value = converted
-        prompt = copy.deepcopy(self._prompt)
-        prompt[node_id].setdefault("inputs", {})[input_name] = copy.deepcopy(value)
-        return Workflow._owning(prompt, self._info, self.source, self._ui)
+        return node_id, input_name, value
 
     # -- names -----------------------------------------------------------------------------
 

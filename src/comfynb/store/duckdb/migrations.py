@@ -103,4 +103,13 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 created_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
         ),
     ),
+    Migration(
+        # what made each image, read from the prompt that ran (workflows.facts)
+        "002_candidate_facts",
+        (
+            "ALTER TABLE candidates ADD COLUMN cfg DOUBLE",
+            "ALTER TABLE candidates ADD COLUMN steps INTEGER",
+            "ALTER TABLE candidates ADD COLUMN sampler VARCHAR",
+        ),
+    ),
 )

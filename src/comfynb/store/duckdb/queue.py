@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC
 
-from ...core.models import Candidate, Job, Run, Step
+from ...core.models import Candidate, Job, NewStep, Run, Step
 from ...core.status import JobStatus
 from ...core.urls import server_url
 from ...errors import InvalidInput, StoreError
@@ -26,6 +26,7 @@ from .connection import Connection
 from .rows import (
     JOB_SELECT,
     find_run_id,
+    insert_step,
     job_row,
     read_candidate,
     read_job,
@@ -44,7 +45,7 @@ class Queue(Connection):
         workflows_json: Sequence[str],
         *,
         run: Run | int | str,
-        step: Step | int | None = None,
+        step: Step | NewStep | int | None = None,
         parent: Candidate | int | None = None,
         params_json: Sequence[str | None] | None = None,
         priority: int = 0,
@@ -67,7 +68,8 @@ class Queue(Connection):
             workflows_json: one API prompt per job, as JSON text.
             run: the run they belong to (a Run, id or name).
             step: the step they belong to; it must be a step of ``run``. Its parent
-                candidate is theirs unless ``parent`` is given.
+                candidate is theirs unless ``parent`` is given. A ``NewStep`` is created
+                in the same transaction (``comfynb.sweep``, ``comfynb.refine``).
             parent: the candidate they refine.
             params_json: one JSON object per job (or None for ``{}``), or None for all.
             priority, max_retries, metadata_json: the same for every job.
@@ -93,6 +95,15 @@ class Queue(Connection):
         with self._atomic():
             run_id = find_run_id(self._fetch, run)
             step_id, parent_id = None, None
+            if isinstance(step, NewStep):
+                step = insert_step(
+                    self._fetch,
+                    run_id,
+                    step.kind,
+                    step.workflow_json,
+                    step.params_spec_json,
+                    step.parent_candidate_id,
+                )
             if step is not None:
                 found = read_step(self._fetch, step.id if isinstance(step, Step) else step)
                 if found.run_id != run_id:

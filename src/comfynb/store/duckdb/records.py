@@ -24,17 +24,17 @@ from .rows import (
     CANDIDATE_SELECT,
     JOB_SELECT,
     RUN_SELECT,
-    STEP_SELECT,
+    STEP_KINDS,
     candidate_id,
     candidate_row,
     check_id,
     find_run_id,
+    insert_step,
     job_row,
     read_candidate,
     read_job,
     read_step,
     run_row,
-    step_row,
 )
 
 __all__ = ["Records"]
@@ -112,22 +112,15 @@ class Records(Connection):
         """
         from ...workflows.check import check_workflow
 
-        if kind not in ("generate", "sweep", "refine"):
+        if kind not in STEP_KINDS:
             raise InvalidInput(f"a step kind is 'generate', 'sweep' or 'refine', got {kind!r}")
         check_workflow(workflow)
         flow = to_json(dict(workflow), "workflow")
         spec = to_json(None if params_spec is None else dict(params_spec), "params_spec")
+        assert flow is not None
         with self._atomic():
             run_id = find_run_id(self._fetch, run)
-            parent = None
-            if parent_candidate is not None:
-                parent = read_candidate(self._fetch, parent_candidate).id
-            rows = self._fetch(
-                "INSERT INTO steps (run_id, kind, parent_candidate_id, workflow, params_spec) "
-                f"VALUES (?, ?, ?, ?::JSON, ?::JSON) RETURNING {STEP_SELECT}",
-                [run_id, kind, parent, flow, spec],
-            )
-        return step_row(rows[0])
+            return insert_step(self._fetch, run_id, kind, flow, spec, parent_candidate)
 
     def step(self, step_id: int) -> Step:
         """Return the step with this id.

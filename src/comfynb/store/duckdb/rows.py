@@ -57,7 +57,7 @@ JOB_COLUMNS: Final = _names(
 JOB_TIMES: Final = ("created_at", "claimed_at", "submitted_at", "started_at", "finished_at")
 CANDIDATE_COLUMNS: Final = _names(
     "id job_id run_id step_id parent_candidate_id child_count node_id path sha256 "
-    "width height bytes seed prompt params picked stars created_at"
+    "width height bytes seed cfg steps sampler prompt params picked stars created_at"
 )
 RUN_SELECT: Final = select_list(RUN_COLUMNS, ["created_at"])
 STEP_SELECT: Final = select_list(STEP_COLUMNS, ["created_at"])
@@ -151,6 +151,29 @@ def read_step(fetch: Fetch, step_id: int) -> Step:
     rows = fetch(f"SELECT {STEP_SELECT} FROM steps WHERE id = ?", [check_id(step_id, "step")])
     if not rows:
         raise StepNotFound(step_id, "store.new_step(...) makes one")
+    return step_row(rows[0])
+
+
+STEP_KINDS: Final = ("generate", "sweep", "refine")
+
+
+def insert_step(
+    fetch: Fetch,
+    run_id: int,
+    kind: str,
+    workflow_json: str,
+    params_spec_json: str | None,
+    parent: Candidate | int | None,
+) -> Step:
+    """Write a step of run ``run_id`` (in the caller's transaction) and return it."""
+    if kind not in STEP_KINDS:
+        raise InvalidInput(f"a step kind is 'generate', 'sweep' or 'refine', got {kind!r}")
+    parent_id = None if parent is None else read_candidate(fetch, parent).id
+    rows = fetch(
+        "INSERT INTO steps (run_id, kind, parent_candidate_id, workflow, params_spec) "
+        f"VALUES (?, ?, ?, ?::JSON, ?::JSON) RETURNING {STEP_SELECT}",
+        [run_id, kind, parent_id, workflow_json, params_spec_json],
+    )
     return step_row(rows[0])
 
 

@@ -13,6 +13,7 @@ both to that).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC
 from pathlib import Path
@@ -22,6 +23,7 @@ from ...core.jsonio import from_json, to_json
 from ...core.models import Candidate, Job, NewCandidate, Run
 from ...core.status import NOW, JobState, JobStatus, Plan
 from ...errors import CandidateNotFound, InvalidInput, JobNotInStore, StaleStates
+from ...workflows.facts import GenerationFacts, generation_facts
 from .connection import FileState
 from .rows import (
     CANDIDATE_SELECT,
@@ -359,14 +361,24 @@ _NEW_CANDIDATE_COLUMNS: Final = (
     ("height", "INTEGER"),
     ("bytes", "BIGINT"),
     ("seed", "UBIGINT"),
+    ("cfg", "DOUBLE"),
+    ("steps", "INTEGER"),
+    ("sampler", "VARCHAR"),
     ("prompt", "VARCHAR"),
     ("params", "VARCHAR"),
 )
 
 
 def _candidate_values(job: Job, image: NewCandidate) -> tuple[Any, ...]:
-    """One image's values in ``_NEW_CANDIDATE_COLUMNS`` order, defaults from the job."""
+    """One image's values in ``_NEW_CANDIDATE_COLUMNS`` order.
+
+    Seed, cfg, steps, sampler and prompt are read from the prompt that ran (the job's
+    workflow, upstream of the node that saved the image: ``workflows.facts``), never from a
+    label; an image's own ``seed``/``prompt`` (given by a caller who knows better) win.
+    """
     params = image.params if image.params is not None else job.params
+    facts = _facts(job, image.node_id)
+    seed = image.seed if image.seed is not None else facts.seed
     return (
         image.node_id,
         image.path,
@@ -374,10 +386,24 @@ def _candidate_values(job: Job, image: NewCandidate) -> tuple[Any, ...]:
         image.width,
         image.height,
         image.bytes,
-        _default_seed(image, job),
-        _default_prompt(image, job),
+        seed if _fits(seed, "seed") else None,
+        _finite(facts.cfg),
+        facts.steps if _fits(facts.steps, "height") else None,  # an INTEGER too
+        facts.sampler,
+        image.prompt if image.prompt is not None else facts.prompt,
         to_json(params, "params"),
     )
+
+
+def _facts(job: Job, node_id: str) -> GenerationFacts:
+    workflow = job.workflow
+    if not isinstance(workflow, Mapping):  # a stored text JSON could not read
+        return GenerationFacts()
+    return generation_facts(workflow, node_id)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
 
 
 _MODES: Final = {"keep": 0, "now": 1, "null": 2, "value": 3}
@@ -441,18 +467,3 @@ def _check_numbers(job: Job, image: NewCandidate) -> None:
                 f"a candidate of job {job.id} has {column}={value!r}; the store holds an int "
                 f"from {low} to {high} there (or None)"
             )
-
-
-def _default_seed(image: NewCandidate, job: Job) -> int | None:
-    """The image's seed, else the params' seed when the column can hold it (else None)."""
-    if image.seed is not None:
-        return image.seed
-    seed = (image.params or job.params).get("seed")
-    return seed if _fits(seed, "seed") else None
-
-
-def _default_prompt(image: NewCandidate, job: Job) -> str | None:
-    if image.prompt is not None:
-        return image.prompt
-    prompt = (image.params or job.params).get("prompt")
-    return prompt if isinstance(prompt, str) else None
