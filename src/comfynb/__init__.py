@@ -62,6 +62,7 @@ from .protocol.types import PromptStatus, RetryPolicy
 if TYPE_CHECKING:
     from .client import AsyncClient as AsyncClient
     from .client import Client as Client
+    from .jobs.sweep import sweep
     from .service.open import open
     from .simulator import Simulator as Simulator
     from .store import Store as Store
@@ -120,6 +121,7 @@ __all__ = [
     "recover",
     "select_next_job",
     "submit_job",
+    "sweep",
     "wait",
 ]
 
@@ -137,6 +139,7 @@ _LAZY = {
     "Worker": ".worker.loop",
     "wait": ".views.wait",
     "Workflow": ".workflows.workflow",
+    "sweep": ".jobs.sweep",
 }
 
 

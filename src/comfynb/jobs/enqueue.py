@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from ..core.jsonio import to_json
-from ..core.models import Candidate, Job, Run, Step
+from ..core.models import Candidate, Job, NewStep, Run, Step
 from ..errors import ComfynbError, InvalidInput
 from ..store.base import NotebookStore
 from ..workflows.check import check_int, check_saved_names, check_workflow
@@ -23,7 +23,7 @@ def enqueue(
     workflow: Mapping[str, Any] | Workflow,
     *,
     run: Run | int | str,
-    step: Step | int | None = None,
+    step: Step | NewStep | int | None = None,
     params: Mapping[str, Any] | None = None,
     priority: int = 0,
     parent: Candidate | int | None = None,
@@ -85,7 +85,7 @@ def enqueue_many(
     workflows: Iterable[Mapping[str, Any] | Workflow],
     *,
     run: Run | int | str,
-    step: Step | int | None = None,
+    step: Step | NewStep | int | None = None,
     params: Iterable[Mapping[str, Any] | None] | None = None,
     priority: int = 0,
     parent: Candidate | int | None = None,
@@ -163,7 +163,7 @@ def _enqueue(
     workflows: list[Mapping[str, Any] | Workflow],
     *,
     run: Run | int | str,
-    step: Step | int | None,
+    step: Step | NewStep | int | None,
     params: list[Mapping[str, Any] | None],
     priority: int,
     parent: Candidate | int | None,
@@ -231,11 +231,18 @@ class _Setter:
 
     def __init__(self) -> None:
         self._shapes: dict[tuple[tuple[str, str, str], ...], Workflow] = {}
+        self._last: tuple[Workflow, dict[str, Any]] | None = None
 
     def prompt(self, workflow: Mapping[str, Any] | Workflow) -> dict[str, Any]:
-        """The API prompt of ``workflow``, checked (``WorkflowError`` naming the node)."""
+        """The API prompt of ``workflow``, checked (``WorkflowError`` naming the node).
+
+        One ``Workflow`` given for many jobs (a sweep) is copied once: the jobs' prompts
+        share its nodes, and :meth:`set` copies only the nodes it changes.
+        """
         if isinstance(workflow, Workflow):
-            return workflow.to_api()
+            if self._last is None or self._last[0] is not workflow:
+                self._last = (workflow, workflow.to_api())
+            return self._last[1]
         check_workflow(workflow)
         return dict(workflow)
 
