@@ -232,6 +232,9 @@ class _Setter:
     def __init__(self) -> None:
         self._shapes: dict[tuple[tuple[str, str, str], ...], Workflow] = {}
         self._last: tuple[Workflow, dict[str, Any]] | None = None
+        # (checker, name, type, value) -> (node id, input, value as set): a sweep repeats
+        # each value of an axis for every value of the others
+        self._checked: dict[tuple[int, str, type, Any], tuple[str, str, Any]] = {}
 
     def prompt(self, workflow: Mapping[str, Any] | Workflow) -> dict[str, Any]:
         """The API prompt of ``workflow``, checked (``WorkflowError`` naming the node).
@@ -259,7 +262,7 @@ class _Setter:
         for name, value in params.items():
             if not isinstance(name, str):
                 raise InvalidInput(f"a param's name is a string like 'KSampler.seed', got {name!r}")
-            node_id, input_name, checked = checker.check(name, value)
+            node_id, input_name, checked = self._check(checker, name, value)
             if node_id not in copied:
                 node = dict(result[node_id])
                 node["inputs"] = dict(node.get("inputs") or {})
@@ -267,6 +270,17 @@ class _Setter:
                 copied.add(node_id)
             result[node_id]["inputs"][input_name] = copy.deepcopy(checked)
         return result
+
+    def _check(self, checker: Workflow, name: str, value: Any) -> tuple[str, str, Any]:
+        try:
+            key = (id(checker), name, type(value), value)
+            hash(key)
+        except TypeError:  # a list or dict value: checked each time
+            return checker.check(name, value)
+        found = self._checked.get(key)
+        if found is None:
+            found = self._checked[key] = checker.check(name, value)
+        return found
 
     def _checker(
         self, workflow: Mapping[str, Any] | Workflow, prompt: dict[str, Any]
