@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from ..core.jsonio import to_json
-from ..core.models import Candidate, Job, Run, Step
+from ..core.models import Candidate, Job, NewStep, Run, Step
 from ..errors import ComfynbError, InvalidInput
 from ..store.base import NotebookStore
 from ..workflows.check import check_int, check_saved_names, check_workflow
@@ -85,7 +85,7 @@ def enqueue_many(
     workflows: Iterable[Mapping[str, Any] | Workflow],
     *,
     run: Run | int | str,
-    step: Step | int | None = None,
+    step: Step | NewStep | int | None = None,
     params: Iterable[Mapping[str, Any] | None] | None = None,
     priority: int = 0,
     parent: Candidate | int | None = None,
@@ -111,7 +111,9 @@ def enqueue_many(
         store: the open store (a local one, or a worker's through ``comfynb.open``).
         workflows: the API prompts (dicts or ``comfynb.Workflow``), one per job.
         params: the inputs to set in each job, one dict (or None) per workflow; or None.
-        run, step, priority, parent, max_retries, metadata: as for :func:`enqueue`, the
+        step: as for :func:`enqueue`, or a ``NewStep`` (``core.models``): the step is
+            created with the jobs, in the same transaction (``comfynb.refine`` does this).
+        run, priority, parent, max_retries, metadata: as for :func:`enqueue`, the
             same for every job.
 
     Returns:
@@ -163,7 +165,7 @@ def _enqueue(
     workflows: list[Mapping[str, Any] | Workflow],
     *,
     run: Run | int | str,
-    step: Step | int | None,
+    step: Step | NewStep | int | None,
     params: list[Mapping[str, Any] | None],
     priority: int,
     parent: Candidate | int | None,
