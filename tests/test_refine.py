@@ -216,6 +216,15 @@ def test_bad_input_raises_and_writes_nothing(
     assert _written(store) == before
 
 
+def test_a_candidate_whose_image_is_gone_is_refused(store: Store, sim: Simulator) -> None:
+    root = generate(store, sim)
+    store.image_path(root).unlink()
+    before = _written(store)
+    with pytest.raises(InvalidInput, match="is missing; put the file back"):
+        comfynb.refine(store, root)
+    assert _written(store) == before
+
+
 def test_a_missing_image_fails_the_job_saying_so(
     store: Store, sim: Simulator, uploads: list[tuple[str, str]]
 ) -> None:

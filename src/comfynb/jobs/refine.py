@@ -69,8 +69,10 @@ def refine(
     Raises:
         CandidateNotFound: no such candidate.
         WorkflowError: the workflow cannot be made img2img (no empty latent nor LoadImage ->
-            VAEEncode, no VAE, no denoise), or a param names no input (``params[i]: ...``).
-        InvalidInput: bad params, denoise, priority, max_retries or metadata.
+            VAEEncode, no VAE, no denoise), a bad denoise, or a param that names no input
+            (``params[i]: ...``).
+        InvalidInput: bad params, priority, max_retries or metadata; the candidate's image
+            file is gone.
     """
     found = candidate if isinstance(candidate, Candidate) else None
     if found is None:
@@ -81,6 +83,12 @@ def refine(
         found = store.candidate(found.id)  # as stored now (and in this store)
     children = _children(params)
     image = input_name(found)
+    path = store.image_path(found)
+    if not path.is_file():  # the worker uploads it from there (same machine, same files)
+        raise InvalidInput(
+            f"candidate {found.id}'s image {path} is missing; put the file back, or refine "
+            "another candidate"
+        )
     if workflow is None:
         source = store.job(found.job_id).workflow
         if not isinstance(source, Mapping):
