@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from test_cli_worker import WorkerProcess
 
 import comfynb
 from comfynb import (
@@ -157,6 +158,33 @@ def test_a_refine_through_a_remote_store(
         assert remote.candidate(root).child_count == 2
         assert list(remote.lineage(root)["depth"]) == [0, 1, 1]
     assert len(uploads) == 1
+
+
+def test_a_notebook_refines_beside_a_comfynb_worker_process(sim: Simulator, tmp_path: Path) -> None:
+    db = tmp_path / "lab.duckdb"
+    worker = WorkerProcess(db, [sim.url])
+    try:
+        worker.wait_serving()
+        with comfynb.open(db) as remote:
+            assert isinstance(remote, RemoteStore)
+            run = remote.new_run("r")
+            params = {**SMALL, "KSampler.seed": 1}
+            job = comfynb.enqueue(remote, Workflow.example("txt2img"), run=run, params=params)
+            assert comfynb.wait(remote, job, timeout=20, progress=False).done == 1
+            [root] = remote.candidates(job=job)["id"]
+            kids = comfynb.refine(remote, int(root), params=[{"KSampler.seed": s} for s in (2, 3)])
+            summary = comfynb.wait(remote, kids, timeout=20, progress=False)
+            assert (summary.done, summary.failed) == (2, 0), remote.job(kids[0].id).error
+            family = remote.lineage(int(root))
+            assert list(family["depth"]) == [0, 1, 1]
+            assert list(family["child_count"]) == [2, 0, 0]
+        assert worker.stop() == 0
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait()
+    uploaded = list((sim.root / "input" / "comfynb").iterdir())
+    assert len(uploaded) == 1  # the worker process uploaded the image, once
 
 
 def test_a_given_workflow_txt2img_or_img2img(
