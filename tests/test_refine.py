@@ -284,6 +284,23 @@ def test_an_image_gone_from_the_server_is_uploaded_again(
     assert uploads == [(sim.url, name), (sim.url, name)]
 
 
+def test_a_prompt_refused_for_another_reason_uploads_nothing_again(
+    store: Store, sim: Simulator, uploads: list[tuple[str, str]]
+) -> None:
+    root = generate(store, sim)
+    good, bad = comfynb.refine(
+        store, root, params=[{"KSampler.seed": 1}, {"KSampler.sampler_name": "no_such_sampler"}]
+    )
+    with Client(sim.url) as client:
+        for job in (good, bad):
+            claimed = comfynb.select_next_job(store, server=sim.url)
+            assert claimed is not None and claimed.id == job.id
+            comfynb.submit_job(store, client, claimed)
+    failed = store.job(bad.id)
+    assert failed.status is JobStatus.FAILED and "sampler_name" in str(failed.error)
+    assert len(uploads) == 1
+
+
 # --------------------------------------------------------------------------- reproduce
 
 

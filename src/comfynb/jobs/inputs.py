@@ -34,7 +34,15 @@ if TYPE_CHECKING:
     from ..client import Client
     from ..store import Store
 
-__all__ = ["INPUT_SUBFOLDER", "forget_uploads", "input_name", "input_names", "upload_inputs"]
+__all__ = [
+    "INPUT_SUBFOLDER",
+    "forget_uploads",
+    "input_name",
+    "input_names",
+    "refused_inputs",
+    "upload_inputs",
+    "uploaded_before",
+]
 
 #: The subfolder of the server's input folder that comfynb's uploads go to.
 INPUT_SUBFOLDER: Final = "comfynb"
@@ -136,6 +144,25 @@ def uploaded_before(client: Client, workflow: Any) -> bool:
     with _lock:
         done = _uploaded.get(client, set())
         return any(name in done for name in names)
+
+
+def refused_inputs(workflow: Any, node_errors: Mapping[str, Any]) -> bool:
+    """True if ComfyUI's ``node_errors`` name a ``LoadImage`` of ``workflow`` that loads an
+    image named by content: the server lacks the file (its input folder was emptied).
+
+    Example::
+
+        >>> refused_inputs(job.workflow, {"10": {"errors": [...], "class_type": "LoadImage"}})
+        True
+    """
+    if not isinstance(workflow, Mapping):
+        return False
+    return any(
+        class_of(node := workflow.get(str(node_id))) == "LoadImage"
+        and isinstance(value := inputs_of(node).get("image"), str)
+        and _NAME.fullmatch(value) is not None
+        for node_id in node_errors
+    )
 
 
 def forget_uploads(client: Client | None = None) -> None:

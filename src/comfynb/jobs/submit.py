@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 from .base import check_server, error_detail, find_posted, load_job, withdraw
 from .follow import apply_report, forgotten
-from .inputs import upload_inputs, uploaded_before
+from .inputs import refused_inputs, upload_inputs, uploaded_before
 from .results import process_job_result
 
 
@@ -151,8 +151,8 @@ def post_prompt(
             queued = client.queue_prompt(
                 job.workflow, prompt_id=job.prompt_id, extra_data=extra_data
             )
-        except PromptRejected:
-            if not cached:
+        except PromptRejected as exc:
+            if not cached or not refused_inputs(job.workflow, exc.node_errors):
                 raise
             # an image taken as uploaded may be gone (the server's input folder emptied):
             # upload again and post once more
