@@ -117,6 +117,7 @@ def test_every_other_store_call_is_refused_by_a_served_store_with_the_same_argum
             "claimable",
             "record_intent",
             "change_counts",
+            "candidates_by_sha256",
         ]
     )
     for name in beyond:

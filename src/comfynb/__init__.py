@@ -54,6 +54,8 @@ from .jobs import (
     poll_job_status,
     process_job_result,
     recover,
+    refine,
+    reproduce,
     select_next_job,
     submit_job,
 )
@@ -119,6 +121,8 @@ __all__ = [
     "poll_job_status",
     "process_job_result",
     "recover",
+    "refine",
+    "reproduce",
     "select_next_job",
     "submit_job",
     "sweep",

@@ -21,43 +21,15 @@ from typing import Any
 
 from PIL import Image
 
-from .jobs import enqueue
+from .jobs import enqueue, refine
+from .workflows.workflow import Workflow
 
 DEFAULT_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 
-# ComfyUI's default txt2img graph (the frontend's classic default workflow), in API format.
-TXT2IMG: dict[str, Any] = {
-    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": DEFAULT_CHECKPOINT}},
-    "5": {
-        "class_type": "EmptyLatentImage",
-        "inputs": {"width": 512, "height": 512, "batch_size": 1},
-    },
-    "6": {
-        "class_type": "CLIPTextEncode",
-        "inputs": {
-            "text": "beautiful scenery nature glass bottle landscape, purple galaxy bottle",
-            "clip": ["4", 1],
-        },
-    },
-    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]}},
-    "3": {
-        "class_type": "KSampler",
-        "inputs": {
-            "seed": 156680208700286,
-            "steps": 20,
-            "cfg": 8.0,
-            "sampler_name": "euler",
-            "scheduler": "normal",
-            "denoise": 1.0,
-            "model": ["4", 0],
-            "positive": ["6", 0],
-            "negative": ["7", 0],
-            "latent_image": ["5", 0],
-        },
-    },
-    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-    "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "demo"}},
-}
+# ComfyUI's default txt2img graph (the frontend's classic default workflow), in API format: the
+# one comfynb ships (``comfynb.Workflow.example("txt2img")``), saving as "demo".
+TXT2IMG: dict[str, Any] = Workflow.example("txt2img").to_api()
+TXT2IMG["9"]["inputs"]["filename_prefix"] = "demo"
 
 
 def txt2img(
@@ -88,17 +60,6 @@ def txt2img(
     return graph
 
 
-def img2img(image_name: str, seed: int, *, denoise: float = 0.5, steps: int = 20) -> dict[str, Any]:
-    """Return an img2img graph: LoadImage -> VAEEncode -> KSampler(denoise) -> VAEDecode -> SaveImage."""
-    graph = txt2img(seed, steps=steps)
-    graph["10"] = {"class_type": "LoadImage", "inputs": {"image": image_name}}
-    graph["11"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}
-    graph["3"]["inputs"].update(latent_image=["11", 0], denoise=denoise)
-    graph["9"]["inputs"]["filename_prefix"] = "demo_refined"
-    del graph["5"]
-    return graph
-
-
 def run_demo(*, out_dir: str | Path, server: str | None = None, steps: int = 20) -> int:
     """Run the demo and print what it did; returns the exit code (0 on success).
 
@@ -125,18 +86,11 @@ def run_demo(*, out_dir: str | Path, server: str | None = None, steps: int = 20)
                     for seed in (1, 2, 3)
                 ]
                 print(f"txt2img, seeds 1-3: {_summary(wait(store, sweep))}")
-                first = store.candidates(run=run)["id"].iloc[0]
+                first = int(store.candidates(run=run)["id"].iloc[0])
                 store.pick(first)
-                source = store.image_path(first)
-                uploaded = client.upload_image(source)
-                refine = enqueue(
-                    store,
-                    img2img(uploaded.name, seed=0, steps=steps),
-                    run=run,
-                    params={"KSampler.seed": 7, "KSampler.denoise": 0.5},
-                    parent=int(first),
-                )
-                print(f"img2img of candidate {first}: {_summary(wait(store, [refine]))}")
+                # its own workflow, img2img from its image (the worker uploads it)
+                children = refine(store, first, params={"KSampler.seed": 7}, denoise=0.5)
+                print(f"img2img of candidate {first}: {_summary(wait(store, children))}")
             finally:
                 worker.stop()
             _report(store, run)

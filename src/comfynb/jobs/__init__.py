@@ -32,6 +32,7 @@ Decisions (see README.md, "The store"):
 from .cancel import cancel
 from .enqueue import enqueue, enqueue_many
 from .recover import Recovery, recover
+from .refine import refine, reproduce
 from .results import DOWNLOAD_ATTEMPTS, process_job_result, record_result, record_results
 from .submit import poll_job_status, select_next_job, select_next_jobs, submit_job
 
@@ -46,6 +47,8 @@ __all__ = [
     "record_result",
     "record_results",
     "recover",
+    "refine",
+    "reproduce",
     "select_next_job",
     "select_next_jobs",
     "submit_job",

@@ -111,7 +111,9 @@ def enqueue_many(
         store: the open store (a local one, or a worker's through ``comfynb.open``).
         workflows: the API prompts (dicts or ``comfynb.Workflow``), one per job.
         params: the inputs to set in each job, one dict (or None) per workflow; or None.
-        run, step, priority, parent, max_retries, metadata: as for :func:`enqueue`, the
+        step: as for :func:`enqueue`, or a ``NewStep`` (``core.models``): the step is
+            created with the jobs, in the same transaction (``comfynb.refine`` does this).
+        run, priority, parent, max_retries, metadata: as for :func:`enqueue`, the
             same for every job.
 
     Returns:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 from .base import check_server, error_detail, find_posted, load_job, withdraw
 from .follow import apply_report, forgotten
+from .inputs import refused_inputs, upload_inputs, uploaded_before
 from .results import process_job_result
 
 
@@ -116,29 +117,51 @@ def post_prompt(
     client: Client,
     job: Job,
     *,
+    store: Store,
     maybe_posted: bool,
     extra_data: Mapping[str, Any] | None = None,
 ) -> PostOutcome:
     """POST a claimed job's prompt with its recorded prompt_id, unless the server has it.
 
     ``maybe_posted``: an earlier attempt may have reached the server (a crash, an answer
-    lost); the server is asked first and a prompt it has is never posted again. Writes
-    nothing: :func:`post_change` says what to record.
+    lost); the server is asked first and a prompt it has is never posted again. The images
+    its ``LoadImage`` nodes name by content (``comfynb/<sha256 prefix>.png``, as
+    ``comfynb.refine`` stores them) are uploaded from ``store`` first, once per server
+    (``jobs.inputs``); one that is gone fails the job. Writes nothing: :func:`post_change`
+    says what to record.
 
     Example::
 
-        >>> post_prompt(client, claimed, maybe_posted=False)
+        >>> post_prompt(client, claimed, store=store, maybe_posted=False)
         Posted(detail={'number': 3})
     """
     assert job.prompt_id is not None, "post a job whose prompt_id is recorded (claimed)"
+    cached = False
     try:
         if maybe_posted and (report := find_posted(client, job.prompt_id)) is not None:
             return Posted({"found_on_server": report.status.value})
         problem = unsendable(job.workflow)
+        if problem is None:
+            cached = uploaded_before(client, job.workflow)
+            problem = upload_inputs(store, client, job.workflow)
         if problem is not None:  # the same every time: it fails now, nothing was sent
             return Rejected(problem)
         _crashpoints.reached("submit.before_post")
-        queued = client.queue_prompt(job.workflow, prompt_id=job.prompt_id, extra_data=extra_data)
+        try:
+            queued = client.queue_prompt(
+                job.workflow, prompt_id=job.prompt_id, extra_data=extra_data
+            )
+        except PromptRejected as exc:
+            if not cached or not refused_inputs(job.workflow, exc.node_errors):
+                raise
+            # an image taken as uploaded may be gone (the server's input folder emptied):
+            # upload again and post once more
+            problem = upload_inputs(store, client, job.workflow, again=True)
+            if problem is not None:
+                return Rejected(problem)
+            queued = client.queue_prompt(
+                job.workflow, prompt_id=job.prompt_id, extra_data=extra_data
+            )
         _crashpoints.reached("submit.after_post")
     except PromptRejected as exc:
         return Rejected(error_detail(exc, error_type=exc.error_type, node_errors=exc.node_errors))
@@ -302,7 +325,9 @@ def post_job(
         seed=client.retry.seed,
     ).delays()
     while True:
-        outcome = post_prompt(client, current, maybe_posted=maybe_posted, extra_data=extra_data)
+        outcome = post_prompt(
+            client, current, store=store, maybe_posted=maybe_posted, extra_data=extra_data
+        )
         change = post_change(current, outcome, client.url)
         try:
             [current] = record_changes(store, [change])

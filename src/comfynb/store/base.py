@@ -314,6 +314,10 @@ class ServedStore(ABC):
         """Refused: the counters are the owner's worker's (``OwnedByWorker``)."""
         self.refuse("store.change_counts()")
 
+    def candidates_by_sha256(self, prefix: str) -> NoReturn:
+        """Refused: the owner's worker uploads a job's input images (``OwnedByWorker``)."""
+        self.refuse("store.candidates_by_sha256()")
+
 
 def require_owner(store: object, call: str) -> None:
     """Refuse ``call`` with ``OwnedByWorker`` when another process owns and serves ``store``.

@@ -763,7 +763,11 @@ class _Loop:
         assert job.prompt_id is not None
         epoch = server.epoch if server.socket_up else -1
         outcome = post_prompt(
-            server.client, job, maybe_posted=maybe_posted, extra_data=self.extra_data
+            server.client,
+            job,
+            store=self.store,
+            maybe_posted=maybe_posted,
+            extra_data=self.extra_data,
         )
         change = post_change(job, outcome, server.url)
         if isinstance(outcome, Posted):

@@ -15,7 +15,7 @@ from typing import Any, Final
 from ..errors import WorkflowError
 from .graph import class_of, inputs_of, is_link, title_of
 
-__all__ = ["EMPTY_LATENTS", "set_load_image", "to_img2img"]
+__all__ = ["EMPTY_LATENTS", "set_denoise", "set_load_image", "to_img2img"]
 
 #: The nodes that start a txt2img sampler from an empty latent of a chosen size.
 EMPTY_LATENTS: Final = frozenset(
@@ -67,7 +67,8 @@ def to_img2img(prompt: Mapping[str, Any], image: str, *, denoise: float = 0.6) -
         raise WorkflowError(
             "this workflow has no sampler started from an empty latent (EmptyLatentImage -> "
             "KSampler latent_image) nor a LoadImage -> VAEEncode to put the image in; pass an "
-            "img2img workflow to refine with (comfynb ships one: comfynb.workflows.img2img)"
+            "img2img workflow to refine with (comfynb ships one: "
+            "comfynb.Workflow.example('img2img'))"
         )
     next_id = max((int(n) for n in result if n.isdigit()), default=0) + 1
     replaced: set[str] = set()
@@ -120,6 +121,40 @@ def set_load_image(prompt: Mapping[str, Any], image: str) -> dict[str, Any]:
         )
     result = copy.deepcopy(dict(prompt))
     result[loads[0]]["inputs"]["image"] = image
+    return result
+
+
+def set_denoise(prompt: Mapping[str, Any], denoise: float) -> dict[str, Any]:
+    """``prompt`` with ``denoise`` on each sampler that starts from an encoded image.
+
+    A sampler whose ``latent_image`` comes from a ``VAEEncode`` gets it (on a ``KSampler``,
+    or on the ``BasicScheduler`` of a custom sampler).
+
+    Example::
+
+        >>> set_denoise(to_img2img(txt2img, "comfynb/3f2a9c.png"), 0.4)["3"]["inputs"]["denoise"]
+        0.4
+
+    Raises:
+        WorkflowError: a bad denoise, no sampler started from an encoded image, or one with
+            no denoise to set.
+    """
+    if isinstance(denoise, bool) or not isinstance(denoise, int | float) or not 0 < denoise <= 1:
+        raise WorkflowError(f"denoise is a number above 0 and at most 1, got {denoise!r}")
+    result = copy.deepcopy(dict(prompt))
+    samplers = [
+        node_id
+        for node_id, node in result.items()
+        if is_link(link := inputs_of(node).get("latent_image"))
+        and class_of(result.get(str(link[0]))) in ("VAEEncode", "VAEEncodeForInpaint")
+    ]
+    if not samplers:
+        raise WorkflowError(
+            "this workflow has no sampler started from an encoded image (VAEEncode -> "
+            "KSampler latent_image) to set the denoise of"
+        )
+    for node_id in samplers:
+        _set_denoise(result, node_id, denoise)
     return result
 
 

@@ -13,10 +13,12 @@ Example::
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
+from importlib import resources
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import WorkflowError
 from ..protocol.rejections import describe_node_error
@@ -27,7 +29,10 @@ from .values import check_value
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Workflow"]
+__all__ = ["EXAMPLES", "Workflow"]
+
+#: The example workflows shipped in ``comfynb/workflows/data`` (``Workflow.example``).
+EXAMPLES: Final = ("txt2img", "img2img")
 
 
 def _object_info(source: object) -> dict[str, Any] | None:
@@ -119,6 +124,34 @@ class Workflow:
         if isinstance(source, Mapping):  # the caller keeps theirs: copy
             return cls(loaded.prompt, object_info=info, source=loaded.source, ui=loaded.ui)
         return cls._owning(loaded.prompt, info, loaded.source, loaded.ui)
+
+    @classmethod
+    def example(cls, name: str) -> Workflow:
+        """A workflow shipped with comfynb: ``"txt2img"`` (ComfyUI's default graph) or
+        ``"img2img"`` (the same graph starting from ``LoadImage("example.png")`` ->
+        ``VAEEncode``, denoise 0.6). Both use the checkpoint
+        ``v1-5-pruned-emaonly-fp16.safetensors``; ``wf.ui`` is its UI format (open it in
+        ComfyUI), ``wf.to_api()`` what is posted.
+
+        Example::
+
+            >>> wf = comfynb.Workflow.example("txt2img").set("KSampler.seed", 7)
+            >>> comfynb.enqueue(store, wf, run="first")
+            >>> comfynb.Workflow.example("img2img")["Load Image"]["image"]
+            'example.png'
+
+        Raises:
+            WorkflowError: no example of that name (the message lists them).
+        """
+        if name not in EXAMPLES:
+            raise WorkflowError(
+                f"comfynb ships the example workflows {', '.join(map(repr, EXAMPLES))}; "
+                f"got {name!r}"
+            )
+        data = resources.files(__package__).joinpath("data")
+        prompt = json.loads(data.joinpath(f"{name}.api.json").read_text("utf-8"))
+        ui = json.loads(data.joinpath(f"{name}.ui.json").read_text("utf-8"))
+        return cls._owning(prompt, None, f"comfynb's example {name!r} (API format)", ui)
 
     @classmethod
     def _owning(

@@ -221,6 +221,25 @@ class Records(Connection):
         found = candidate if isinstance(candidate, Candidate) else self.candidate(candidate)
         return self.output_dir / found.path
 
+    def candidates_by_sha256(self, prefix: str) -> list[Candidate]:
+        """The candidates whose image's sha256 starts with ``prefix`` (hex), oldest first.
+
+        The worker's way to the file behind a workflow input named by content
+        (``comfynb/<sha256 prefix>.png``, ``jobs.inputs``), to upload it before posting.
+
+        Example::
+
+            >>> [c.id for c in store.candidates_by_sha256("3f2a9c0d1e2f3a4b")]
+            [12]
+        """
+        if not isinstance(prefix, str) or not prefix or prefix.strip("0123456789abcdef"):
+            raise InvalidInput(f"a sha256 prefix is lowercase hex, got {prefix!r}")
+        rows = self._fetch(
+            f"SELECT {CANDIDATE_SELECT} FROM candidates WHERE starts_with(sha256, ?) ORDER BY id",
+            [prefix],
+        )
+        return [candidate_row(row) for row in rows]
+
     def pick(self, candidate: Candidate | int, picked: bool = True) -> Candidate:
         """Mark a candidate as picked (or not, with ``picked=False``).
 
