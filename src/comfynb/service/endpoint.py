@@ -153,7 +153,7 @@ def _calls(
     """
     names = (
         "new_run run new_step step add_jobs job jobs runs candidates candidate events pick "
-        "star lineage unsettled_jobs status_counts"
+        "star lineage unsettled_jobs status_counts object_info save_object_info"
     )
     table: dict[str, Callable[..., Any]] = {name: _method(store, name) for name in names.split()}
     table["schema_version"] = lambda: store.schema_version

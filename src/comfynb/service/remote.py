@@ -500,6 +500,16 @@ class RemoteStore(ServedStore):
         }
         return write_export(reads, path, what, filters)
 
+    def object_info(self, server: str | None = None) -> dict[str, Any]:
+        """The store's ``/object_info`` copy of a server, or the newest (see
+        ``Store.object_info``); ``Workflow.load(path, object_info=store)`` uses it."""
+        info: dict[str, Any] = self._call("object_info", server)
+        return info
+
+    def save_object_info(self, server: str, info: Mapping[str, Any]) -> bool:
+        """Keep ``info`` as the server's ``/object_info`` copy (see ``Store.save_object_info``)."""
+        return bool(self._call("save_object_info", server, info))
+
     def cancel_on_owner(self, job: Job | int) -> Job:
         """``comfynb.cancel`` run in the worker process, with its client for the job's server."""
         cancelled: Job = self._call("cancel", job)
