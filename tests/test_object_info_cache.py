@@ -186,7 +186,7 @@ def test_what_object_info_cannot_be_is_a_workflow_error(ui_file: Path, sim: Simu
     sim.set_faults(http_500_next=1, routes=["/object_info"])
     with pytest.raises(WorkflowError, match=rf"GET {sim.url}/object_info answered HTTP 500"):
         Workflow.load(ui_file, object_info=sim.url)
-    sim.set_faults(slow_next=1, slow_seconds=2.0, routes=["/object_info"])
+    sim.set_faults(slow_next=1, slow_seconds=1.0, routes=["/object_info"])
     start = time.monotonic()
     with pytest.raises(WorkflowError, match=rf"GET {sim.url}/object_info failed \(timed out"):
         fetch_object_info(sim.url, timeout=0.2)
@@ -250,3 +250,9 @@ def test_through_a_remote_store_the_same(store: Store, own_sim: Simulator, ui_fi
         assert e.value.key == "http://gpu1"
         assert remote.save_object_info("http://gpu1", {"EmptyImage": {"input": {}}}) is True
         assert store.object_info("http://gpu1") == {"EmptyImage": {"input": {}}}
+        with pytest.raises(InvalidInput, match=r"info is the /object_info dict.*got list"):
+            remote.save_object_info("http://gpu1", [1])  # type: ignore[arg-type]
+        real = read_gz(DATA / "object_info_0.33.0.json.gz")
+        real["Unbounded"] = {"input": {"required": {"x": ["FLOAT", {"max": float("inf")}]}}}
+        assert remote.save_object_info("http://gpu2", real) is True
+        assert remote.object_info("http://gpu2") == real == store.object_info("http://gpu2")
