@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import trivial_prompt
+from sim_helpers import wait_for
 
 import comfynb
 from comfynb import (
@@ -256,3 +257,37 @@ def test_through_a_remote_store_the_same(store: Store, own_sim: Simulator, ui_fi
         real["Unbounded"] = {"input": {"required": {"x": ["FLOAT", {"max": float("inf")}]}}}
         assert remote.save_object_info("http://gpu2", real) is True
         assert remote.object_info("http://gpu2") == real == store.object_info("http://gpu2")
+
+
+def test_a_worker_process_keeps_the_copy_for_the_notebook_beside_it(
+    own_sim: Simulator, tmp_path: Path, ui_file: Path
+) -> None:
+    """``comfynb worker`` (a real subprocess) on a server; the notebook converts through it,
+    offline; the copy stays in the file once the worker is gone."""
+    from test_cli_worker import WorkerProcess
+
+    db = tmp_path / "lab.duckdb"
+    worker = WorkerProcess(db, [own_sim.url])
+    try:
+        worker.wait_serving()
+        with comfynb.open(db) as remote:
+            assert isinstance(remote, RemoteStore)
+
+            def kept() -> dict[str, Any] | None:
+                try:
+                    return remote.object_info(own_sim.url)
+                except ObjectInfoNotFound:
+                    return None
+
+            served = wait_for(kept, timeout=10, interval=0.02)
+            own_sim.stop()
+            assert Workflow.load(ui_file, object_info=remote).to_api() == read_gz(API)
+        assert worker.stop() == 0
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait()
+    assert f"server {own_sim.url}: its /object_info (" in worker.stderr()
+    with comfynb.open(db) as local:
+        assert isinstance(local, Store) and local.object_info() == served
+        assert Workflow.load(ui_file, object_info=local).to_api() == read_gz(API)
