@@ -9,7 +9,8 @@ Run: ``python bench/object_info_cache.py [--repeat 5]``. Prints its figures (med
 * ``store.save_object_info``: a first copy, and an unchanged one (not rewritten);
   ``store.object_info()``: the read ``Workflow.load(object_info=store)`` does.
 * The same two through a ``RemoteStore`` (the endpoint on this process's threads).
-* The worker's loop: what handing the copy costs it (``ObjectInfoCopies.save``).
+* The worker's loop: what handing the copy costs it (``ObjectInfoCopies.save``), and the
+  longest pause of a thread ticking every 1 ms while the copy is saved (the GIL).
 """
 
 from __future__ import annotations
@@ -61,6 +62,21 @@ def serve_file(raw: bytes) -> http.server.ThreadingHTTPServer:
     return server
 
 
+def loop_pause(store: Store, info: dict[str, Any]) -> float:
+    """The longest a thread ticking every 1 ms waits while a new copy is saved (ms)."""
+    done = threading.Event()
+    url = f"http://pause{time.monotonic_ns()}:8188"
+    saver = threading.Thread(target=lambda: (store.save_object_info(url, info), done.set()))
+    longest, last = 0.0, time.perf_counter()
+    saver.start()
+    while not done.is_set():
+        time.sleep(0.001)
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+    saver.join()
+    return longest * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
@@ -99,6 +115,8 @@ def main() -> None:
             hand = median_ms(lambda: copies.save(real, info), n)
             copies.close()
             print(f"Worker loop: handing the copy {hand * 1000:7.0f} us (saved on its own thread)")
+            pauses = sorted(loop_pause(store, info) for _ in range(n))
+            print(f"  its longest pause meanwhile (the GIL) {pauses[len(pauses) // 2]:5.1f} ms")
     real_server.shutdown()
 
 
