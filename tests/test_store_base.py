@@ -76,6 +76,8 @@ def test_the_interface_has_what_a_notebook_uses() -> None:
             "candidates",
             "events",
             "export",
+            "object_info",
+            "save_object_info",
         ]
     )
 

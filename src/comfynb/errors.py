@@ -24,6 +24,7 @@
     - RecordNotFound             no row with that id or name (also a ``LookupError``)
       . RunNotFound, StepNotFound, CandidateNotFound
       . JobNotInStore            no job with that id in the store (``JobNotFound`` is the server's)
+      . ObjectInfoNotFound       no copy of that server's ``/object_info`` in the store
   + WorkflowError                a workflow that is not a ComfyUI API prompt; ``.node_id`` names the node
   + WorkerError                  a worker cannot start (another one runs on the store)
 
@@ -44,6 +45,7 @@ __all__ = [
     "JobNotFound",
     "JobNotInStore",
     "NotAStore",
+    "ObjectInfoNotFound",
     "OutputError",
     "OwnedByWorker",
     "PromptRejected",
@@ -292,6 +294,27 @@ class CandidateNotFound(RecordNotFound):
     """No image candidate with this id; ``store.candidates()`` lists them."""
 
     kind = "candidate"
+
+
+class ObjectInfoNotFound(RecordNotFound):
+    """The store has no copy of this server's ``/object_info`` (``key``: the server, or None
+    for any server); the message says how to get one."""
+
+    kind = "/object_info copy"
+
+    def __init__(self, server: str | None, stored: list[str] | None = None) -> None:
+        whose = f"of {server}" if server is not None else "of any server"
+        has = f" (it has copies of {', '.join(stored)})" if stored else ""
+        url = server or "http://127.0.0.1:8188"
+        Exception.__init__(
+            self,
+            f"the store has no /object_info copy {whose}{has}. A worker saves one when a "
+            f"server first answers: run one on it once (comfynb worker --db FILE --server "
+            f"{url}, or comfynb.Worker(store, [{url!r}]).start()); or, while the server is "
+            f"up, pass object_info={url!r} (or a comfynb.Client) instead of the store, or "
+            f"save a copy yourself: store.save_object_info({url!r}, client.object_info())",
+        )
+        self.key = server
 
 
 class WorkflowError(ComfynbError):

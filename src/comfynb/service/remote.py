@@ -42,6 +42,7 @@ How (see README.md, "A notebook beside a worker process"; the worker's half is i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -499,6 +500,20 @@ class RemoteStore(ServedStore):
             "events": self.events,
         }
         return write_export(reads, path, what, filters)
+
+    def object_info(self, server: str | None = None) -> dict[str, Any]:
+        """The store's ``/object_info`` copy of a server, or the newest (see
+        ``Store.object_info``); ``Workflow.load(path, object_info=store)`` uses it."""
+        info: dict[str, Any] = json.loads(self._call("object_info", server))  # sent as text
+        return info
+
+    def save_object_info(self, server: str, info: Mapping[str, Any]) -> bool:
+        """Keep ``info`` as the server's ``/object_info`` copy (see ``Store.save_object_info``)."""
+        sent: Any = info
+        if isinstance(info, Mapping):  # as JSON text (fast); anything else for the store to judge
+            with contextlib.suppress(TypeError, ValueError):
+                sent = json.dumps(info, separators=(",", ":"))
+        return bool(self._call("save_object_info", server, sent))
 
     def cancel_on_owner(self, job: Job | int) -> Job:
         """``comfynb.cancel`` run in the worker process, with its client for the job's server."""

@@ -251,6 +251,14 @@ class NotebookStore(Protocol):
         self, path: str | os.PathLike[str], what: str = "candidates", **filters: Any
     ) -> Path: ...
 
+    def object_info(self, server: str | None = None) -> dict[str, Any]:
+        """The stored ``/object_info`` copy of ``server`` (the newest of any if None)."""
+        ...
+
+    def save_object_info(self, server: str, info: Mapping[str, Any]) -> bool:
+        """Keep ``info`` as ``server``'s ``/object_info`` copy; False if it was unchanged."""
+        ...
+
 
 class ServedStore(ABC):
     """A store another process owns and serves to this one: its worker drives the jobs.

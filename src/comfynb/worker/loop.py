@@ -83,6 +83,7 @@ from ..store.base import require_owner
 from ..store.lifecycle import record_changes, release_claims
 from . import running as registry
 from .downloads import Downloads, Fetched
+from .objectinfo import ObjectInfoCopies
 from .recorder import Claim, Expect, Record, Recorder, Result, Tick, Work
 from .servers import PostedJob, Server, ServerStatus, clock
 from .sockets import Socket, SocketDown, SocketUp
@@ -425,6 +426,7 @@ class _Loop:
         self.sockets: list[Socket] = []
         self._recorder: Recorder | None = None
         self._downloads: Downloads | None = None
+        self.object_infos = ObjectInfoCopies(self.store)  # servers' /object_info, kept
 
     @property
     def recorder(self) -> Recorder:
@@ -467,6 +469,8 @@ class _Loop:
             )
             for url, given in self.urls
         ]
+        for server in self.servers:
+            server.on_object_info = self.object_infos.save
         self._downloads = Downloads(self.store, events)
         self.sockets = [Socket(i, s.client, events).start() for i, s in enumerate(self.servers)]
         for server in self.servers:
@@ -499,6 +503,7 @@ class _Loop:
             for server in self.every_server:
                 server.client.close()
                 server.probe.close()
+            self.object_infos.close()
             logger.info("worker %s stopped", self.name)
 
     def idle(self) -> bool:
@@ -1066,6 +1071,7 @@ class _Loop:
             )
             server = Server(url, client, probe, target_depth=self.target_depth)
             server.adopted = True
+            server.on_object_info = self.object_infos.save
             self.adopted.append(server)
             server.check(self._recover)
 

@@ -272,6 +272,8 @@ class Server:
         self.client = client
         self.probe = probe
         self.caps: Capabilities | None = None
+        #: called with its ``/object_info`` each time it is read (the server came up)
+        self.on_object_info: Callable[[str, Mapping[str, Any]], None] | None = None
         # health
         self.up = False
         self.down_since: float | None = time.monotonic()
@@ -344,7 +346,10 @@ class Server:
         try:
             self.probe.system_stats()
             if self.caps is None or not self.up:
-                self.caps = capabilities(self.probe.object_info())
+                info = self.probe.object_info()
+                self.caps = capabilities(info)
+                if self.on_object_info is not None:
+                    self.on_object_info(self.url, info)  # kept in the store, in the background
             if not self.recovered:
                 recover(self)
         except DOWN as exc:

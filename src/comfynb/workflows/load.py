@@ -10,6 +10,9 @@ The only I/O of the workflows layer. Formats recognised:
   chunks, or a WebP's EXIF entries ``prompt:{...}`` / ``workflow:{...}``. ``prompt`` wins when
   both are there (it is what ran), and :attr:`Loaded.source` says so.
 
+A UI workflow's ``/object_info`` may come from a server URL: :func:`fetch_object_info` is
+one ``GET`` with the standard library (the workflows layer uses no client).
+
 Example::
 
     >>> loaded = load_source("ComfyUI_00001_.png", object_info)
@@ -19,20 +22,28 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import WorkflowError
+from ..core.urls import parse_server_url
+from ..errors import InvalidInput, WorkflowError
 from .convert import ui_to_api
 
-__all__ = ["Loaded", "detect_format", "load_source"]
+__all__ = ["OBJECT_INFO_TIMEOUT", "Loaded", "detect_format", "fetch_object_info", "load_source"]
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+#: Seconds :func:`fetch_object_info` waits for the server (to connect, and between reads).
+OBJECT_INFO_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,57 @@ class Loaded:
     prompt: dict[str, Any]
     ui: dict[str, Any] | None
     source: str
+
+
+def fetch_object_info(url: str, timeout: float = OBJECT_INFO_TIMEOUT) -> dict[str, Any]:
+    """``GET {url}/object_info``: the server's node definitions, fetched once.
+
+    ``url`` is a server URL as ``comfynb.Client`` takes it (``user:password@`` is sent as
+    basic auth, never shown).
+
+    Example::
+
+        >>> info = fetch_object_info("http://127.0.0.1:8188")
+        >>> "KSampler" in info
+        True
+
+    Raises:
+        WorkflowError: not a server URL, no answer within ``timeout`` seconds, an HTTP error,
+            or an answer that is not the ``/object_info`` dict; the message names the URL.
+    """
+    try:
+        root, credentials = parse_server_url(url)
+    except InvalidInput as exc:
+        raise WorkflowError(f"object_info={url!r}: {exc}") from None
+    where = f"{root}/object_info"
+    request = urllib.request.Request(where, headers={"Accept": "application/json"})
+    if credentials is not None:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    context = ssl.create_default_context() if root.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        raise WorkflowError(
+            f"GET {where} answered HTTP {exc.code} {exc.reason}; is it a ComfyUI server?"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise WorkflowError(
+            f"GET {where} failed ({reason}); is the ComfyUI server up? To convert offline, "
+            "pass object_info=store (a store a worker saved a copy in) or the /object_info dict"
+        ) from None
+    try:
+        info = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkflowError(f"GET {where} did not answer JSON ({exc}); is it ComfyUI?") from None
+    if not isinstance(info, dict):
+        raise WorkflowError(
+            f"GET {where} answered {type(info).__name__}, not the /object_info dict; "
+            "is it ComfyUI?"
+        )
+    return info
 
 
 def detect_format(data: object) -> str:
@@ -147,7 +209,8 @@ def _convert(
     if object_info is None:
         raise WorkflowError(
             f"{where} is a UI workflow: converting it needs the server's /object_info; pass "
-            "object_info=client (a comfynb Client) or the /object_info dict"
+            "object_info= a server URL ('http://127.0.0.1:8188'), a comfynb Client, a store "
+            "holding a copy (offline), or the /object_info dict"
         )
     return ui_to_api(ui, object_info)
 

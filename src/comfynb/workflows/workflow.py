@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..errors import WorkflowError
 from ..protocol.rejections import describe_node_error
 from .check import check_workflow
-from .load import load_source
+from .load import fetch_object_info, load_source
 from .values import check_value
 
 if TYPE_CHECKING:
@@ -36,11 +36,24 @@ EXAMPLES: Final = ("txt2img", "img2img")
 
 
 def _object_info(source: object) -> dict[str, Any] | None:
-    """``/object_info`` from a dict or anything with an ``.object_info()`` method (a Client)."""
+    """``/object_info`` from what ``Workflow.load(object_info=...)`` takes.
+
+    * the ``/object_info`` dict itself;
+    * a server URL (``"http://127.0.0.1:8188"``): fetched once here (:func:`fetch_object_info`);
+    * anything with an ``.object_info()`` method: a comfynb ``Client`` (asks the server), or a
+      store (``comfynb.open(...)``: its newest stored copy, which works offline).
+
+    Example::
+
+        >>> _object_info("http://127.0.0.1:8188")["KSampler"]["input"]["required"]["steps"][0]
+        'INT'
+    """
     if source is None:
         return None
     if isinstance(source, Mapping):
         return dict(source)
+    if isinstance(source, str):
+        return fetch_object_info(source)
     method = getattr(source, "object_info", None)
     if callable(method):
         info = method()
@@ -51,8 +64,8 @@ def _object_info(source: object) -> dict[str, Any] | None:
             f"{type(info).__name__}, not the /object_info dict"
         )
     raise WorkflowError(
-        f"object_info must be the /object_info dict or a client with .object_info(); "
-        f"got {type(source).__name__}"
+        "object_info must be the /object_info dict, a server URL ('http://127.0.0.1:8188'), "
+        f"a comfynb Client or a store holding a copy; got {type(source).__name__}"
     )
 
 
@@ -100,19 +113,32 @@ class Workflow:
         """Load a workflow from a path, a dict, JSON text, or PNG/WebP bytes, in any format.
 
         A UI-format workflow (what ComfyUI's "Save" writes) is converted as ComfyUI's frontend
-        does; that needs ``object_info``: the ``/object_info`` dict, or a comfynb ``Client``.
+        does; that needs the server's ``/object_info``, as ``object_info``:
+
+        * a server URL, ``"http://127.0.0.1:8188"`` (one ``GET /object_info``);
+        * a comfynb ``Client`` (it asks its server);
+        * a store (``comfynb.open("lab.duckdb")``, local or through a worker): the copy of
+          ``/object_info`` a worker saved there when its server first answered (the newest
+          one). It works with the server down: offline;
+        * the ``/object_info`` dict itself.
+
         ``wf.source`` says what was read (for a PNG with both chunks: the ``prompt`` one).
 
         Example::
 
-            >>> wf = Workflow.load("my_workflow.json", object_info=client)
+            >>> wf = Workflow.load("my_workflow.json", object_info="http://127.0.0.1:8188")
             >>> wf.source
             'my_workflow.json (UI format, converted)'
+            >>> store = comfynb.open("lab.duckdb")      # a worker ran on the server once
+            >>> wf = Workflow.load("my_workflow.json", object_info=store)   # server down: fine
 
         Raises:
             WorkflowError: an unknown format (saying what was recognised), an API prompt of
                 the wrong shape (``check_workflow``), a node class that ``object_info`` lacks
-                (naming the node and what to install), a bad file.
+                (naming the node and what to install), a bad file, a server URL that does
+                not answer (naming it).
+            ObjectInfoNotFound: ``object_info=store`` and the store holds no copy yet (the
+                message says how to get one).
         """
         if isinstance(source, Workflow):
             return source  # immutable: nothing to copy

@@ -112,4 +112,17 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "ALTER TABLE candidates ADD COLUMN sampler VARCHAR",
         ),
     ),
+    Migration(
+        # a copy of each server's /object_info, so UI workflows convert offline
+        # (Workflow.load(path, object_info=store)); one row per server, its newest copy
+        "003_object_info",
+        (
+            """CREATE TABLE object_info (
+                server VARCHAR NOT NULL,
+                fetched_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                sha256 VARCHAR NOT NULL,
+                classes INTEGER NOT NULL,
+                info JSON NOT NULL)""",
+        ),
+    ),
 )
