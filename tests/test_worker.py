@@ -220,6 +220,35 @@ def test_a_stopped_worker_gives_back_the_jobs_it_claimed_with_a_release_event(
     assert len(ids) == 8
 
 
+def test_claims_that_come_back_as_the_worker_stops_are_released_as_the_others(
+    sim: Simulator, store: Store
+) -> None:
+    """One reason for every claim a stopping worker gives back, whenever its claim came back.
+
+    A claim asked in the last round comes back while the worker closes (the recorder commits
+    it as it stops): it was released as "... stopping", the jobs in hand as "... stopped" (a
+    test reading the reasons failed once on a loaded machine). Here the worker is stopped
+    right after its first round, so its first claim always comes back while it closes.
+    """
+
+    class AfterOneRound(threading.Event):
+        looks = 0
+
+        def is_set(self) -> bool:
+            self.looks += 1
+            return self.looks > 1  # set when the loop looks after its first round
+
+    ids = enqueue_many(store, 4)
+    Worker(store, [sim.url]).run(until_idle=False, stop=AfterOneRound())
+    events = store.events()
+    releases = events[events["detail"].str.contains('"event":"release"', na=False)]
+    assert sorted(int(i) for i in releases["job_id"]) == ids  # claimed in round 1, all given back
+    assert {json.loads(detail)["reason"] for detail in releases["detail"]} == {
+        "worker lab.duckdb stopped"
+    }
+    assert statuses(store) == {"pending": 4} and posts_of(sim) == {}
+
+
 def test_progress_is_stored_while_a_sampler_runs(sim: Simulator, store: Store) -> None:
     store.new_run("r")
     job = enqueue(store, txt2img(seed=1, steps=40), run="r")

@@ -415,6 +415,9 @@ class _Loop:
         self.events = events
         self.counts = {"completed": 0, "failed": 0, "requeued": 0}
         self.halting = False  # the loop ended: claim and post nothing more
+        # the one reason for every claim given back as it stops: in hand, or coming back from
+        # the recorder while it closes (which of the two depends on timing alone)
+        self.stopped = f"worker {self.name} stopped"
         self.strikes: dict[int, int] = {}  # job id: failures to collect it, its server up
         self.cancellations_seen = 0
         self.servers: list[Server] = []
@@ -486,7 +489,7 @@ class _Loop:
                 self._recorder.stop()  # posted jobs: recorded as submitted
                 self._take_outcomes(raising=False)
             held = [job_id for server in self.servers for job_id in server.claims.give_back()]
-            release_claims(self.store, held, reason=f"worker {self.name} stopped")
+            release_claims(self.store, held, reason=self.stopped)
         finally:
             if self._downloads is not None:
                 self._downloads.close()
@@ -688,7 +691,7 @@ class _Loop:
         server.claims.came_back(jobs)
         able = [s for s in self.servers if s.up and s.caps is not None]
         if server not in able or self.halting:  # it went down meanwhile, or stopping
-            why = f"worker {self.name} stopping" if self.halting else f"server {server.url} down"
+            why = self.stopped if self.halting else f"server {server.url} down"
             release_claims(self.store, [job.id for job in jobs], reason=why)
             return
         for job in jobs:
