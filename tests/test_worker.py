@@ -600,6 +600,39 @@ def test_a_job_cancelled_from_the_notebook_while_the_worker_runs_it(
     assert store.job(ids[5]).prompt_id not in posts_of(sim)
 
 
+def test_a_job_cancelled_while_its_claim_comes_back_is_never_posted(
+    sim: Simulator, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel lands after the claim's SELECT, and the loop looks at the store's count of
+    cancels before the claim reaches it: the claimed job must still be dropped, not posted.
+
+    Seen once under load in the test above (the job cancelled "in the worker's hand" was
+    posted, then withdrawn). Here the recorder's outcome with the claim is held back one
+    round, and the job is cancelled as it is held.
+    """
+    from comfynb.worker.recorder import Recorder
+
+    [job_id] = enqueue_many(store, 1)
+    outcomes = Recorder.outcomes
+    held: list[Any] = []
+
+    def one_round_late(self: Recorder) -> list[Any]:
+        ready = held + outcomes(self)
+        held.clear()
+        claimed = [job.id for o in ready for jobs in o.claimed.values() for job in jobs]
+        if job_id in claimed and store.job(job_id).status is JobStatus.PENDING:
+            comfynb.cancel(store, job_id)  # after the claim's commit
+            held.extend(o for o in ready if o.claimed)  # reaches the loop next round
+            return [o for o in ready if not o.claimed]
+        return ready
+
+    monkeypatch.setattr(Recorder, "outcomes", one_round_late)
+    summary = Worker(store, [sim.url]).run()
+    assert store.job(job_id).status is JobStatus.CANCELLED
+    assert posts_of(sim) == {}  # never posted
+    assert (summary.completed, summary.failed) == (0, 0)
+
+
 def test_a_long_sampler_s_progress_costs_few_writes(sim: Simulator, store: Store) -> None:
     # 200 ticks in ~1 s: written at most every PROGRESS_EVERY (0.5 s), so a reader polling
     # every few ms sees a handful of values, not one per tick

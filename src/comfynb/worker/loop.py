@@ -420,6 +420,9 @@ class _Loop:
         self.stopped = f"worker {self.name} stopped"
         self.strikes: dict[int, int] = {}  # job id: failures to collect it, its server up
         self.cancellations_seen = 0
+        #: per server, the store's count of cancels when its claim out was asked: a claim
+        #: comes back with jobs that were pending at its SELECT, and any cancel since counts
+        self.cancellations_at_claim: dict[str, int] = {}
         self.servers: list[Server] = []
         #: servers not in the worker's list where an earlier worker left jobs in flight
         self.adopted: list[Server] = []
@@ -678,17 +681,23 @@ class _Loop:
         """Ask the recorder for jobs for each server whose queue and claims run short."""
         if self.halting:
             return
-        queue_changes = self.store.change_counts().queue_changes
+        counts = self.store.change_counts()
         for index, server in enumerate(self.servers):
             if not server.up or server.caps is None:
                 continue
-            wanted = server.claims.wanted(self.target_depth, server.waiting(), queue_changes)
+            wanted = server.claims.wanted(self.target_depth, server.waiting(), counts.queue_changes)
             if wanted:
+                self.cancellations_at_claim[server.url] = counts.cancellations
                 self._hand(Claim(index, server.url, wanted))
 
     def _claimed(self, server: Server, jobs: list[Job]) -> None:
         """Claimed jobs came back from the recorder: placed, and posted where there is room."""
         server.claims.came_back(jobs)
+        # Jobs cancelled after the claim's SELECT: the count moved since it was asked, maybe
+        # already looked at (and the hand checked) before these jobs were in it. The hand is
+        # known free of cancelled jobs only up to the count as the claim was asked.
+        asked_at = self.cancellations_at_claim.pop(server.url, self.cancellations_seen)
+        self.cancellations_seen = min(self.cancellations_seen, asked_at)
         able = [s for s in self.servers if s.up and s.caps is not None]
         if server not in able or self.halting:  # it went down meanwhile, or stopping
             why = self.stopped if self.halting else f"server {server.url} down"
