@@ -259,10 +259,12 @@ def test_two_streams_on_one_client_id_both_end_the_job(
     sim: Simulator, make_client: MakeClient
 ) -> None:
     # the second socket with the same clientId replaces the first, which hears nothing more;
-    # polling over HTTP still ends the job on the deaf one
+    # polling over HTTP still ends the job on the deaf one. The one that hears polls only
+    # after 30 silent s: the server writes its history before it sends execution_success, and
+    # a poll in between (a 0.1 s silence, on a loaded machine) ended it first, synthesized.
     client = make_client(sim.url)
     sim.configure(node_seconds=0.05)
-    with client.events(poll_interval=0.1) as first, client.events(poll_interval=0.1) as second:
+    with client.events(poll_interval=0.1) as first, client.events(poll_interval=30) as second:
         queued = client.queue_prompt(trivial_prompt())
         first.follow(queued.prompt_id)
         second.follow(queued.prompt_id)

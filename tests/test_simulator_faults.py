@@ -373,6 +373,36 @@ def test_shorter_node_seconds_lets_a_waiting_node_finish(sim: Simulator) -> None
     assert history_of(sim, prompt_id)["status"]["status_str"] == "success"
 
 
+def test_a_new_node_time_set_as_a_node_starts_waiting_is_not_lost(sim: Simulator) -> None:
+    """``configure(node_seconds=0)`` landing between a node's reading its time and its wait.
+
+    The race behind a worker test that timed out once on a loaded machine: the node read
+    30 s, the test set 0 (waking it), the node then cleared the wake-up and waited 30 s.
+    Here the other thread's set is made to land exactly in that window (the node's first
+    look at its times starts it and gives it 0.2 s, long enough unless it must wait for the
+    lock the node holds while it reads).
+    """
+    import threading
+
+    engine = sim._server.engine
+    done = threading.Event()
+
+    class SetMeanwhile(dict[str, float]):
+        def get(self, key: str, default: Any = None) -> Any:
+            if not hasattr(self, "thread"):  # the first look only
+                self.thread = threading.Thread(
+                    target=lambda: (engine.set_node_seconds(0), done.set()), daemon=True
+                )
+                self.thread.start()
+                done.wait(0.2)
+            return super().get(key, default)
+
+    sim.configure(node_seconds=30)
+    engine.node_seconds_by_id = SetMeanwhile()
+    prompt_id = post_prompt(sim, trivial_prompt("race")).json()["prompt_id"]
+    assert history_of(sim, prompt_id)["status"]["status_str"] == "success"
+
+
 def test_main_serves_until_stop_is_set(tmp_path: Any) -> None:
     import threading
 

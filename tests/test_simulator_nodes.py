@@ -456,12 +456,16 @@ def test_step_seconds_slow_the_sampler_down(tmp_path: Path) -> None:
 
 
 def test_trivial_prompts_are_fast(tmp_path: Path) -> None:
-    """The simulator must never be the bottleneck: a trivial prompt's nodes take well under 1 ms."""
+    """The simulator must never be the bottleneck: a trivial prompt's nodes take well under 1 ms.
+
+    Measured in this process's CPU time: the wall clock also counts the time other processes
+    of a loaded machine had the CPUs (it read 2.16 ms once, beside a whole test suite).
+    """
     prompt = empty() | save("2", "1", "trivial")
     run(prompt, tmp_path)
-    started = time.perf_counter()
+    started = time.process_time()
     for _ in range(200):
         run(prompt, tmp_path)
-    per_prompt = (time.perf_counter() - started) / 200
+    per_prompt = (time.process_time() - started) / 200
     assert per_prompt < 0.002, f"{per_prompt * 1000:.2f} ms per trivial prompt"
     assert len(os.listdir(tmp_path / "output")) == 201

@@ -254,3 +254,44 @@ def test_change_counts_grow_with_enqueues_requeues_releases_and_cancels(store: S
     assert store.job(b.id).status is JobStatus.CANCELLED
     with Store.open(store.path) as other:  # the counts are the file's, in this process
         assert other.change_counts() == store.change_counts()
+
+
+def test_a_count_moves_only_once_what_it_counts_can_be_read(store: Store) -> None:
+    """Another thread that sees a cancel or an enqueue counted sees the job it counts.
+
+    A worker read the count of cancels moved while the cancel was not committed yet, read
+    the job still pending, and posted a cancelled job (seen once under load).
+    """
+    import threading
+
+    from comfynb.store.lifecycle import transition
+
+    store.new_run("r")
+    job = comfynb.enqueue(store, trivial_prompt(), run="r")
+    before = store.change_counts()
+    seen: list[tuple[ChangeCounts, JobStatus, int]] = []
+
+    def look() -> None:  # a reader thread (as the worker's loop): no writer lock
+        seen.append((store.change_counts(), store.job(job.id).status, len(store.jobs())))
+
+    with store.transaction():
+        transition(store, job.id, JobStatus.CANCELLED, detail={"by": "test"})
+        comfynb.enqueue(store, trivial_prompt(), run="r")
+        reader = threading.Thread(target=look)
+        reader.start()
+        reader.join()
+    counts, status, jobs = seen[0]
+    assert counts.cancellations == before.cancellations or status is JobStatus.CANCELLED
+    assert counts.queue_changes == before.queue_changes or jobs == 2
+    after = store.change_counts()  # committed: counted
+    assert after.cancellations == before.cancellations + 1
+    assert after.queue_changes > before.queue_changes
+
+
+def test_a_rolled_back_change_is_not_counted(store: Store) -> None:
+    store.new_run("r")
+    before = store.change_counts()
+    with pytest.raises(RuntimeError), store.transaction():
+        comfynb.enqueue(store, trivial_prompt(), run="r")
+        raise RuntimeError("rolled back")
+    assert store.change_counts() == before and store.jobs().empty

@@ -28,7 +28,9 @@ def test_wait_shows_a_down_server_in_the_bar_and_the_summary(
     store.new_run("r")
     job = enqueue(store, unique(1), run="r")
     dead = closed_port()
-    with Worker(store, [dead], client_options={"retry": FAST_RETRY}).start():
+    with Worker(store, [dead], client_options={"retry": FAST_RETRY}).start() as worker:
+        # its first check done (as in the tests below): not a race with a 1 s wait's timeout
+        wait_for(lambda: worker.status().servers[0].last_error, timeout=5)
         summary = comfynb.wait(store, job, timeout=1.0)
     assert summary.timed_out and summary.pending == 1
     assert len(summary.servers_down) == 1

@@ -220,6 +220,35 @@ def test_a_stopped_worker_gives_back_the_jobs_it_claimed_with_a_release_event(
     assert len(ids) == 8
 
 
+def test_claims_that_come_back_as_the_worker_stops_are_released_as_the_others(
+    sim: Simulator, store: Store
+) -> None:
+    """One reason for every claim a stopping worker gives back, whenever its claim came back.
+
+    A claim asked in the last round comes back while the worker closes (the recorder commits
+    it as it stops): it was released as "... stopping", the jobs in hand as "... stopped" (a
+    test reading the reasons failed once on a loaded machine). Here the worker is stopped
+    right after its first round, so its first claim always comes back while it closes.
+    """
+
+    class AfterOneRound(threading.Event):
+        looks = 0
+
+        def is_set(self) -> bool:
+            self.looks += 1
+            return self.looks > 1  # set when the loop looks after its first round
+
+    ids = enqueue_many(store, 4)
+    Worker(store, [sim.url]).run(until_idle=False, stop=AfterOneRound())
+    events = store.events()
+    releases = events[events["detail"].str.contains('"event":"release"', na=False)]
+    assert sorted(int(i) for i in releases["job_id"]) == ids  # claimed in round 1, all given back
+    assert {json.loads(detail)["reason"] for detail in releases["detail"]} == {
+        "worker lab.duckdb stopped"
+    }
+    assert statuses(store) == {"pending": 4} and posts_of(sim) == {}
+
+
 def test_progress_is_stored_while_a_sampler_runs(sim: Simulator, store: Store) -> None:
     store.new_run("r")
     job = enqueue(store, txt2img(seed=1, steps=40), run="r")
@@ -569,6 +598,39 @@ def test_a_job_cancelled_from_the_notebook_while_the_worker_runs_it(
     assert store.candidates(job=ids[0]).empty and store.candidates(job=ids[5]).empty
     # cancelled while in the worker's hand (claimed ahead): never posted
     assert store.job(ids[5]).prompt_id not in posts_of(sim)
+
+
+def test_a_job_cancelled_while_its_claim_comes_back_is_never_posted(
+    sim: Simulator, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel lands after the claim's SELECT, and the loop looks at the store's count of
+    cancels before the claim reaches it: the claimed job must still be dropped, not posted.
+
+    Seen once under load in the test above (the job cancelled "in the worker's hand" was
+    posted, then withdrawn). Here the recorder's outcome with the claim is held back one
+    round, and the job is cancelled as it is held.
+    """
+    from comfynb.worker.recorder import Recorder
+
+    [job_id] = enqueue_many(store, 1)
+    outcomes = Recorder.outcomes
+    held: list[Any] = []
+
+    def one_round_late(self: Recorder) -> list[Any]:
+        ready = held + outcomes(self)
+        held.clear()
+        claimed = [job.id for o in ready for jobs in o.claimed.values() for job in jobs]
+        if job_id in claimed and store.job(job_id).status is JobStatus.PENDING:
+            comfynb.cancel(store, job_id)  # after the claim's commit
+            held.extend(o for o in ready if o.claimed)  # reaches the loop next round
+            return [o for o in ready if not o.claimed]
+        return ready
+
+    monkeypatch.setattr(Recorder, "outcomes", one_round_late)
+    summary = Worker(store, [sim.url]).run()
+    assert store.job(job_id).status is JobStatus.CANCELLED
+    assert posts_of(sim) == {}  # never posted
+    assert (summary.completed, summary.failed) == (0, 0)
 
 
 def test_a_long_sampler_s_progress_costs_few_writes(sim: Simulator, store: Store) -> None:

@@ -627,12 +627,18 @@ class Engine:
         self._progress_state(run)
 
     def _simulate_work(self, run: _Run, node_id: str) -> None:
-        """Wait the node's time; new times, an interrupt or a restart re-decide."""
+        """Wait the node's time; new times, an interrupt or a restart re-decide.
+
+        The time is read under the lock that ``set_node_seconds`` takes, in the same hold as
+        the ``_wake.clear()``: a new time set between the read and the clear would otherwise
+        be cleared unseen, and the node would wait out the old time (30 s for a test that
+        held it, then released it with ``node_seconds=0``).
+        """
         started = time.monotonic()
         while True:
-            seconds = self.node_seconds_by_id.get(node_id, self.node_seconds)
-            left = started + seconds - time.monotonic()
             with self._cond:
+                seconds = self.node_seconds_by_id.get(node_id, self.node_seconds)
+                left = started + seconds - time.monotonic()
                 if left <= 0 or self._interrupted or run.task.epoch != self._epoch:
                     return
                 self._wake.clear()

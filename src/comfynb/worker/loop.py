@@ -416,8 +416,14 @@ class _Loop:
         self.events = events
         self.counts = {"completed": 0, "failed": 0, "requeued": 0}
         self.halting = False  # the loop ended: claim and post nothing more
+        # the one reason for every claim given back as it stops: in hand, or coming back from
+        # the recorder while it closes (which of the two depends on timing alone)
+        self.stopped = f"worker {self.name} stopped"
         self.strikes: dict[int, int] = {}  # job id: failures to collect it, its server up
         self.cancellations_seen = 0
+        #: per server, the store's count of cancels when its claim out was asked: a claim
+        #: comes back with jobs that were pending at its SELECT, and any cancel since counts
+        self.cancellations_at_claim: dict[str, int] = {}
         self.servers: list[Server] = []
         #: servers not in the worker's list where an earlier worker left jobs in flight
         self.adopted: list[Server] = []
@@ -490,7 +496,7 @@ class _Loop:
                 self._recorder.stop()  # posted jobs: recorded as submitted
                 self._take_outcomes(raising=False)
             held = [job_id for server in self.servers for job_id in server.claims.give_back()]
-            release_claims(self.store, held, reason=f"worker {self.name} stopped")
+            release_claims(self.store, held, reason=self.stopped)
         finally:
             if self._downloads is not None:
                 self._downloads.close()
@@ -680,20 +686,26 @@ class _Loop:
         """Ask the recorder for jobs for each server whose queue and claims run short."""
         if self.halting:
             return
-        queue_changes = self.store.change_counts().queue_changes
+        counts = self.store.change_counts()
         for index, server in enumerate(self.servers):
             if not server.up or server.caps is None:
                 continue
-            wanted = server.claims.wanted(self.target_depth, server.waiting(), queue_changes)
+            wanted = server.claims.wanted(self.target_depth, server.waiting(), counts.queue_changes)
             if wanted:
+                self.cancellations_at_claim[server.url] = counts.cancellations
                 self._hand(Claim(index, server.url, wanted))
 
     def _claimed(self, server: Server, jobs: list[Job]) -> None:
         """Claimed jobs came back from the recorder: placed, and posted where there is room."""
         server.claims.came_back(jobs)
+        # Jobs cancelled after the claim's SELECT: the count moved since it was asked, maybe
+        # already looked at (and the hand checked) before these jobs were in it. The hand is
+        # known free of cancelled jobs only up to the count as the claim was asked.
+        asked_at = self.cancellations_at_claim.pop(server.url, self.cancellations_seen)
+        self.cancellations_seen = min(self.cancellations_seen, asked_at)
         able = [s for s in self.servers if s.up and s.caps is not None]
         if server not in able or self.halting:  # it went down meanwhile, or stopping
-            why = f"worker {self.name} stopping" if self.halting else f"server {server.url} down"
+            why = self.stopped if self.halting else f"server {server.url} down"
             release_claims(self.store, [job.id for job in jobs], reason=why)
             return
         for job in jobs:

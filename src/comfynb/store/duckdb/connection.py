@@ -159,11 +159,27 @@ _LOCKS_GUARD = threading.Lock()
 @dataclass
 class FileState:
     """What every Store open on one file in this process shares: the writer lock, and counts
-    a worker reads to skip queries (they only grow; a rolled-back write may bump them)."""
+    a worker reads to skip queries (they only grow, once what they count is committed)."""
 
     lock: threading.RLock = field(default_factory=threading.RLock)
     queue_changes: int = 0  # jobs may have become claimable: enqueued, requeued, released
     cancellations: int = 0  # jobs were cancelled
+    # Counted by the transaction under way (the writer holds ``lock``), shown only once it
+    # committed: a reader that sees a count move must then see the change it counts (a worker
+    # that saw a cancel counted, then read the job still pending, posted a cancelled job).
+    _held: list[int] = field(default_factory=lambda: [0, 0])
+
+    def note(self, *, queue_changes: bool = False, cancellations: bool = False) -> None:
+        """Count a change of the transaction under way; shown when it commits (``publish``)."""
+        self._held[0] += queue_changes
+        self._held[1] += cancellations
+
+    def publish(self, *, committed: bool) -> None:
+        """The transaction ended: show what it counted if it committed; forget it either way."""
+        if committed:
+            self.queue_changes += self._held[0]
+            self.cancellations += self._held[1]
+        self._held[:] = [0, 0]
 
 
 _FILE_STATES: dict[str, FileState] = {}
@@ -429,20 +445,25 @@ class Connection:
                 return
             self._execute(cursor, lambda c: c.execute("BEGIN TRANSACTION").fetchall())
             self._local.depth = 1
+            committed = False
             try:
-                yield
-            except BaseException:
+                try:
+                    yield
+                except BaseException:
+                    self._local.depth = 0
+                    self._end_failed(cursor, "ROLLBACK")
+                    raise
                 self._local.depth = 0
-                self._end_failed(cursor, "ROLLBACK")
-                raise
-            self._local.depth = 0
-            try:
-                self._execute(cursor, lambda c: c.execute("COMMIT").fetchall())
-            except StoreError:
-                # DuckDB usually ended the transaction itself; its "cannot rollback - no
-                # transaction is active" must not hide why the COMMIT failed
-                self._end_failed(cursor, "ROLLBACK")
-                raise
+                try:
+                    self._execute(cursor, lambda c: c.execute("COMMIT").fetchall())
+                    committed = True
+                except StoreError:
+                    # DuckDB usually ended the transaction itself; its "cannot rollback - no
+                    # transaction is active" must not hide why the COMMIT failed
+                    self._end_failed(cursor, "ROLLBACK")
+                    raise
+            finally:
+                self._shared.publish(committed=committed)  # counts shown once visible
 
     def _end_failed(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
         """Roll back after a failure; an error doing so is logged, never raised over it."""

@@ -126,7 +126,7 @@ class Queue(Connection):
                 rows = []
             if rows:  # each job's story starts with its creation: (none) -> pending
                 self._fetch(_CREATED_EVENTS, [[int(id_) for id_, _ in rows]])
-            self._shared.queue_changes += bool(rows)
+            self._shared.note(queue_changes=bool(rows))  # shown once committed
         created = {int(id_): at.replace(tzinfo=UTC) for id_, at in rows}
         ids = sorted(created)
         return AddedJobs(run_id, step_id, parent_id, tuple(ids), tuple(created[i] for i in ids))

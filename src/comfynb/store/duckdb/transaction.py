@@ -115,12 +115,14 @@ class Transaction:
         # counted only when a job may have become claimable: back to pending from elsewhere,
         # or a claim given back; a retry of a claimed pending job keeps its claim (it is
         # posted again), so it costs the worker no claim query
-        self._shared.queue_changes += any(
-            to is JobStatus.PENDING
-            and (before is not JobStatus.PENDING or detail.get("event") == "release")
-            for _, before, to, detail in plan.events
+        self._shared.note(
+            queue_changes=any(
+                to is JobStatus.PENDING
+                and (before is not JobStatus.PENDING or detail.get("event") == "release")
+                for _, before, to, detail in plan.events
+            ),
+            cancellations=any(to is JobStatus.CANCELLED for _, _, to, _ in plan.events),
         )
-        self._shared.cancellations += any(to is JobStatus.CANCELLED for _, _, to, _ in plan.events)
         if not fetch:
             return {}
         # a separate SELECT is cheaper here than UPDATE ... RETURNING (measured: 1.3 vs 2 ms)
