@@ -869,3 +869,15 @@ def test_a_ctrl_c_during_a_query_reaches_the_caller_as_a_keyboard_interrupt(stor
         store._execute(store._cursor(), raising("Query interrupted"))
     with pytest.raises(RuntimeError, match="something else"):  # other errors stay themselves
         store._execute(store._cursor(), raising("something else"))
+
+
+def test_param_columns_come_in_the_order_the_rows_first_hold_them(store: Store) -> None:
+    """DISTINCT has no order: without one, two reads (local, through an endpoint) differed."""
+    store.new_run("r")
+    names = [f"1.p{i}" for i in range(12)]
+    for name in names:
+        store.add_jobs(['{"1": {"class_type": "X", "inputs": {}}}'], run="r",
+                       params_json=[json.dumps({name: 1})])  # fmt: skip
+    for _ in range(5):
+        columns = list(store.jobs().columns)
+        assert columns[columns.index("metadata") + 1 :] == names

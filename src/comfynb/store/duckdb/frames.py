@@ -281,7 +281,13 @@ class Frames(Connection):
         Two cheap scans (distinct key lists, then distinct JSON types per key): together
         ~3x faster than ``json_group_structure`` over a million rows.
         """
-        lists = self._fetch(f"SELECT DISTINCT json_keys(params) FROM {table} {sql_where}", params)
+        # in the order the rows first hold them (DISTINCT alone has no order: two reads of
+        # the same rows, here and through a worker's endpoint, must give the same columns)
+        lists = self._fetch(
+            f"SELECT keys FROM (SELECT json_keys(params) AS keys, min(id) AS first "
+            f"FROM {table} {sql_where} GROUP BY keys) ORDER BY first",
+            params,
+        )
         keys: dict[str, None] = {}
         for (names,) in lists:
             keys.update((k, None) for k in names or () if k not in exclude)
