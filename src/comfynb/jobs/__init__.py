@@ -8,7 +8,7 @@ Example::
 
     >>> import comfynb
     >>> store = comfynb.open("lab.duckdb")
-    >>> job = comfynb.enqueue(store, workflow, run="portraits", params={"seed": 42})
+    >>> job = comfynb.enqueue(store, workflow, run="portraits", params={"KSampler.seed": 42})
     >>> with comfynb.Client("http://127.0.0.1:8188") as client:
     ...     job = comfynb.submit_job(store, client, job)
     ...     while not job.status.is_terminal:

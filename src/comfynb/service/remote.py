@@ -13,7 +13,7 @@ Example::
     >>> store = comfynb.open("lab.duckdb")          # in the notebook
     >>> store
     <RemoteStore lab.duckdb via comfynb worker PID 4242>
-    >>> job = comfynb.enqueue(store, workflow, run="portraits", params={"seed": 42})
+    >>> job = comfynb.enqueue(store, workflow, run="portraits", params={"KSampler.seed": 42})
     >>> store.jobs(run="portraits")[["id", "status"]]
        id     status
     0   1  completed

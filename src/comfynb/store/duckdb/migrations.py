@@ -3,7 +3,7 @@
 Example::
 
     >>> [m.name for m in MIGRATIONS]
-    ['001_create_tables']
+    ['001_create_tables', '002_candidate_facts', '003_object_info']
 
 A new schema change is a new ``Migration`` appended here (never an edit of an applied one):
 ``Store.open`` applies the ones a file lacks, in order, each in its own transaction.

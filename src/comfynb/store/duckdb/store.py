@@ -5,13 +5,13 @@ Example::
     >>> import comfynb
     >>> store = comfynb.open("lab.duckdb", output_dir="outputs")
     >>> run = store.new_run("portraits")
-    >>> job = comfynb.enqueue(store, workflow, run=run, params={"seed": 42})
-    >>> store.jobs(run="portraits")[["id", "status", "seed"]]
-       id   status  seed
-    0   1  pending    42
+    >>> job = comfynb.enqueue(store, workflow, run=run, params={"KSampler.seed": 42})
+    >>> store.jobs(run="portraits")[["id", "status", "KSampler.seed"]]
+       id   status  KSampler.seed
+    0   1  pending             42
 
 Users may query the tables with plain SQL (``runs``, ``steps``, ``jobs``, ``job_events``,
-``candidates``); timestamps are ``TIMESTAMPTZ`` in UTC and JSON columns are ``JSON``.
+``candidates``, ``object_info``); timestamps are ``TIMESTAMPTZ`` in UTC and JSON columns are ``JSON``.
 
 ``Store`` is a facade over the modules of this package, each holding one part:
 
