@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from .service.open import open
     from .simulator import Simulator as Simulator
     from .store import Store as Store
+    from .views.gallery import Gallery
     from .views.wait import wait
     from .worker.loop import Worker
     from .workflows.workflow import Workflow
@@ -82,6 +83,7 @@ __all__ = [
     "Client",
     "ComfynbError",
     "CorruptImage",
+    "Gallery",
     "InvalidInput",
     "InvalidTransition",
     "Job",
@@ -139,6 +141,7 @@ __all__ = [
 _LAZY = {
     "AsyncClient": ".client",
     "Client": ".client",
+    "Gallery": ".views.gallery",
     "Simulator": ".simulator",
     "Store": ".store",
     "open": ".service.open",
