@@ -12,6 +12,7 @@ const CSS = `
 .cnb-tile.cnb-picked .cnb-pk{background:#2a2}
 .cnb-over{position:absolute;inset:0;min-height:420px;background:#000e;color:#eee;display:flex;gap:12px;padding:10px;z-index:10}
 .cnb-over img{max-width:70%;max-height:600px;object-fit:contain}
+.cnb-status{color:#fd0;font-size:14px}
 .cnb-over pre{white-space:pre-wrap;font-size:11px;overflow:auto;max-height:520px;flex:1}
 `;
 
@@ -19,6 +20,7 @@ function render({ model, el }) {
   const root = document.createElement("div");
   root.className = "cnb-gal";
   root.tabIndex = 0;
+  root.dataset.lmSuppressShortcuts = "true";  // JupyterLab: our keys, not its shortcuts
   const style = document.createElement("style");
   style.textContent = CSS;
   root.appendChild(style);
@@ -29,7 +31,7 @@ function render({ model, el }) {
   root.append(bar, grid);
   el.appendChild(root);
 
-  let page = 0, cur = 0, tiles = [], urls = [], overlay = null, overUrl = null, want = 0;
+  let overlay_draw = null, page = 0, cur = 0, tiles = [], urls = [], overlay = null, overUrl = null, want = 0;
   const pageSize = () => model.get("page_size");
   const pages = () => Math.max(1, Math.ceil(model.get("count") / pageSize()));
 
@@ -42,8 +44,8 @@ function render({ model, el }) {
   for (const s of [0, 1, 2, 3, 4, 5]) { const o = document.createElement("option"); o.value = s; o.textContent = s ? `≥${s}★` : "any ★"; starsSel.appendChild(o); }
   const pickedBox = document.createElement("label");
   pickedBox.innerHTML = '<input type="checkbox" class="cnb-onlypicked"> picked only';
-  bar.append(btn("⏮", "cnb-first", () => go(0)), btn("◀", "cnb-prev", () => go(page - 1)), info,
-    btn("▶", "cnb-next", () => go(page + 1)), btn("⏭", "cnb-last", () => go(pages() - 1)), sortSel, starsSel, pickedBox);
+  bar.append(btn("«", "cnb-first", () => go(0)), btn("◀", "cnb-prev", () => go(page - 1)), info,
+    btn("▶", "cnb-next", () => go(page + 1)), btn("»", "cnb-last", () => go(pages() - 1)), sortSel, starsSel, pickedBox);
   const fillSorts = () => {
     sortSel.innerHTML = "";
     for (const s of model.get("sort_options")) { const o = document.createElement("option"); o.value = o.textContent = s; sortSel.appendChild(o); }
@@ -133,7 +135,13 @@ function render({ model, el }) {
     pre.textContent = msg.text;
     const side = document.createElement("div");
     side.style.cssText = "display:flex;flex-direction:column;gap:6px;flex:1";
-    side.append(btn("close (Esc)", "cnb-close", close), pre);
+    const status = document.createElement("div");
+    status.className = "cnb-status";
+    const t = tiles.find((x) => x.id === msg.id);
+    const draw = (t) => { status.textContent = `${t && t.picked ? "✓ picked" : "not picked (p)"} · ${t && t.stars ? "★".repeat(t.stars) : "no stars (1-5)"}`; };
+    draw(t);
+    overlay_draw = draw;
+    side.append(btn("close (Esc)", "cnb-close", close), status, pre);
     overlay.append(img, side);
     overlay.dataset.id = msg.id;
     root.appendChild(overlay);
@@ -170,6 +178,9 @@ function render({ model, el }) {
     else if (msg.type === "update") {
       const i = tiles.findIndex((t) => t.id === msg.id);
       if (i >= 0) { tiles[i].picked = msg.picked; tiles[i].stars = msg.stars; drawTile(i); }
+      if (overlay && Number(overlay.dataset.id) === msg.id && overlay_draw) overlay_draw(msg);
+    } else if (msg.type === "error") {
+      info.textContent = msg.message;
     } else if (msg.type === "changed") {
       if (msg.reset) { page = 0; cur = 0; }
       page = Math.min(page, pages() - 1);

@@ -70,11 +70,10 @@ def _caption(row: dict[str, Any]) -> str:
 
 def _plain(value: Any) -> Any:
     """A DataFrame cell as JSON: NaN/NaT as None, numpy numbers as Python ones."""
-    if value is None:
+    import pandas as pd
+
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return None
-    with contextlib.suppress(TypeError, ValueError):
-        if value != value:  # NaN
-            return None
     if hasattr(value, "item"):
         return value.item()
     if hasattr(value, "isoformat"):
@@ -273,7 +272,6 @@ class Gallery(anywidget.AnyWidget):
             [
                 f"candidate {candidate.id} · job {candidate.job_id} · run {candidate.run_id}",
                 f"{candidate.width}x{candidate.height} · {path.name}",
-                f"picked: {candidate.picked} · stars: {candidate.stars}",
                 f"seed {candidate.seed} · cfg {candidate.cfg} · steps {candidate.steps}"
                 f" · sampler {candidate.sampler}",
                 f"prompt: {candidate.prompt}",
