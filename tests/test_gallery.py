@@ -171,3 +171,33 @@ def test_bad_arguments_are_clear(store: Any) -> None:
         Gallery(store, page_size=0, poll=None)
     with pytest.raises(comfynb.InvalidInput, match="unknown sort 'nope'"):
         Gallery(store, sort="nope", poll=None)
+
+
+def test_through_a_remote_store_the_tiles_are_the_images_and_picks_reach_the_owner(
+    store: Any,
+) -> None:
+    from comfynb.service.remote import RemoteStore, serve
+
+    ids = make_candidates(store, 3)
+    with serve(store), comfynb.open(store.path) as remote:
+        assert isinstance(remote, RemoteStore)
+        gallery = Gallery(remote, run="r", poll=None)
+        sent = Recorder(gallery).sent
+        gallery._on_message(gallery, {"type": "page", "start": 0, "count": 24, "req": 1}, [])
+        [(content, buffers)] = sent
+        assert [t["id"] for t in content["tiles"]] == ids
+        assert [_size(b) for b in buffers] == [(256, 128)] * 3  # real thumbnails, no placeholder
+        gallery._on_message(gallery, {"type": "pick", "id": ids[0], "picked": True}, [])
+        assert gallery.selected == [ids[0]]
+    assert bool(store.candidate(ids[0]).picked)
+
+
+def test_enlarged_shows_its_family_and_refine_queues_children(store: Any) -> None:
+    [cid] = make_candidates(store, 1)
+    gallery = Gallery(store, run="r", poll=None, refine_params=[{"KSampler.seed": 5}] * 2)
+    sent = Recorder(gallery).sent
+    gallery._on_message(gallery, {"type": "refine", "id": cid}, [])
+    assert sent[-1][0] == {"type": "refined", "id": cid, "jobs": 2}
+    assert [store.job(j).parent_candidate_id for j in gallery.refined] == [cid, cid]
+    gallery._on_message(gallery, {"type": "full", "id": cid}, [])
+    assert sent[-1][0]["parent"] is None and sent[-1][0]["children"] == []

@@ -12,6 +12,7 @@ const CSS = `
 .cnb-tile.cnb-picked .cnb-pk{background:#2a2}
 .cnb-over{position:absolute;inset:0;min-height:420px;background:#000e;color:#eee;display:flex;gap:12px;padding:10px;z-index:10}
 .cnb-over img{max-width:70%;max-height:600px;object-fit:contain}
+.cnb-family{display:flex;gap:4px;flex-wrap:wrap}
 .cnb-status{color:#fd0;font-size:14px}
 .cnb-over pre{white-space:pre-wrap;font-size:11px;overflow:auto;max-height:520px;flex:1}
 `;
@@ -31,7 +32,7 @@ function render({ model, el }) {
   root.append(bar, grid);
   el.appendChild(root);
 
-  let overlay_draw = null, page = 0, cur = 0, tiles = [], urls = [], overlay = null, overUrl = null, want = 0;
+  let overState = null, overlay_draw = null, page = 0, cur = 0, tiles = [], urls = [], overlay = null, overUrl = null, want = 0;
   const pageSize = () => model.get("page_size");
   const pages = () => Math.max(1, Math.ceil(model.get("count") / pageSize()));
 
@@ -106,12 +107,13 @@ function render({ model, el }) {
     if (tiles.length) drawTile(cur);
     setInfo();
   }
+  function target() { return overState || tiles[cur]; }
   function pick() {
-    const t = tiles[cur]; if (!t) return;
+    const t = target(); if (!t) return;
     model.send({ type: "pick", id: t.id, picked: !t.picked });
   }
   function star(n) {
-    const t = tiles[cur]; if (!t) return;
+    const t = target(); if (!t) return;
     model.send({ type: "star", id: t.id, stars: t.stars === n ? null : n });
   }
   function open() {
@@ -122,7 +124,7 @@ function render({ model, el }) {
   function close() {
     if (overlay) overlay.remove();
     if (overUrl) URL.revokeObjectURL(overUrl);
-    overlay = null; overUrl = null;
+    overlay = null; overUrl = null; overState = null;
   }
   function showFull(msg, buffers) {
     close();
@@ -137,11 +139,17 @@ function render({ model, el }) {
     side.style.cssText = "display:flex;flex-direction:column;gap:6px;flex:1";
     const status = document.createElement("div");
     status.className = "cnb-status";
-    const t = tiles.find((x) => x.id === msg.id);
+    overState = { id: msg.id, picked: msg.picked, stars: msg.stars };
+    const t = overState;
     const draw = (t) => { status.textContent = `${t && t.picked ? "✓ picked" : "not picked (p)"} · ${t && t.stars ? "★".repeat(t.stars) : "no stars (1-5)"}`; };
     draw(t);
     overlay_draw = draw;
-    side.append(btn("close (Esc)", "cnb-close", close), status, pre);
+    const family = document.createElement("div");
+    family.className = "cnb-family";
+    if (msg.parent !== null) family.append(btn(`↑ parent #${msg.parent}`, "cnb-parent", () => model.send({ type: "full", id: msg.parent })));
+    for (const c of msg.children) family.append(btn(`↓ child #${c}`, "cnb-child", () => model.send({ type: "full", id: c })));
+    family.append(btn("refine", "cnb-refine", () => model.send({ type: "refine", id: msg.id })));
+    side.append(btn("close (Esc)", "cnb-close", close), status, family, pre);
     overlay.append(img, side);
     overlay.dataset.id = msg.id;
     root.appendChild(overlay);
@@ -178,7 +186,9 @@ function render({ model, el }) {
     else if (msg.type === "update") {
       const i = tiles.findIndex((t) => t.id === msg.id);
       if (i >= 0) { tiles[i].picked = msg.picked; tiles[i].stars = msg.stars; drawTile(i); }
-      if (overlay && Number(overlay.dataset.id) === msg.id && overlay_draw) overlay_draw(msg);
+      if (overState && overState.id === msg.id) { overState.picked = msg.picked; overState.stars = msg.stars; overlay_draw(overState); }
+    } else if (msg.type === "refined") {
+      if (overlay) overlay.querySelector(".cnb-status").textContent = `refine: ${msg.jobs} job(s) queued from #${msg.id}`;
     } else if (msg.type === "error") {
       info.textContent = msg.message;
     } else if (msg.type === "changed") {

@@ -17,6 +17,12 @@ once (``store.pick`` / ``store.star``). New candidates appear while the worker r
 background thread looks at the store's job counts every ``poll`` seconds (one small query)
 and reloads the candidates only when they changed.
 
+The enlarged view shows the candidate's params, buttons to its parent and children
+(``store.lineage``) and a "refine" button: ``comfynb.refine(store, candidate,
+params=gallery.refine_params)``, the queued job ids kept in ``gallery.refined``::
+
+    >>> gallery.refine_params = [{"KSampler.seed": s} for s in range(4)]   # then click refine
+
 Outside a live kernel (nbconvert, GitHub) the output shows a small static contact sheet.
 """
 
@@ -116,6 +122,7 @@ class Gallery(anywidget.AnyWidget):
         min_stars: int = 0,
         page_size: int = 24,
         poll: float | None = 1.0,
+        refine_params: Any = None,
     ) -> None:
         self._stop = threading.Event()
         if not 1 <= page_size <= 500:
@@ -127,6 +134,11 @@ class Gallery(anywidget.AnyWidget):
         self.run_filter = run
         self.step_filter = step
         self.thumbnails = Thumbnails(store)
+        #: The params the "refine" button passes to ``comfynb.refine`` (a dict or a list of
+        #: dicts, one child each; None: one child with the candidate's own params).
+        self.refine_params = refine_params
+        #: The jobs queued by the "refine" button, newest last.
+        self.refined: list[int] = []
         self.sent_bytes = 0
         self.messages = 0
         self._lock = threading.RLock()
@@ -252,6 +264,12 @@ class Gallery(anywidget.AnyWidget):
                 self._send_full(int(content["id"]))
             elif kind == "pick":
                 self._update(self.store.pick(int(content["id"]), bool(content["picked"])))
+            elif kind == "refine":
+                from ..jobs.refine import refine
+
+                jobs = refine(self.store, int(content["id"]), params=self.refine_params)
+                self.refined += [job.id for job in jobs]
+                self._emit({"type": "refined", "id": int(content["id"]), "jobs": len(jobs)})
             elif kind == "star":
                 stars = content.get("stars")
                 self._update(
@@ -278,7 +296,20 @@ class Gallery(anywidget.AnyWidget):
                 "params: " + json.dumps(params, indent=1, default=str),
             ]
         )
-        self._emit({"type": "full", "id": candidate.id, "mime": mime, "text": text}, [data])
+        family = self.store.lineage(candidate)
+        parent = family[family["depth"] == -1]["id"]
+        children = [int(i) for i in family[family["depth"] == 1]["id"]]
+        content = {
+            "type": "full",
+            "id": candidate.id,
+            "mime": mime,
+            "text": text,
+            "picked": candidate.picked,
+            "stars": candidate.stars,
+            "parent": int(parent.iloc[0]) if len(parent) else None,
+            "children": children,
+        }
+        self._emit(content, [data])
 
     def _update(self, candidate: Candidate) -> None:
         with self._lock:
