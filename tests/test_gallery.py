@@ -201,3 +201,16 @@ def test_enlarged_shows_its_family_and_refine_queues_children(store: Any) -> Non
     assert [store.job(j).parent_candidate_id for j in gallery.refined] == [cid, cid]
     gallery._on_message(gallery, {"type": "full", "id": cid}, [])
     assert sent[-1][0]["parent"] is None and sent[-1][0]["children"] == []
+
+
+def test_compare_lays_candidates_out_by_two_params(store: Any, tmp_path: Path) -> None:
+    ids = make_candidates(store, 6)  # seed 0..5, KSampler.cfg 4, 5, 6, 4, 5, 6
+    store.star(ids[3], 5)  # cfg 4 again, seed 3: its own cell
+    grid = comfynb.compare(store, "r", x="KSampler.cfg", y="seed", size=64)
+    assert list(grid.ids.columns) == [4.0, 5.0, 6.0] and list(grid.ids.index) == list(range(6))
+    assert grid.ids.loc[3, 4.0] == ids[3] and grid.ids.loc[0, 4.0] == ids[0]
+    assert grid._repr_png_()[:4] == b"\x89PNG"
+    with Image.open(grid.save(tmp_path / "xy.png")) as image:
+        assert image.size == (70 + 3 * 68, 24 + 6 * 68)
+    with pytest.raises(comfynb.InvalidInput, match=r"no param 'KSampler\.nope'"):
+        comfynb.compare(store, "r", x="KSampler.nope", y="seed")

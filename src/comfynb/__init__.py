@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from .service.open import open
     from .simulator import Simulator as Simulator
     from .store import Store as Store
+    from .views.compare import compare
     from .views.gallery import Gallery
     from .views.wait import wait
     from .worker.loop import Worker
@@ -119,6 +120,7 @@ __all__ = [
     "Workflow",
     "WorkflowError",
     "cancel",
+    "compare",
     "enqueue",
     "enqueue_many",
     "open",
@@ -142,6 +144,7 @@ _LAZY = {
     "AsyncClient": ".client",
     "Client": ".client",
     "Gallery": ".views.gallery",
+    "compare": ".views.compare",
     "Simulator": ".simulator",
     "Store": ".store",
     "open": ".service.open",
