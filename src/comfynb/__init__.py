@@ -69,6 +69,8 @@ if TYPE_CHECKING:
     from .service.open import open
     from .simulator import Simulator as Simulator
     from .store import Store as Store
+    from .views.compare import compare
+    from .views.gallery import Gallery
     from .views.wait import wait
     from .worker.loop import Worker
     from .workflows.workflow import Workflow
@@ -82,6 +84,7 @@ __all__ = [
     "Client",
     "ComfynbError",
     "CorruptImage",
+    "Gallery",
     "InvalidInput",
     "InvalidTransition",
     "Job",
@@ -117,6 +120,7 @@ __all__ = [
     "Workflow",
     "WorkflowError",
     "cancel",
+    "compare",
     "enqueue",
     "enqueue_many",
     "open",
@@ -139,6 +143,8 @@ __all__ = [
 _LAZY = {
     "AsyncClient": ".client",
     "Client": ".client",
+    "Gallery": ".views.gallery",
+    "compare": ".views.compare",
     "Simulator": ".simulator",
     "Store": ".store",
     "open": ".service.open",

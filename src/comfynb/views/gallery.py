@@ -1,0 +1,404 @@
+"""``Gallery``: the candidates of a run as a live grid of thumbnails, to pick and star.
+
+Example::
+
+    >>> gallery = comfynb.Gallery(store, run="portraits")
+    >>> gallery            # in Jupyter: the grid; click to enlarge, p picks, 1-5 stars
+    >>> gallery.selected   # the ids of the picked candidates, as saved in the store
+    [12, 17]
+    >>> gallery.save("sheet.png")   # a contact sheet with captions
+
+The page asks for the tiles it shows (one page at a time) and the thumbnails travel as
+binary comm buffers (256 px WebP, made once and cached on disk, see ``thumbnails``), so
+10,000 candidates cost what one screen costs; the full image is sent only when a tile is
+enlarged. Keyboard (click the grid first): arrows move, Enter enlarges, ``p`` picks,
+``1``-``5`` stars (``0`` clears), ``Esc`` closes. A pick or a star is saved to the store at
+once (``store.pick`` / ``store.star``). New candidates appear while the worker runs: a
+background thread looks at the store's job counts every ``poll`` seconds (one small query)
+and reloads the candidates only when they changed.
+
+The enlarged view shows the candidate's params, buttons to its parent and children
+(``store.lineage``) and a "refine" button: ``comfynb.refine(store, candidate,
+params=gallery.refine_params)``, the queued job ids kept in ``gallery.refined``::
+
+    >>> gallery.refine_params = [{"KSampler.seed": s} for s in range(4)]   # then click refine
+
+Outside a live kernel (nbconvert, GitHub) the output shows a small static contact sheet.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import math
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anywidget
+import traitlets
+
+from ..core.models import Candidate
+from ..errors import InvalidInput
+from .thumbnails import Thumbnails, placeholder
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..core.models import Run, Step
+    from ..store.base import NotebookStore
+
+__all__ = ["Gallery"]
+
+_FIXED = {
+    "id", "job_id", "run_id", "step_id", "parent_candidate_id", "child_count", "node_id",
+    "path", "sha256", "width", "height", "bytes", "picked", "stars", "created_at",
+}  # fmt: skip
+_BASE_SORTS = ["time", "newest", "stars", "seed", "cfg", "steps"]
+_PROMPT_CHARS = 40
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+
+
+def _caption(row: dict[str, Any]) -> str:
+    parts = []
+    for key in ("seed", "cfg", "steps"):
+        value = row.get(key)
+        if value is not None and value == value:  # not NaN
+            parts.append(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}")
+    prompt = row.get("prompt")
+    if isinstance(prompt, str) and prompt:
+        short = prompt if len(prompt) <= _PROMPT_CHARS else prompt[: _PROMPT_CHARS - 1] + "…"
+        parts.append(short)
+    return " · ".join(parts) or f"#{row.get('id')}"
+
+
+def _plain(value: Any) -> Any:
+    """A DataFrame cell as JSON: NaN/NaT as None, numpy numbers as Python ones."""
+    import pandas as pd
+
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+class Gallery(anywidget.AnyWidget):
+    """The candidates of ``run`` (and ``step``), or of the whole store, as a live grid.
+
+    ``page_size`` tiles per page; ``sort``: ``"time"`` (oldest first), ``"newest"``,
+    ``"stars"`` or a param column (e.g. ``"cfg"``, ``"KSampler.seed"``); ``only_picked`` and
+    ``min_stars`` filter; ``poll`` is the seconds between two looks for new candidates
+    (``None``: no live updates). ``sent_bytes`` counts what was sent to the page.
+
+    Example::
+
+        >>> g = comfynb.Gallery(store, run="sweep", sort="cfg", min_stars=3)
+        >>> g.selected
+        [4, 9]
+    """
+
+    _esm = (Path(__file__).parent / "gallery.js").read_text(encoding="utf-8")
+
+    count = traitlets.Int(0).tag(sync=True)
+    page_size = traitlets.Int(24).tag(sync=True)
+    sort = traitlets.Unicode("time").tag(sync=True)
+    sort_options = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    only_picked = traitlets.Bool(False).tag(sync=True)
+    min_stars = traitlets.Int(0).tag(sync=True)
+
+    def __init__(
+        self,
+        store: NotebookStore,
+        run: Run | int | str | None = None,
+        step: Step | int | None = None,
+        *,
+        sort: str = "time",
+        only_picked: bool = False,
+        min_stars: int = 0,
+        page_size: int = 24,
+        poll: float | None = 1.0,
+        refine_params: Any = None,
+    ) -> None:
+        self._stop = threading.Event()
+        if not 1 <= page_size <= 500:
+            raise InvalidInput(f"page_size must be 1..500, got {page_size!r}")
+        if not 0 <= min_stars <= 5:
+            raise InvalidInput(f"min_stars must be 0..5, got {min_stars!r}")
+        super().__init__(page_size=page_size)
+        self.store = store
+        self.run_filter = run
+        self.step_filter = step
+        self.thumbnails = Thumbnails(store)
+        #: The params the "refine" button passes to ``comfynb.refine`` (a dict or a list of
+        #: dicts, one child each; None: one child with the candidate's own params).
+        self.refine_params = refine_params
+        #: The jobs queued by the "refine" button, newest last.
+        self.refined: list[int] = []
+        self.sent_bytes = 0
+        self.messages = 0
+        self._lock = threading.RLock()
+        self._rows: dict[int, dict[str, Any]] = {}
+        self._frame: pd.DataFrame | None = None
+        self._order: list[int] = []
+        self._seen: Any = None
+        self.reload()
+        try:
+            self._check_sort(sort)
+        except InvalidInput:
+            self.close()
+            raise
+        with self.hold_trait_notifications():
+            self.sort, self.only_picked, self.min_stars = sort, only_picked, min_stars
+        self._apply()
+        self.on_msg(self._on_message)
+        self.observe(self._on_filter, names=["sort", "only_picked", "min_stars"])
+        self._poller: threading.Thread | None = None
+        if poll:
+            self._poller = threading.Thread(
+                target=self._poll, args=(float(poll),), name="comfynb-gallery", daemon=True
+            )
+            self._poller.start()
+
+    # -- the data --------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Read the candidates from the store again (the poll does this when jobs end)."""
+        frame = self.store.candidates(run=self.run_filter, step=self.step_filter)
+        rows = {int(r["id"]): r for r in frame.to_dict("records")}
+        params = [c for c in frame.columns if c not in _FIXED and c not in _BASE_SORTS]
+        with self._lock:
+            self._frame, self._rows = frame, rows
+        options = _BASE_SORTS + [p for p in params if p not in ("sampler", "prompt")]
+        if options != list(self.sort_options):
+            self.sort_options = options
+
+    def _check_sort(self, sort: str) -> None:
+        if sort not in self.sort_options and sort not in _BASE_SORTS:
+            raise InvalidInput(f"unknown sort {sort!r}: use one of {', '.join(self.sort_options)}")
+
+    def _apply(self) -> None:
+        with self._lock:
+            frame = self._frame
+            assert frame is not None
+            if self.only_picked:
+                frame = frame[frame["picked"]]
+            if self.min_stars:
+                frame = frame[frame["stars"].fillna(0) >= self.min_stars]
+            sort = self.sort
+            if sort == "newest":
+                frame = frame.sort_values("id", ascending=False)
+            elif sort == "stars":
+                frame = frame.sort_values(
+                    ["stars", "id"], ascending=[False, True], na_position="last"
+                )
+            elif sort in frame.columns and sort != "time":
+                frame = frame.sort_values([sort, "id"], kind="stable", na_position="last")
+            else:
+                frame = frame.sort_values("id")
+            self._order = [int(i) for i in frame["id"]]
+        self.count = len(self._order)
+
+    def _on_filter(self, change: dict[str, Any]) -> None:
+        if change["name"] == "sort":
+            with contextlib.suppress(InvalidInput):
+                self._check_sort(change["new"])
+        self._apply()
+        self._emit({"type": "changed", "reset": True})
+
+    @property
+    def selected(self) -> list[int]:
+        """The ids of the picked candidates shown by this gallery, read from the store."""
+        frame = self.store.candidates(run=self.run_filter, step=self.step_filter, picked=True)
+        return [int(i) for i in frame["id"]]
+
+    def ids(self) -> list[int]:
+        """The candidate ids in the order shown (after the filters and the sort)."""
+        with self._lock:
+            return list(self._order)
+
+    # -- talking to the page ---------------------------------------------------------------
+    def _emit(self, content: dict[str, Any], buffers: list[bytes] | None = None) -> None:
+        self.sent_bytes += len(json.dumps(content)) + sum(len(b) for b in buffers or [])
+        self.messages += 1
+        self.send(content, buffers)
+
+    def page(self, start: int, count: int) -> tuple[list[dict[str, Any]], list[bytes]]:
+        """Tiles ``start`` .. ``start + count`` of the shown order: captions and WebP bytes."""
+        with self._lock:
+            ids = self._order[max(0, start) : max(0, start) + max(0, min(count, 500))]
+            rows = [self._rows[i] for i in ids]
+        tiles, buffers = [], []
+        for row in rows:
+            tiles.append(
+                {
+                    "id": int(row["id"]),
+                    "caption": _caption(row),
+                    "picked": bool(row["picked"]),
+                    "stars": _plain(row["stars"]),
+                }
+            )
+            buffers.append(self.thumbnails.get(self._candidate(row)))
+        return tiles, buffers
+
+    def _candidate(self, row: dict[str, Any]) -> Candidate | int:
+        sha = row.get("sha256")
+        if isinstance(sha, str) and sha:
+            # enough for the thumbnail cache: the image's hash and path, no store round trip
+            fields = {f: _plain(row.get(f)) for f in Candidate.__dataclass_fields__}
+            fields.update(params={}, picked=bool(row["picked"]), created_at=row["created_at"])
+            with contextlib.suppress(TypeError, ValueError):
+                return Candidate(**fields)
+        return int(row["id"])
+
+    def _on_message(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
+        try:
+            kind = content.get("type")
+            if kind == "page":
+                tiles, buffers = self.page(int(content["start"]), int(content["count"]))
+                self._emit({"type": "page", "req": content.get("req"), "tiles": tiles}, buffers)
+            elif kind == "full":
+                self._send_full(int(content["id"]))
+            elif kind == "pick":
+                self._update(self.store.pick(int(content["id"]), bool(content["picked"])))
+            elif kind == "refine":
+                from ..jobs.refine import refine
+
+                jobs = refine(self.store, int(content["id"]), params=self.refine_params)
+                self.refined += [job.id for job in jobs]
+                self._emit({"type": "refined", "id": int(content["id"]), "jobs": len(jobs)})
+            elif kind == "star":
+                stars = content.get("stars")
+                self._update(
+                    self.store.star(int(content["id"]), None if stars is None else int(stars))
+                )
+        except Exception as exc:  # never a dead widget: say it in the page
+            self._emit({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
+
+    def _send_full(self, candidate_id: int) -> None:
+        candidate = self.store.candidate(candidate_id)
+        path = self.store.image_path(candidate)
+        try:
+            data, mime = path.read_bytes(), _MIME.get(path.suffix.lower(), "image/png")
+        except OSError:
+            data, mime = placeholder(512), "image/webp"
+        params = {k: v for k, v in candidate.params.items()}
+        text = "\n".join(
+            [
+                f"candidate {candidate.id} · job {candidate.job_id} · run {candidate.run_id}",
+                f"{candidate.width}x{candidate.height} · {path.name}",
+                f"seed {candidate.seed} · cfg {candidate.cfg} · steps {candidate.steps}"
+                f" · sampler {candidate.sampler}",
+                f"prompt: {candidate.prompt}",
+                "params: " + json.dumps(params, indent=1, default=str),
+            ]
+        )
+        family = self.store.lineage(candidate)
+        parent = family[family["depth"] == -1]["id"]
+        children = [int(i) for i in family[family["depth"] == 1]["id"]]
+        content = {
+            "type": "full",
+            "id": candidate.id,
+            "mime": mime,
+            "text": text,
+            "picked": candidate.picked,
+            "stars": candidate.stars,
+            "parent": int(parent.iloc[0]) if len(parent) else None,
+            "children": children,
+        }
+        self._emit(content, [data])
+
+    def _update(self, candidate: Candidate) -> None:
+        with self._lock:
+            row = self._rows.get(candidate.id)
+            if row is not None:
+                row["picked"], row["stars"] = candidate.picked, candidate.stars
+            if self._frame is not None:
+                at = self._frame["id"] == candidate.id
+                self._frame.loc[at, "picked"] = candidate.picked
+                self._frame.loc[at, "stars"] = candidate.stars
+        self._emit(
+            {
+                "type": "update",
+                "id": candidate.id,
+                "picked": candidate.picked,
+                "stars": candidate.stars,
+            }
+        )
+
+    # -- live ------------------------------------------------------------------------------
+    def _poll(self, every: float) -> None:
+        while not self._stop.wait(max(every, 0.5)):
+            with contextlib.suppress(Exception):  # a closed store ends nothing but the looks
+                run = self.run_filter
+                seen = self.store.status_counts(run=run).get("completed", 0)
+                if seen != self._seen:
+                    self._seen = seen
+                    before = self.count
+                    self.reload()
+                    self._apply()
+                    if self.count != before:
+                        self._emit({"type": "changed", "reset": False})
+
+    def close(self) -> None:
+        """Stop the live updates and close the widget."""
+        stop = getattr(self, "_stop", None)  # None: __init__ refused its arguments
+        if stop is not None:
+            stop.set()
+        super().close()
+
+    # -- outside a live kernel -------------------------------------------------------------
+    def _sheet(self, limit: int, size: int, captions: bool) -> Any:
+        from PIL import Image, ImageDraw
+
+        tiles, buffers = self.page(0, limit)
+        columns = max(1, min(6, len(tiles)))
+        rows = max(1, math.ceil(len(tiles) / columns))
+        caption_h = 14 if captions else 0
+        sheet = Image.new("RGB", (columns * (size + 4), rows * (size + 4 + caption_h)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for i, (tile, data) in enumerate(zip(tiles, buffers, strict=True)):
+            with Image.open(io.BytesIO(data)) as image:
+                image.thumbnail((size, size))
+                x, y = (i % columns) * (size + 4) + 2, (i // columns) * (size + 4 + caption_h) + 2
+                sheet.paste(image.convert("RGB"), (x + (size - image.width) // 2, y))
+            if captions:
+                text = tile["caption"]
+                while len(text) > 4 and draw.textlength(text) > size:
+                    text = text[:-2] + "…"
+                draw.text((x, y + size + 1), text, fill="black")
+        return sheet
+
+    def save(self, path: str | Path, *, limit: int = 60, size: int = 192) -> Path:
+        """Write a contact sheet (PNG/JPEG/WebP by the suffix) of the first ``limit`` tiles
+        shown, with their captions.
+
+        Example::
+
+            >>> gallery.save("sheet.png")
+            PosixPath('sheet.png')
+        """
+        target = Path(path)
+        self._sheet(limit, size, captions=True).save(target)
+        return target
+
+    def _repr_html_(self) -> str:
+        """A small static contact sheet (24 thumbnails of 96 px), for where no kernel runs."""
+        out = io.BytesIO()
+        self._sheet(24, 96, captions=False).save(out, "WEBP", quality=70)
+        data = base64.b64encode(out.getvalue()).decode("ascii")
+        return (
+            f"<div><b>comfynb.Gallery</b>: {self.count} candidates (first {min(24, self.count)})"
+            f'<br><img src="data:image/webp;base64,{data}"></div>'
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        with contextlib.suppress(Exception):
+            data = bundle[0] if isinstance(bundle, tuple) else bundle
+            if data is not None:
+                data["text/html"] = self._repr_html_()
+        return bundle

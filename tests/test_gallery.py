@@ -1,0 +1,216 @@
+"""comfynb.Gallery and its thumbnail cache, from Python (the browser test renders it)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+import comfynb
+from comfynb.core.models import NewCandidate
+from comfynb.core.status import JobStatus
+from comfynb.demo import txt2img
+from comfynb.jobs import record_results
+from comfynb.store.lifecycle import transition
+from comfynb.views.gallery import Gallery
+from comfynb.views.thumbnails import Thumbnails, placeholder
+
+
+def make_candidates(store: Any, n: int, run: str = "r", size: int = 320) -> list[int]:
+    """``n`` completed jobs of one real PNG each (distinct colours); the candidate ids."""
+    store.new_run(run)
+    added = store.add_jobs(
+        [json.dumps(txt2img(seed, steps=3, size=64, prompt=f"a red fox number {seed} in snow"))
+         for seed in range(n)],
+        run=run,
+        params_json=[json.dumps({"KSampler.cfg": 4.0 + seed % 3}) for seed in range(n)],
+    )  # fmt: skip
+    results = {}
+    for i, job_id in enumerate(added.ids):
+        rel = f"{run}/{job_id}.png"
+        target = store.output_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out = io.BytesIO()
+        Image.new("RGB", (size, size // 2), (i * 37 % 256, i * 91 % 256, 80)).save(out, "PNG")
+        target.write_bytes(out.getvalue())
+        sha = hashlib.sha256(out.getvalue()).hexdigest()
+        transition(store, job_id, JobStatus.SUBMITTED)
+        results[job_id] = [NewCandidate("9", rel, sha256=sha, width=size, height=size // 2)]
+    recorded = record_results(store, results)
+    return [c.id for job_id in added.ids for c in recorded[job_id]]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    with comfynb.open(tmp_path / "lab.duckdb", output_dir=tmp_path / "out") as s:
+        yield s
+
+
+def _size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "WEBP"
+        return image.size
+
+
+def test_a_thumbnail_is_made_once_and_cached_by_content_hash(store: Any) -> None:
+    [cid] = make_candidates(store, 1)
+    thumbs = Thumbnails(store)
+    data = thumbs.get(cid)
+    assert _size(data) == (256, 128)
+    candidate = store.candidate(cid)
+    cached = store.output_dir / ".thumbs" / f"{candidate.sha256}.webp"
+    assert thumbs.path(cid) == cached and cached.read_bytes() == data
+    assert not list(cached.parent.glob(".tmp-*"))  # written through a temp file, renamed
+    assert Thumbnails(store).get(candidate) == data and (thumbs.built, thumbs.cached) == (1, 0)
+    again = Thumbnails(store)
+    again.get(cid)
+    assert (again.built, again.cached) == (0, 1)
+
+
+def test_a_missing_or_corrupt_image_gives_a_placeholder_not_an_exception(store: Any) -> None:
+    gone, broken = make_candidates(store, 2)
+    store.image_path(gone).unlink()
+    store.image_path(broken).write_bytes(b"\x89PNG not really")
+    thumbs = Thumbnails(store)
+    assert thumbs.get(gone) == placeholder() and thumbs.get(broken) == placeholder()
+    assert thumbs.get(10_000) == placeholder()  # no such candidate
+    assert thumbs.failed == 3 and not (store.output_dir / ".thumbs").exists()
+
+
+class Recorder:
+    def __init__(self, gallery: Gallery) -> None:
+        self.sent: list[tuple[dict[str, Any], list[bytes]]] = []
+        gallery.send = lambda content, buffers=None: self.sent.append((content, buffers or []))
+
+
+def test_the_page_gets_the_tiles_it_asks_for_as_binary_buffers(store: Any) -> None:
+    ids = make_candidates(store, 30)
+    gallery = Gallery(store, run="r", page_size=12, poll=None)
+    sent = Recorder(gallery).sent
+    assert gallery.count == 30 and gallery.sort_options[:3] == ["time", "newest", "stars"]
+    assert "KSampler.cfg" in gallery.sort_options
+    gallery._on_message(gallery, {"type": "page", "start": 24, "count": 12, "req": 7}, [])
+    [(content, buffers)] = sent
+    assert content["req"] == 7 and [t["id"] for t in content["tiles"]] == ids[24:]
+    assert all(isinstance(b, bytes) and b[8:12] == b"WEBP" for b in buffers) and len(buffers) == 6
+    assert content["tiles"][0]["caption"].startswith("seed 24 · cfg 8 · steps 3 · a red fox")
+    assert "base64" not in json.dumps(content)
+    assert gallery.sent_bytes == len(json.dumps(content)) + sum(map(len, buffers))
+
+
+def test_pick_and_stars_from_the_page_are_in_the_store_at_once(store: Any) -> None:
+    ids = make_candidates(store, 5)
+    gallery = Gallery(store, run="r", poll=None)
+    sent = Recorder(gallery).sent
+    gallery._on_message(gallery, {"type": "pick", "id": ids[1], "picked": True}, [])
+    gallery._on_message(gallery, {"type": "star", "id": ids[2], "stars": 4}, [])
+    frame = store.candidates(run="r").set_index("id")
+    assert bool(frame.loc[ids[1], "picked"]) and frame.loc[ids[2], "stars"] == 4
+    assert gallery.selected == [ids[1]]
+    assert sent[0][0] == {"type": "update", "id": ids[1], "picked": True, "stars": None}
+    gallery.only_picked = True
+    assert gallery.ids() == [ids[1]] and sent[-1][0] == {"type": "changed", "reset": True}
+    gallery.only_picked, gallery.min_stars = False, 3
+    assert gallery.ids() == [ids[2]]
+    gallery.min_stars, gallery.sort = 0, "stars"
+    assert gallery.ids()[0] == ids[2]
+    gallery.sort = "newest"
+    assert gallery.ids() == ids[::-1]
+
+
+def test_enlarging_sends_the_full_image_with_its_params(store: Any) -> None:
+    ids = make_candidates(store, 2)
+    gallery = Gallery(store, run="r", poll=None)
+    sent = Recorder(gallery).sent
+    gallery._on_message(gallery, {"type": "full", "id": ids[1]}, [])
+    [(content, [data])] = sent
+    assert data == store.image_path(ids[1]).read_bytes() and content["mime"] == "image/png"
+    assert "seed 1" in content["text"] and "KSampler.cfg" in content["text"]
+    gallery._on_message(gallery, {"type": "star", "id": 999, "stars": 2}, [])
+    assert sent[-1][0]["type"] == "error" and "999" in sent[-1][0]["message"]
+
+
+def test_new_candidates_appear_through_the_poll(store: Any) -> None:
+    make_candidates(store, 2, run="r")
+    gallery = Gallery(store, run="r", poll=0.5)
+    sent = Recorder(gallery).sent
+    try:
+        assert gallery.count == 2
+        make_candidates(store, 3, run="r")
+        import time
+
+        deadline = time.monotonic() + 10
+        while gallery.count != 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert {"type": "changed", "reset": False} in [c for c, _ in sent]
+    finally:
+        gallery.close()
+
+
+def test_static_contact_sheet_and_save(store: Any, tmp_path: Path) -> None:
+    make_candidates(store, 40)
+    gallery = Gallery(store, run="r", poll=None)
+    html = gallery._repr_html_()
+    assert html.count("<img") == 1 and len(html) < 150_000 and "40 candidates" in html
+    bundle = gallery._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "application/vnd.jupyter.widget-view+json" in data and "text/html" in data
+    sheet = gallery.save(tmp_path / "sheet.png", limit=12)
+    with Image.open(sheet) as image:
+        assert image.size == (6 * 196, 2 * (196 + 14))
+
+
+def test_bad_arguments_are_clear(store: Any) -> None:
+    with pytest.raises(comfynb.InvalidInput, match="page_size"):
+        Gallery(store, page_size=0, poll=None)
+    with pytest.raises(comfynb.InvalidInput, match="unknown sort 'nope'"):
+        Gallery(store, sort="nope", poll=None)
+
+
+def test_through_a_remote_store_the_tiles_are_the_images_and_picks_reach_the_owner(
+    store: Any,
+) -> None:
+    from comfynb.service.remote import RemoteStore, serve
+
+    ids = make_candidates(store, 3)
+    with serve(store), comfynb.open(store.path) as remote:
+        assert isinstance(remote, RemoteStore)
+        gallery = Gallery(remote, run="r", poll=None)
+        sent = Recorder(gallery).sent
+        gallery._on_message(gallery, {"type": "page", "start": 0, "count": 24, "req": 1}, [])
+        [(content, buffers)] = sent
+        assert [t["id"] for t in content["tiles"]] == ids
+        assert [_size(b) for b in buffers] == [(256, 128)] * 3  # real thumbnails, no placeholder
+        gallery._on_message(gallery, {"type": "pick", "id": ids[0], "picked": True}, [])
+        assert gallery.selected == [ids[0]]
+    assert bool(store.candidate(ids[0]).picked)
+
+
+def test_enlarged_shows_its_family_and_refine_queues_children(store: Any) -> None:
+    [cid] = make_candidates(store, 1)
+    gallery = Gallery(store, run="r", poll=None, refine_params=[{"KSampler.seed": 5}] * 2)
+    sent = Recorder(gallery).sent
+    gallery._on_message(gallery, {"type": "refine", "id": cid}, [])
+    assert sent[-1][0] == {"type": "refined", "id": cid, "jobs": 2}
+    assert [store.job(j).parent_candidate_id for j in gallery.refined] == [cid, cid]
+    gallery._on_message(gallery, {"type": "full", "id": cid}, [])
+    assert sent[-1][0]["parent"] is None and sent[-1][0]["children"] == []
+
+
+def test_compare_lays_candidates_out_by_two_params(store: Any, tmp_path: Path) -> None:
+    ids = make_candidates(store, 6)  # seed 0..5, KSampler.cfg 4, 5, 6, 4, 5, 6
+    store.star(ids[3], 5)  # cfg 4 again, seed 3: its own cell
+    grid = comfynb.compare(store, "r", x="KSampler.cfg", y="seed", size=64)
+    assert list(grid.ids.columns) == [4.0, 5.0, 6.0] and list(grid.ids.index) == list(range(6))
+    assert grid.ids.loc[3, 4.0] == ids[3] and grid.ids.loc[0, 4.0] == ids[0]
+    assert grid._repr_png_()[:4] == b"\x89PNG"
+    with Image.open(grid.save(tmp_path / "xy.png")) as image:
+        assert image.size == (70 + 3 * 68, 24 + 6 * 68)
+    with pytest.raises(comfynb.InvalidInput, match=r"no param 'KSampler\.nope'"):
+        comfynb.compare(store, "r", x="KSampler.nope", y="seed")
