@@ -57,6 +57,7 @@ from .jobs import (
     recover,
     refine,
     reproduce,
+    retry_failed,
     select_next_job,
     submit_job,
 )
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from .service.open import open
     from .simulator import Simulator as Simulator
     from .store import Store as Store
+    from .views.jobtable import JobTable
     from .views.wait import wait
     from .worker.loop import Worker
     from .workflows.workflow import Workflow
@@ -88,6 +90,7 @@ __all__ = [
     "JobNotFound",
     "JobNotInStore",
     "JobStatus",
+    "JobTable",
     "NotAStore",
     "ObjectInfoNotFound",
     "OutputError",
@@ -125,6 +128,7 @@ __all__ = [
     "recover",
     "refine",
     "reproduce",
+    "retry_failed",
     "select_next_job",
     "submit_job",
     "sweep",
@@ -144,6 +148,7 @@ _LAZY = {
     "open": ".service.open",
     "Worker": ".worker.loop",
     "wait": ".views.wait",
+    "JobTable": ".views.jobtable",
     "Workflow": ".workflows.workflow",
     "sweep": ".jobs.sweep",
 }
