@@ -344,7 +344,7 @@ class JobTable(anywidget.AnyWidget):
         name = "" if run is None else self._run_name(run)
         super().__init__(run=name, runs=list(self._run_names.values()), **kwargs)
         self.on_msg(self._on_message)
-        self.observe(self._run_changed, names="run")
+        self.observe(self._on_run, names="run")
         self._look()  # the rows as they are now (for the static table and the first view)
         self.start()
 
@@ -362,7 +362,10 @@ class JobTable(anywidget.AnyWidget):
 
     def stop(self) -> None:
         """Stop following the store; the table keeps what it shows."""
-        self._stop.set()
+        stop = getattr(self, "_stop", None)
+        if stop is None:  # the constructor refused its arguments
+            return
+        stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
@@ -464,7 +467,7 @@ class JobTable(anywidget.AnyWidget):
             return run.name
         return self._store.run(run).name
 
-    def _run_changed(self, _change: Any) -> None:
+    def _on_run(self, _change: Any) -> None:
         with self._lock:
             self._known = {}
         self._send_snapshot()
