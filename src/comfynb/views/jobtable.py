@@ -187,7 +187,7 @@ function render({ model, el }) {
       }
       showCounts();
     } else if (msg.type === "note") {
-      note.textContent = " " + msg.text;
+      note.textContent = "· " + msg.text;
     }
   });
   cancelBtn.addEventListener("click", () => {
