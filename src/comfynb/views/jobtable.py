@@ -267,29 +267,32 @@ def _error_lines(error: Any) -> tuple[str | None, str | None]:
     return first[:200], full
 
 
-def _rows(frame: Any, run_names: dict[int, str]) -> dict[int, dict[str, Any]]:
-    """One plain dict per job of a ``store.jobs()`` frame, keyed by id."""
-    out: dict[int, dict[str, Any]] = {}
-    for record in frame.to_dict("records"):
-        job_id = int(record["id"])
-        run_id = int(record["run_id"])
-        line, full = _error_lines(record.get("error"))
-        row: dict[str, Any] = {
-            "id": job_id,
-            "run": run_names.get(run_id, str(run_id)),
-            "status": str(record["status"]),
-            "server": _text(record.get("server")),
-            "retries": _int(record.get("retries")) or 0,
-            "max_retries": _int(record.get("max_retries")) or 0,
-            "progress_value": _int(record.get("progress_value")),
-            "progress_max": _int(record.get("progress_max")),
-            "error_line": line,
-            "error_full": full,
-        }
-        for name in _TIMES:
-            row[name] = _epoch(record.get(name))
-        out[job_id] = row
-    return out
+#: the columns of ``store.jobs()`` a row shows, in the order ``_row`` reads them
+_COLUMNS = (
+    "id", "run_id", "status", "server", "retries", "max_retries", "progress_value",
+    "progress_max", "error", *_TIMES,
+)  # fmt: skip
+
+
+def _row(values: tuple[Any, ...], run_names: dict[int, str]) -> dict[str, Any]:
+    """One job's row (a plain dict the browser reads) from its ``_COLUMNS`` values."""
+    job_id, run_id, status, server, retries, max_retries, value, most, error, *times = values
+    line, full = _error_lines(error)
+    row: dict[str, Any] = {
+        "id": int(job_id),
+        "run": run_names.get(int(run_id), str(run_id)),
+        "status": str(status),
+        "server": _text(server),
+        "retries": _int(retries) or 0,
+        "max_retries": _int(max_retries) or 0,
+        "progress_value": _int(value),
+        "progress_max": _int(most),
+        "error_line": line,
+        "error_full": full,
+    }
+    for name, at in zip(_TIMES, times, strict=True):
+        row[name] = _epoch(at)
+    return row
 
 
 class JobTable(anywidget.AnyWidget):
@@ -334,6 +337,7 @@ class JobTable(anywidget.AnyWidget):
         self._interval = float(interval)
         self._lock = threading.Lock()
         self._known: dict[int, dict[str, Any]] = {}
+        self._keys: dict[int, tuple[Any, ...]] = {}
         self._run_names: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -423,14 +427,28 @@ class JobTable(anywidget.AnyWidget):
         """Read the jobs; keep them; return (changed rows, removed ids)."""
         run = self.run or None
         frame = self._store.jobs(run=run)
-        fresh = _rows(frame, self._run_names)
-        if any(row["run"].isdigit() for row in fresh.values()):  # a run made since we looked
+        if not set(frame["run_id"].unique()) <= set(self._run_names):  # a run made since
             self._refresh_runs()
-            fresh = _rows(frame, self._run_names)
+        # a row is made again only if its raw values changed (most rows do not, each look)
+        keys = {
+            int(values[0]): values
+            for values in frame[list(_COLUMNS)].itertuples(index=False, name=None)
+        }
         with self._lock:
-            changed = {k: v for k, v in fresh.items() if self._known.get(k) != v}
+            fresh: dict[int, dict[str, Any]] = {}
+            changed: dict[int, dict[str, Any]] = {}
+            for job_id, values in keys.items():
+                known = self._known.get(job_id)
+                if known is not None and self._keys.get(job_id) == values:
+                    fresh[job_id] = known
+                    continue
+                row = _row(values, self._run_names)
+                fresh[job_id] = row
+                if known != row:
+                    changed[job_id] = row
             removed = [k for k in self._known if k not in fresh]
             self._known = fresh
+            self._keys = keys
         return changed, removed
 
     def _send_changes(self, change: tuple[dict[int, dict[str, Any]], list[int]]) -> None:
@@ -469,7 +487,7 @@ class JobTable(anywidget.AnyWidget):
 
     def _on_run(self, _change: Any) -> None:
         with self._lock:
-            self._known = {}
+            self._known, self._keys = {}, {}
         self._send_snapshot()
 
     def _send_snapshot(self) -> None:
