@@ -4,7 +4,7 @@ A notebook written into tmp_path starts the simulator, a store and four jobs, an
 JobTable. The test then drives it as a user would: a job enqueued by a later cell appears
 without re-running the table's cell, a click on "Cancel selected" cancels a pending job in
 the store (the row's new status is read back from the store), and once the worker starts
-the rows turn completed. Fixtures and helpers come from test_browser_wait; see
+a bar shows the running job's sampler steps, and the rows turn completed. Fixtures and helpers come from test_browser_wait; see
 shared/recipes/browser-widget-tests.md for the flags and the pitfalls.
 """
 
@@ -48,11 +48,11 @@ import comfynb
 from comfynb.demo import txt2img
 
 workdir, gates = Path({str(workdir)!r}), Path({str(gates)!r})
-sim = comfynb.Simulator(root=workdir / "sim").start()
+sim = comfynb.Simulator(root=workdir / "sim", step_seconds=0.25).start()
 store = comfynb.open(workdir / "lab.duckdb", output_dir=workdir / "outputs")
 run = store.new_run("browser table")
 jobs = [
-    comfynb.enqueue(store, txt2img(seed, steps=3, size=64), run=run, params={{"KSampler.seed": seed}})
+    comfynb.enqueue(store, txt2img(seed, steps=4, size=64), run=run, params={{"KSampler.seed": seed}})
     for seed in range({JOBS})
 ]
 worker = comfynb.Worker(store, servers=[sim.url])
@@ -117,7 +117,11 @@ def test_job_table_is_live_and_cancels_in_jupyterlab(lab: Lab, tmp_path: Path) -
             expect(first).to_have_attribute("data-status", "cancelled", timeout=TIMEOUT_MS)
             expect(output.locator(".cjt-note")).to_contain_text("1 cancelled")
 
-            (gates / "go").touch()  # the worker runs the others
+            (gates / "go").touch()  # the worker runs the others, one at a time, 4 steps each
+            running = output.locator("tr[data-status='running'] progress")
+            expect(running).to_have_count(1, timeout=TIMEOUT_MS)  # a bar beside the running job
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            output.screenshot(path=str(ARTIFACTS / "jobtable-running.png"))
             completed = output.locator("tr[data-status='completed']")
             expect(completed).to_have_count(JOBS, timeout=TIMEOUT_MS)
             expect(output.locator(".cjt-counts")).to_contain_text(

@@ -166,3 +166,22 @@ def test_a_table_follows_a_store_through_the_worker_endpoint(
 def test_a_bad_interval_is_refused(store: Store) -> None:
     with pytest.raises(InvalidInput, match=r"at least 0\.2"):
         JobTable(store, interval=0.01)
+
+
+def test_progress_of_a_running_job_is_sent_as_it_moves(store: Store, table_of: Any) -> None:
+    job = enqueue(store, "r")[0]
+    table = table_of(store, run="r")
+    recorder = Recorder(table)
+    transition(store, job.id, JobStatus.SUBMITTED, prompt_id="p1", server="http://127.0.0.1:9")
+    transition(store, job.id, JobStatus.RUNNING)
+    wait_for(lambda: table.rows()[0]["status"] == "running")
+    with store.transaction() as tx:  # what the worker records from progress events
+        tx.set_progress({job.id: (2, 4)})
+
+    def sent_progress() -> Any:
+        return [
+            r for m in recorder.rows_messages() for r in m["rows"] if r["progress_value"] == 2
+        ]
+
+    row = wait_for(sent_progress)[0]
+    assert (row["status"], row["progress_max"]) == ("running", 4)

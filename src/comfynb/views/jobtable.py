@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from ..store.base import NotebookStore
 
 __all__ = ["JobTable"]
+
+logger = logging.getLogger(__name__)
 
 #: Seconds between two looks at the store (at most ~2 a second: remote stores pay HTTP).
 POLL_INTERVAL = 0.5
@@ -417,9 +420,12 @@ class JobTable(anywidget.AnyWidget):
             started = time.thread_time()
             try:
                 self.refresh()
-            except ComfynbError as exc:
+            except ComfynbError as exc:  # the store closed, the worker process ended
                 self._note(f"stopped following the store: {exc}")
                 return
+            except Exception as exc:  # a bug here must not end the updates silently
+                logger.exception("JobTable could not update")
+                self._note(f"could not update: {type(exc).__name__}: {exc}")
             finally:
                 self.updater_cpu_seconds += time.thread_time() - started
 
@@ -430,8 +436,9 @@ class JobTable(anywidget.AnyWidget):
         if not set(frame["run_id"].unique()) <= set(self._run_names):  # a run made since
             self._refresh_runs()
         # a row is made again only if its raw values changed (most rows do not, each look)
+        # pd.NA (a null int) compares to nothing without raising: None instead
         keys = {
-            int(values[0]): values
+            int(values[0]): tuple(None if v is pd.NA else v for v in values)
             for values in frame[list(_COLUMNS)].itertuples(index=False, name=None)
         }
         with self._lock:
