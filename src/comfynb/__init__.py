@@ -57,6 +57,7 @@ from .jobs import (
     recover,
     refine,
     reproduce,
+    retry_failed,
     select_next_job,
     submit_job,
 )
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from .store import Store as Store
     from .views.compare import compare
     from .views.gallery import Gallery
+    from .views.jobtable import JobTable
     from .views.wait import wait
     from .worker.loop import Worker
     from .workflows.workflow import Workflow
@@ -91,6 +93,7 @@ __all__ = [
     "JobNotFound",
     "JobNotInStore",
     "JobStatus",
+    "JobTable",
     "NotAStore",
     "ObjectInfoNotFound",
     "OutputError",
@@ -129,6 +132,7 @@ __all__ = [
     "recover",
     "refine",
     "reproduce",
+    "retry_failed",
     "select_next_job",
     "submit_job",
     "sweep",
@@ -150,6 +154,7 @@ _LAZY = {
     "open": ".service.open",
     "Worker": ".worker.loop",
     "wait": ".views.wait",
+    "JobTable": ".views.jobtable",
     "Workflow": ".workflows.workflow",
     "sweep": ".jobs.sweep",
 }

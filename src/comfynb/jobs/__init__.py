@@ -34,6 +34,7 @@ from .enqueue import enqueue, enqueue_many
 from .recover import Recovery, recover
 from .refine import refine, reproduce
 from .results import DOWNLOAD_ATTEMPTS, process_job_result, record_result, record_results
+from .retry import retry_failed
 from .submit import poll_job_status, select_next_job, select_next_jobs, submit_job
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "recover",
     "refine",
     "reproduce",
+    "retry_failed",
     "select_next_job",
     "select_next_jobs",
     "submit_job",

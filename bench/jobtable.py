@@ -1,0 +1,114 @@
+"""JobTable's cost while a worker runs: comm messages per second and the updater's CPU per second.
+
+Run: ``python bench/jobtable.py [--jobs 1000] [--depth 50] [--seconds 20] [--remote]``.
+Prints its figures.
+
+A store gets ``--jobs`` txt2img jobs (4 sampler steps each, ``--step-ms`` per step on the
+embedded simulator, so running jobs report progress); a ``Worker`` keeps ``--depth`` of them
+on the simulator at once (``target_depth``). A ``JobTable`` of the run follows the store in
+this process, as in a kernel (its comm is ipywidgets' own; outside a kernel its messages go
+nowhere, but each one is made, serialised and counted). For ``--seconds`` (or until every job
+ended) the bench counts the widget's comm messages (custom ones and trait syncs), the rows and
+JSON bytes they carry, and the CPU time of the widget's updater thread
+(``time.thread_time``). ``--remote`` reads the store through the worker endpoint
+(``RemoteStore``, loopback HTTP), as a notebook does beside a ``comfynb worker`` process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import comfynb
+from comfynb.demo import txt2img
+from comfynb.service.remote import RemoteStore, serve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--depth", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--step-ms", type=float, default=5.0)
+    parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--remote", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        sim = comfynb.Simulator(root=root / "sim", step_seconds=args.step_ms / 1000).start()
+        store = comfynb.open(root / "bench.duckdb", output_dir=root / "outputs")
+        run = store.new_run("bench")
+        comfynb.enqueue_many(
+            store, [txt2img(seed, steps=4, size=32) for seed in range(args.jobs)], run=run
+        )
+        endpoint = serve(store) if args.remote else None
+        view: Any = store
+        if endpoint is not None:
+            endpoint.__enter__()
+            view = comfynb.open(store.path)
+            assert isinstance(view, RemoteStore)
+        table = comfynb.JobTable(view, run="bench", interval=args.interval)
+        sent: list[int] = []  # JSON bytes of each message
+        rows: list[int] = []
+        comm = table.comm
+        assert comm is not None
+        publish = comm.publish_msg
+
+        def counting(msg_type: str, data: Any = None, *rest: Any, **kwargs: Any) -> None:
+            sent.append(len(json.dumps(data, default=str)))
+            content = data.get("content", {}) if isinstance(data, dict) else {}
+            rows.append(len(content.get("rows", [])) if isinstance(content, dict) else 0)
+            publish(msg_type, data, *rest, **kwargs)
+
+        comm.publish_msg = counting  # type: ignore[method-assign]
+        worker = comfynb.Worker(store, servers=[sim.url], target_depth=args.depth)
+        messages0, cpu0 = table.messages_sent, table.updater_cpu_seconds
+        started = time.monotonic()
+        worker.start()
+        most_running = 0
+        try:
+            while time.monotonic() - started < args.seconds:
+                counts = store.status_counts(run=run)
+                busy = counts.get("running", 0) + counts.get("submitted", 0)
+                most_running = max(most_running, busy)
+                ended = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
+                if ended >= args.jobs:
+                    break
+                time.sleep(0.25)
+            elapsed = time.monotonic() - started
+            messages = table.messages_sent - messages0
+            cpu = table.updater_cpu_seconds - cpu0
+            before = len(sent)
+            table._on_message(table, {"type": "hello"}, [])  # a view opening: every row once
+            snapshot = sum(sent[before:])
+            sent, rows = sent[:before], rows[:before]
+        finally:
+            table.close()
+            worker.stop()
+            if endpoint is not None:
+                view.close()
+                endpoint.__exit__(None, None, None)
+            counts = store.status_counts(run=run)
+            store.close()
+            sim.stop()
+
+    where = "RemoteStore (worker endpoint)" if args.remote else "Store (this process)"
+    print(f"JobTable over {args.jobs} jobs, worker target_depth={args.depth}, via {where}")
+    print(f"  ran {elapsed:.1f} s; jobs at the end: {dict(sorted(counts.items()))}")
+    print(f"  most jobs submitted or running at once: {most_running}")
+    print(f"  comm messages: {messages} = {messages / elapsed:.2f}/s (interval {args.interval} s)")
+    print(
+        f"  rows sent: {sum(rows)} ({sum(rows) / max(messages, 1):.1f} per message); "
+        f"bytes: {sum(sent) / elapsed / 1024:.1f} KiB/s, largest message {max(sent, default=0)} B"
+    )
+    print(f"  a view opening gets all {args.jobs} rows in one message: {snapshot / 1024:.0f} KiB")
+    print(f"  updater thread CPU: {cpu:.3f} s = {cpu / elapsed * 1000:.1f} ms per second")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,576 @@
+"""``JobTable``: a live table of a store's jobs in the notebook, with cancel and retry.
+
+Example::
+
+    >>> table = comfynb.JobTable(store, run="portraits")
+    >>> table            # the last expression of a cell: the live table shows
+    >>> table.stop()     # no more updates (closing the widget stops them too)
+
+An anywidget (JupyterLab, Notebook 7, VS Code, Colab; no server extension). A thread polls
+the store (``POLL_INTERVAL`` apart: through a ``comfynb worker`` endpoint each look is one
+HTTP request) and sends the browser only the rows that changed since its last look, all of
+one look in one message. Clocks (queue and run times) tick in the browser, not by messages.
+Where no kernel runs (nbconvert, GitHub), the output holds a small static HTML table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import anywidget
+import pandas as pd
+import traitlets
+
+from ..core.models import Run
+from ..errors import ComfynbError, InvalidInput
+from ..jobs.cancel import cancel
+from ..jobs.retry import retry_failed
+
+if TYPE_CHECKING:
+    from ..store.base import NotebookStore
+
+__all__ = ["JobTable"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two looks at the store (at most ~2 a second: remote stores pay HTTP).
+POLL_INTERVAL = 0.5
+#: Rows the static HTML (nbconvert, GitHub) shows at most.
+STATIC_ROWS = 50
+STATUSES = ("pending", "submitted", "running", "completed", "failed", "cancelled")
+_COLOURS = {
+    "pending": "#888",
+    "submitted": "#b58900",
+    "running": "#1f77b4",
+    "completed": "#2ca02c",
+    "failed": "#d62728",
+    "cancelled": "#7f7f7f",
+}
+_TIMES = ("created_at", "submitted_at", "started_at", "finished_at")
+
+_ESM = """
+const COLOURS = __COLOURS__;
+const STATUSES = __STATUSES__;
+function fmt(s) {
+  if (s == null || !isFinite(s)) return "";
+  if (s < 60) return s.toFixed(1) + " s";
+  const m = Math.floor(s / 60);
+  return m + " min " + Math.round(s - 60 * m) + " s";
+}
+function render({ model, el }) {
+  const rows = new Map();
+  const trs = new Map();
+  const selected = new Set();
+  el.classList.add("comfynb-jobtable");
+  const bar = document.createElement("div");
+  bar.className = "cjt-bar";
+  const statusSel = document.createElement("select");
+  statusSel.className = "cjt-status";
+  for (const s of ["all", ...STATUSES]) {
+    const o = document.createElement("option"); o.value = s; o.textContent = s; statusSel.append(o);
+  }
+  const runSel = document.createElement("select");
+  runSel.className = "cjt-run";
+  const cancelBtn = document.createElement("button");
+  cancelBtn.textContent = "Cancel selected"; cancelBtn.className = "cjt-cancel";
+  const retryBtn = document.createElement("button");
+  retryBtn.textContent = "Retry failed"; retryBtn.className = "cjt-retry";
+  const note = document.createElement("span"); note.className = "cjt-note";
+  const counts = document.createElement("span"); counts.className = "cjt-counts";
+  bar.append("status ", statusSel, " run ", runSel, cancelBtn, retryBtn, counts, note);
+  const table = document.createElement("table");
+  table.innerHTML = "<thead><tr><th></th><th>job</th><th>run</th><th>status</th>" +
+    "<th>progress</th><th>server</th><th>queued</th><th>ran</th><th>retries</th>" +
+    "<th>error</th></tr></thead>";
+  const tbody = document.createElement("tbody");
+  table.append(tbody);
+  const scroll = document.createElement("div"); scroll.className = "cjt-scroll"; scroll.append(table);
+  el.append(bar, scroll);
+
+  function fillRuns() {
+    const runs = model.get("runs");
+    runSel.innerHTML = "";
+    for (const [value, label] of [["", "all"], ...runs.map(r => [r, r])]) {
+      const o = document.createElement("option"); o.value = value; o.textContent = label;
+      runSel.append(o);
+    }
+    runSel.value = model.get("run");
+  }
+  fillRuns();
+  model.on("change:runs", fillRuns);
+  model.on("change:run", () => { runSel.value = model.get("run"); });
+  runSel.addEventListener("change", () => { model.set("run", runSel.value); model.save_changes(); });
+  statusSel.value = model.get("status") || "all";
+  statusSel.addEventListener("change", () => {
+    model.set("status", statusSel.value === "all" ? "" : statusSel.value); model.save_changes();
+    applyFilter();
+  });
+  model.on("change:status", () => { statusSel.value = model.get("status") || "all"; applyFilter(); });
+
+  function visible(r) { const s = model.get("status"); return !s || r.status === s; }
+  function applyFilter() {
+    for (const [id, tr] of trs) tr.style.display = visible(rows.get(id)) ? "" : "none";
+    showCounts();
+  }
+  function showCounts() {
+    const c = {};
+    for (const r of rows.values()) c[r.status] = (c[r.status] || 0) + 1;
+    counts.textContent = " " + rows.size + " jobs: " +
+      STATUSES.filter(s => c[s]).map(s => c[s] + " " + s).join(", ");
+  }
+  function times(r, now) {
+    const sent = r.submitted_at ?? r.started_at;
+    const queued = r.created_at == null ? null : ((sent ?? r.finished_at ?? now) - r.created_at);
+    const ran = r.started_at == null ? null : ((r.finished_at ?? now) - r.started_at);
+    return [queued, ran];
+  }
+  function fill(tr, r) {
+    tr.dataset.status = r.status;
+    const now = Date.now() / 1000;
+    const [queued, ran] = times(r, now);
+    const c = tr.children;
+    c[1].textContent = r.id;
+    c[2].textContent = r.run;
+    c[3].innerHTML = "";
+    const badge = document.createElement("span");
+    badge.className = "cjt-badge"; badge.textContent = r.status;
+    badge.style.background = COLOURS[r.status] || "#888";
+    c[3].append(badge);
+    c[4].innerHTML = "";
+    if (r.status === "running" && r.progress_max) {
+      const p = document.createElement("progress");
+      p.max = r.progress_max; p.value = r.progress_value || 0;
+      c[4].append(p, " " + (r.progress_value || 0) + "/" + r.progress_max);
+    }
+    c[5].textContent = r.server || "";
+    c[6].textContent = fmt(queued);
+    c[7].textContent = fmt(ran);
+    c[8].textContent = r.retries ? r.retries + "/" + r.max_retries : "";
+    c[9].innerHTML = "";
+    if (r.error_line) {
+      const d = document.createElement("details");
+      const s = document.createElement("summary"); s.textContent = r.error_line;
+      const pre = document.createElement("pre"); pre.textContent = r.error_full;
+      d.append(s, pre); c[9].append(d);
+    }
+    tr.style.display = visible(r) ? "" : "none";
+  }
+  function upsert(r) {
+    rows.set(r.id, r);
+    let tr = trs.get(r.id);
+    if (!tr) {
+      tr = document.createElement("tr");
+      tr.dataset.id = r.id;
+      for (let i = 0; i < 10; i++) tr.append(document.createElement("td"));
+      const box = document.createElement("input"); box.type = "checkbox";
+      box.className = "cjt-select";
+      box.checked = selected.has(r.id);
+      box.addEventListener("change", () => { box.checked ? selected.add(r.id) : selected.delete(r.id); });
+      tr.children[0].append(box);
+      trs.set(r.id, tr);
+      tbody.append(tr);
+    }
+    fill(tr, r);
+  }
+  model.on("msg:custom", (msg) => {
+    if (msg.type === "reset") {
+      rows.clear(); trs.clear(); tbody.innerHTML = "";
+    }
+    if (msg.type === "reset" || msg.type === "rows") {
+      for (const r of msg.rows) upsert(r);
+      for (const id of msg.removed || []) {
+        rows.delete(id); const tr = trs.get(id); if (tr) tr.remove(); trs.delete(id);
+      }
+      showCounts();
+    } else if (msg.type === "note") {
+      note.textContent = "· " + msg.text;
+    }
+  });
+  cancelBtn.addEventListener("click", () => {
+    model.send({ type: "cancel", ids: [...selected] }); selected.clear();
+    for (const b of tbody.querySelectorAll("input.cjt-select")) b.checked = false;
+  });
+  retryBtn.addEventListener("click", () => {
+    const ids = [...rows.values()].filter(r => r.status === "failed" &&
+      (selected.size === 0 || selected.has(r.id))).map(r => r.id);
+    model.send({ type: "retry", ids });
+  });
+  const clock = setInterval(() => {
+    const now = Date.now() / 1000;
+    for (const [id, r] of rows) {
+      if (r.status !== "running" && r.status !== "submitted" && r.status !== "pending") continue;
+      const [queued, ran] = times(r, now);
+      const c = trs.get(id).children;
+      c[6].textContent = fmt(queued); c[7].textContent = fmt(ran);
+    }
+  }, 1000);
+  model.send({ type: "hello" });
+  return () => clearInterval(clock);
+}
+export default { render };
+""".replace("__COLOURS__", json.dumps(_COLOURS)).replace(
+    "__STATUSES__", json.dumps(list(STATUSES))
+)
+
+_CSS = """
+.comfynb-jobtable { font: 12px/1.4 var(--jp-ui-font-family, sans-serif); }
+.comfynb-jobtable .cjt-bar { margin-bottom: 4px; display: flex; gap: 6px; align-items: center; }
+.comfynb-jobtable .cjt-scroll { max-height: 420px; overflow: auto; }
+.comfynb-jobtable table { border-collapse: collapse; }
+.comfynb-jobtable th, .comfynb-jobtable td { padding: 2px 8px; text-align: left;
+  border-bottom: 1px solid #ddd; vertical-align: top; }
+.comfynb-jobtable th { position: sticky; top: 0; background: var(--jp-layout-color1, #fff); }
+.comfynb-jobtable .cjt-badge { color: #fff; border-radius: 3px; padding: 0 6px; }
+.comfynb-jobtable details pre { white-space: pre-wrap; max-width: 60em; margin: 2px 0; }
+.comfynb-jobtable progress { width: 80px; }
+"""
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None or pd.isna(value):
+        return None
+    return float(value.timestamp())
+
+
+def _text(value: Any) -> str | None:
+    if value is None or pd.isna(value):
+        return None
+    return str(value)
+
+
+def _int(value: Any) -> int | None:
+    if value is None or pd.isna(value):
+        return None
+    return int(value)
+
+
+def _error_lines(error: Any) -> tuple[str | None, str | None]:
+    """(first line, the whole error) of a job's stored error (a JSON text)."""
+    text = _text(error)
+    if not text:
+        return None, None
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = text
+    if isinstance(parsed, dict):
+        kind, message = parsed.get("type"), parsed.get("message")
+        head = ": ".join(str(p) for p in (kind, message) if p) or text
+        full = json.dumps(parsed, indent=2, default=str)
+    else:
+        head, full = str(parsed), str(parsed)
+    first = head.strip().splitlines()[0] if head.strip() else head
+    return first[:200], full
+
+
+#: the columns of ``store.jobs()`` a row shows, in the order ``_row`` reads them
+_COLUMNS = (
+    "id", "run_id", "status", "server", "retries", "max_retries", "progress_value",
+    "progress_max", "error", *_TIMES,
+)  # fmt: skip
+
+
+def _row(values: tuple[Any, ...], run_names: dict[int, str]) -> dict[str, Any]:
+    """One job's row (a plain dict the browser reads) from its ``_COLUMNS`` values."""
+    job_id, run_id, status, server, retries, max_retries, value, most, error, *times = values
+    line, full = _error_lines(error)
+    row: dict[str, Any] = {
+        "id": int(job_id),
+        "run": run_names.get(int(run_id), str(run_id)),
+        "status": str(status),
+        "server": _text(server),
+        "retries": _int(retries) or 0,
+        "max_retries": _int(max_retries) or 0,
+        "progress_value": _int(value),
+        "progress_max": _int(most),
+        "error_line": line,
+        "error_full": full,
+    }
+    for name, at in zip(_TIMES, times, strict=True):
+        row[name] = _epoch(at)
+    return row
+
+
+class JobTable(anywidget.AnyWidget):
+    """A live table of jobs: status, progress, server, times, retries, errors; cancel, retry.
+
+    Example::
+
+        >>> worker = comfynb.Worker(store, servers=[url]).start()
+        >>> table = comfynb.JobTable(store, run="portraits")
+        >>> table                       # shows the table; it follows the worker as it runs
+        >>> table.status = "failed"     # only failed jobs (the browser's filter too)
+        >>> table.cancel([12, 13]); table.retry([9])
+        >>> table.stop()
+
+    Works on a local store and through a ``comfynb worker`` endpoint alike. Cancel and retry
+    go through ``comfynb.cancel`` and ``comfynb.retry_failed``; a running job of a local
+    store is cancelled on its server with a client made for it.
+
+    Args:
+        store: the store (``comfynb.open``).
+        run: only this run's jobs (a Run, id or name); ``None`` for all.
+        interval: seconds between two looks at the store (at least 0.2).
+    """
+
+    _esm = _ESM
+    _css = _CSS
+    run = traitlets.Unicode("").tag(sync=True)
+    runs = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(
+        self,
+        store: NotebookStore,
+        run: Run | int | str | None = None,
+        *,
+        interval: float = POLL_INTERVAL,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(interval, int | float) or isinstance(interval, bool) or interval < 0.2:
+            raise InvalidInput(f"interval is seconds, at least 0.2; got {interval!r}")
+        self._store = store
+        self._interval = float(interval)
+        self._lock = threading.Lock()
+        self._known: dict[int, dict[str, Any]] = {}
+        self._keys: dict[int, tuple[Any, ...]] = {}
+        self._run_names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: comm messages this widget sent to the browser (the bench reads it)
+        self.messages_sent = 0
+        self.updater_cpu_seconds = 0.0
+        self._run_names = self._read_runs()
+        name = "" if run is None else self._run_name(run)
+        super().__init__(run=name, runs=list(self._run_names.values()), **kwargs)
+        self.on_msg(self._on_message)
+        self.observe(self._on_run, names="run")
+        self._look()  # the rows as they are now (for the static table and the first view)
+        self.start()
+
+    # ------------------------------------------------------------------ Python API
+
+    def start(self) -> JobTable:
+        """Start following the store (the constructor does); returns the table."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._follow, name="comfynb-jobtable", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop following the store; the table keeps what it shows."""
+        stop = getattr(self, "_stop", None)
+        if stop is None:  # the constructor refused its arguments
+            return
+        stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def close(self) -> None:
+        """Stop following the store and close the widget."""
+        self.stop()
+        super().close()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows as the table holds them now (one dict per job, oldest first)."""
+        with self._lock:
+            return [dict(self._known[k]) for k in sorted(self._known)]
+
+    def cancel(self, job_ids: Iterable[int]) -> list[str]:
+        """Cancel these jobs through ``comfynb.cancel``; returns one line per job that failed."""
+        problems = []
+        for job_id in job_ids:
+            try:
+                self._cancel_one(int(job_id))
+            except ComfynbError as exc:
+                problems.append(f"job {job_id}: {exc}")
+        self.refresh()
+        return problems
+
+    def retry(self, job_ids: Iterable[int]) -> list[str]:
+        """Queue these failed jobs again (``comfynb.retry_failed``); lines for those refused."""
+        problems = []
+        for job_id in job_ids:
+            try:
+                retry_failed(self._store, int(job_id))
+            except ComfynbError as exc:
+                problems.append(f"job {job_id}: {exc}")
+        self.refresh()
+        return problems
+
+    def refresh(self) -> None:
+        """Look at the store now and send what changed."""
+        self._send_changes(self._look())
+
+    # ------------------------------------------------------------------ the updater
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self._interval):
+            started = time.thread_time()
+            try:
+                self.refresh()
+            except ComfynbError as exc:  # the store closed, the worker process ended
+                self._note(f"stopped following the store: {exc}")
+                return
+            except Exception as exc:  # a bug here must not end the updates silently
+                logger.exception("JobTable could not update")
+                self._note(f"could not update: {type(exc).__name__}: {exc}")
+            finally:
+                self.updater_cpu_seconds += time.thread_time() - started
+
+    def _look(self) -> tuple[dict[int, dict[str, Any]], list[int]]:
+        """Read the jobs; keep them; return (changed rows, removed ids)."""
+        run = self.run or None
+        frame = self._store.jobs(run=run)
+        if not set(frame["run_id"].unique()) <= set(self._run_names):  # a run made since
+            self._refresh_runs()
+        # a row is made again only if its raw values changed (most rows do not, each look)
+        # pd.NA (a null int) compares to nothing without raising: None instead
+        keys = {
+            int(values[0]): tuple(None if v is pd.NA else v for v in values)
+            for values in frame[list(_COLUMNS)].itertuples(index=False, name=None)
+        }
+        with self._lock:
+            fresh: dict[int, dict[str, Any]] = {}
+            changed: dict[int, dict[str, Any]] = {}
+            for job_id, values in keys.items():
+                known = self._known.get(job_id)
+                if known is not None and self._keys.get(job_id) == values:
+                    fresh[job_id] = known
+                    continue
+                row = _row(values, self._run_names)
+                fresh[job_id] = row
+                if known != row:
+                    changed[job_id] = row
+            removed = [k for k in self._known if k not in fresh]
+            self._known = fresh
+            self._keys = keys
+        return changed, removed
+
+    def _send_changes(self, change: tuple[dict[int, dict[str, Any]], list[int]]) -> None:
+        changed, removed = change
+        if changed or removed:
+            self._emit({"type": "rows", "rows": list(changed.values()), "removed": removed})
+
+    def _emit(self, message: dict[str, Any]) -> None:
+        if self.comm is None:  # closed
+            return
+        self.send(message)
+
+    def _send(self, msg: dict[str, Any], buffers: Any = None) -> None:
+        """Every comm message (custom ones and trait syncs) passes here: count them."""
+        self.messages_sent = getattr(self, "messages_sent", 0) + 1
+        super()._send(msg, buffers=buffers)
+
+    def _note(self, text: str) -> None:
+        with contextlib.suppress(Exception):
+            self._emit({"type": "note", "text": text})
+
+    def _read_runs(self) -> dict[int, str]:
+        runs = self._store.runs()
+        return {int(i): str(n) for i, n in zip(runs["id"], runs["name"], strict=True)}
+
+    def _refresh_runs(self) -> None:
+        self._run_names = self._read_runs()
+        names = list(self._run_names.values())
+        if self.runs != names:
+            self.runs = names
+
+    def _run_name(self, run: Run | int | str) -> str:
+        if isinstance(run, Run):
+            return run.name
+        return self._store.run(run).name
+
+    def _on_run(self, _change: Any) -> None:
+        with self._lock:
+            self._known, self._keys = {}, {}
+        self._send_snapshot()
+
+    def _send_snapshot(self) -> None:
+        self._look()
+        self._emit({"type": "reset", "rows": self.rows(), "removed": []})
+
+    def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "hello":
+            self._send_snapshot()
+        elif kind in ("cancel", "retry"):
+            ids = [int(i) for i in content.get("ids", []) if isinstance(i, int)]
+            act = self.cancel if kind == "cancel" else self.retry
+            problems = act(ids)
+            done = len(ids) - len(problems)
+            verb = "cancelled" if kind == "cancel" else "queued again"
+            self._note(f"{done} {verb}" + ("; " + "; ".join(problems) if problems else ""))
+
+    def _cancel_one(self, job_id: int) -> None:
+        from ..store.base import ServedStore
+
+        job = self._store.job(job_id)
+        if isinstance(self._store, ServedStore) or job.status.value not in (
+            "submitted",
+            "running",
+        ):
+            cancel(self._store, job)
+            return
+        from ..client import Client
+
+        with Client(job.server or "") as client:
+            cancel(self._store, job, client=client)
+
+    # ------------------------------------------------------------------ outside a kernel
+
+    def _repr_html_(self) -> str:
+        """A static table (at most ``STATIC_ROWS`` rows) for nbconvert and GitHub."""
+        rows = self.rows()
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        summary = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
+        head = "".join(
+            f"<th>{h}</th>" for h in ("job", "run", "status", "server", "retries", "error")
+        )
+        body = []
+        for row in rows[:STATIC_ROWS]:
+            colour = _COLOURS.get(row["status"], "#888")
+            cells = [
+                str(row["id"]),
+                html.escape(row["run"]),
+                f'<span style="color:{colour}">{html.escape(row["status"])}</span>',
+                html.escape(row["server"] or ""),
+                str(row["retries"] or ""),
+                html.escape(row["error_line"] or ""),
+            ]
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        more = len(rows) - STATIC_ROWS
+        tail = f"<p>… and {more} more jobs</p>" if more > 0 else ""
+        return (
+            f'<div class="comfynb-jobtable-static"><p>{len(rows)} jobs: {summary}</p>'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            f"{tail}</div>"
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, metadata = bundle if bundle is not None else ({"text/plain": repr(self)}, {})
+        data["text/html"] = self._repr_html_()
+        return data, metadata
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for row in self.rows():
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        summary = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
+        return f"JobTable(run={self.run or None!r}, {summary or 'no jobs'})"
