@@ -3,8 +3,9 @@
 The notebook (written into tmp_path) runs six jobs on the simulator, then shows a Gallery.
 The test asserts the thumbnails are decoded images, that a click on pick and a key press
 for stars reach the store (read back by re-running a later cell), that enlarging shows the
-full image, that a candidate made after the cell ran appears without re-running it, and
-that no widget failed. A screenshot of the gallery is saved (path printed) to look at.
+full image, that a candidate made after the cell ran appears without re-running it, that
+two shift-clicked tiles compare side by side with the differing param highlighted, that
+the toolbar's group menu puts headers over the tiles, and that no widget failed. A screenshot of the gallery is saved (path printed) to look at.
 """
 
 from __future__ import annotations
@@ -143,6 +144,32 @@ def test_gallery_thumbnails_pick_stars_and_live_in_jupyterlab(lab: Lab, tmp_path
             )
             output.screenshot(path=str(shot))
 
+            # side by side: shift-click two tiles, compare: both images, seed row highlighted
+            tiles.nth(0).click(modifiers=["Shift"])
+            tiles.nth(3).click(modifiers=["Shift"])
+            expect(output.locator(".cnb-tile.cnb-sel")).to_have_count(2, timeout=TIMEOUT_MS)
+            output.locator(".cnb-compare").click()
+            side = output.locator(".cnb-cmp")
+            expect(side.locator(".cnb-differs", has_text="KSampler.seed")).to_have_count(
+                1, timeout=TIMEOUT_MS
+            )
+            page.wait_for_function(
+                "() => { const imgs = [...document.querySelectorAll('.cnb-cmp img')];"
+                " return imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+                timeout=TIMEOUT_MS,
+            )
+            expect(side.locator(".cnb-sbs-row:not(.cnb-differs)", has_text="steps")).to_have_count(1)
+            output.screenshot(path=str(tmp_path / "gallery-compare.png"))
+            page.keyboard.press("Escape")
+            expect(side).to_have_count(0)
+
+            # group by a param from the toolbar: one header per seed, the tiles under them
+            output.locator(".cnb-groupby").select_option("KSampler.seed")
+            expect(output.locator(".cnb-group")).to_have_count(JOBS + 1, timeout=TIMEOUT_MS)
+            expect(output.locator(".cnb-group").first).to_have_text("KSampler.seed = 0 (1)")
+            expect(tiles).to_have_count(JOBS + 1, timeout=TIMEOUT_MS)
+            output.screenshot(path=str(tmp_path / "gallery-grouped.png"))
+
             # the store saw the pick and the stars: run the last cell again and read it
             cells.nth(2).locator(".jp-InputArea-editor").click()
             page.keyboard.press("Shift+Enter")
@@ -158,5 +185,5 @@ def test_gallery_thumbnails_pick_stars_and_live_in_jupyterlab(lab: Lab, tmp_path
             expect(notebook).not_to_contain_text("Loading widget")
         finally:
             context.close()
-    print(f"screenshots: {shot} and {tmp_path / 'gallery-enlarged.png'}")
+    print(f"screenshots: {shot} and gallery-enlarged, -compare, -grouped.png beside it")
     assert errors == [], f"errors in the page: {errors}; Lab's log: {lab.log}"

@@ -21,13 +21,16 @@ from comfynb.views.gallery import Gallery
 from comfynb.views.thumbnails import Thumbnails, placeholder
 
 
-def make_candidates(store: Any, n: int, run: str = "r", size: int = 320) -> list[int]:
+def make_candidates(
+    store: Any, n: int, run: str = "r", size: int = 320, step: Any = None
+) -> list[int]:
     """``n`` completed jobs of one real PNG each (distinct colours); the candidate ids."""
     store.new_run(run)
     added = store.add_jobs(
         [json.dumps(txt2img(seed, steps=3, size=64, prompt=f"a red fox number {seed} in snow"))
          for seed in range(n)],
         run=run,
+        step=step,
         params_json=[json.dumps({"KSampler.cfg": 4.0 + seed % 3}) for seed in range(n)],
     )  # fmt: skip
     results = {}
@@ -214,3 +217,69 @@ def test_compare_lays_candidates_out_by_two_params(store: Any, tmp_path: Path) -
         assert image.size == (70 + 3 * 68, 24 + 6 * 68)
     with pytest.raises(comfynb.InvalidInput, match=r"no param 'KSampler\.nope'"):
         comfynb.compare(store, "r", x="KSampler.nope", y="seed")
+
+
+def test_group_by_a_param_orders_the_tiles_under_headers_and_pages_carry_it(store: Any) -> None:
+    ids = make_candidates(store, 9)  # KSampler.cfg 4, 5, 6, 4, 5, 6, ...
+    gallery = Gallery(store, run="r", page_size=4, group_by="KSampler.cfg", poll=None)
+    sent = Recorder(gallery).sent
+    assert "KSampler.cfg" in gallery.group_options and "step" in gallery.group_options
+    assert gallery.ids() == ids[0::3] + ids[1::3] + ids[2::3]  # by group, time inside
+    assert gallery.groups() == [("KSampler.cfg = 4", 3), ("KSampler.cfg = 5", 3),
+                                ("KSampler.cfg = 6", 3)]  # fmt: skip
+    page = {"type": "page", "start": 2, "count": 4, "req": 3, "group_by": "KSampler.cfg"}
+    gallery._on_message(gallery, page, [])
+    [(content, buffers)] = sent
+    assert content["group_by"] == "KSampler.cfg" and len(buffers) == 4  # still binary buffers
+    assert [t["group"] for t in content["tiles"]] == ["KSampler.cfg = 4"] + ["KSampler.cfg = 5"] * 3
+    assert content["groups"] == {"KSampler.cfg = 4": 3, "KSampler.cfg = 5": 3}
+    gallery.group_by = "seed"  # from Python (or the toolbar): a fresh first page is asked for
+    assert sent[-1][0] == {"type": "changed", "reset": True} and gallery.ids() == ids
+    gallery._on_message(gallery, page, [])  # asked under the old grouping: no answer
+    assert sent[-1][0]["type"] == "changed"
+    gallery.group_by = ""
+    gallery._on_message(gallery, {"type": "page", "start": 0, "count": 2, "req": 4}, [])
+    assert sent[-1][0]["groups"] == {} and "group" not in sent[-1][0]["tiles"][0]
+
+
+def test_group_by_step_and_a_bad_grouping_is_refused_clearly(store: Any) -> None:
+    first = make_candidates(store, 2)
+    step = store.new_step("r", "refine", {"1": {"class_type": "X", "inputs": {}}})
+    later = make_candidates(store, 2, step=step)
+    gallery = Gallery(store, run="r", sort="newest", group_by="step", poll=None)
+    assert gallery.ids() == later[::-1] + first[::-1]  # no step last
+    assert gallery.groups() == [(f"step {step.id}", 2), ("no step", 2)]
+    assert gallery.group_of(first[0]) == "no step"
+    with pytest.raises(comfynb.InvalidInput, match=r"unknown group_by 'nope'.*'step'"):
+        Gallery(store, run="r", group_by="nope", poll=None)
+    sent = Recorder(gallery).sent
+    gallery.group_by = "nope"  # as the page would: refused, said, the old grouping kept
+    assert gallery.group_by == "step" and any(
+        c["type"] == "error" and "unknown group_by" in c["message"] for c, _ in sent
+    )
+
+
+def test_side_by_side_highlights_the_params_that_differ(store: Any) -> None:
+    ids = make_candidates(store, 4)
+    gallery = Gallery(store, run="r", poll=None)
+    view = gallery.side_by_side([ids[0], ids[3]])  # same cfg (4), other seed, prompt, job
+    assert view.ids == [ids[0], ids[3]]
+    assert {"seed", "prompt", "job_id"} <= set(view.differing)
+    assert not {"KSampler.cfg", "steps", "sampler", "cfg"} & set(view.differing)
+    assert bool(view.table.loc["seed", "differs"]) and view.table.loc["seed", f"#{ids[3]}"] == 3
+    html = view._repr_html_()
+    assert html.count("<img") == 2 and html.count("cnb-differs") == len(view.differing)
+    assert "data:image/webp;base64," in html and len(html) < 60_000
+    with pytest.raises(comfynb.InvalidInput, match=r"2\.\.12 candidates, got 1"):
+        gallery.side_by_side([ids[0]])
+    store.pick(ids[1], True)
+    store.pick(ids[2], True)
+    assert gallery.side_by_side().ids == [ids[1], ids[2]]  # none selected: the picked ones
+    gallery.compare_ids = [ids[2], ids[0], ids[1]]  # selected in the page
+    assert gallery.side_by_side().ids == [ids[2], ids[0], ids[1]]
+    assert "KSampler.cfg" in gallery.side_by_side().differing
+    sent = Recorder(gallery).sent
+    gallery._on_message(gallery, {"type": "compare", "ids": [ids[0], ids[1]]}, [])
+    assert sent[-1][0]["type"] == "compare" and "cnb-sbs" in sent[-1][0]["html"]
+    gallery._on_message(gallery, {"type": "compare", "ids": []}, [])
+    assert sent[-1][0]["type"] == "error" and "got 0" in sent[-1][0]["message"]

@@ -14,6 +14,10 @@ const CSS = `
 .cnb-over img{max-width:70%;max-height:600px;object-fit:contain}
 .cnb-family{display:flex;gap:4px;flex-wrap:wrap}
 .cnb-status{color:#fd0;font-size:14px}
+.cnb-group{grid-column:1/-1;font-weight:bold;border-bottom:1px solid #8886;padding:6px 2px 2px}
+.cnb-tile.cnb-sel{outline:3px dashed #e90;outline-offset:-3px}
+.cnb-cmp{position:absolute;inset:0;min-height:420px;background:#fff;color:#111;overflow:auto;padding:10px;z-index:11}
+.cnb-cmp td,.cnb-cmp th{border:1px solid #ccc;padding:2px 6px;font-size:12px}
 .cnb-over pre{white-space:pre-wrap;font-size:11px;overflow:auto;max-height:520px;flex:1}
 `;
 
@@ -32,6 +36,7 @@ function render({ model, el }) {
   root.append(bar, grid);
   el.appendChild(root);
 
+  let tileEls = [], sel = new Set(model.get("compare_ids")), cmp = null;
   let overState = null, overlay_draw = null, page = 0, cur = 0, tiles = [], urls = [], overlay = null, overUrl = null, want = 0;
   const pageSize = () => model.get("page_size");
   const pages = () => Math.max(1, Math.ceil(model.get("count") / pageSize()));
@@ -43,16 +48,53 @@ function render({ model, el }) {
   const starsSel = document.createElement("select");
   starsSel.className = "cnb-minstars";
   for (const s of [0, 1, 2, 3, 4, 5]) { const o = document.createElement("option"); o.value = s; o.textContent = s ? `≥${s}★` : "any ★"; starsSel.appendChild(o); }
+  const groupSel = document.createElement("select");
+  groupSel.className = "cnb-groupby";
+  groupSel.title = "group by";
+  const cmpBtn = btn("compare (0)", "cnb-compare", () => compare());
+  cmpBtn.title = "shift-click or s selects tiles to compare";
   const pickedBox = document.createElement("label");
   pickedBox.innerHTML = '<input type="checkbox" class="cnb-onlypicked"> picked only';
   bar.append(btn("«", "cnb-first", () => go(0)), btn("◀", "cnb-prev", () => go(page - 1)), info,
-    btn("▶", "cnb-next", () => go(page + 1)), btn("»", "cnb-last", () => go(pages() - 1)), sortSel, starsSel, pickedBox);
+    btn("▶", "cnb-next", () => go(page + 1)), btn("»", "cnb-last", () => go(pages() - 1)), sortSel, groupSel, starsSel, pickedBox, cmpBtn);
   const fillSorts = () => {
     sortSel.innerHTML = "";
     for (const s of model.get("sort_options")) { const o = document.createElement("option"); o.value = o.textContent = s; sortSel.appendChild(o); }
     sortSel.value = model.get("sort");
   };
   fillSorts();
+  const fillGroups = () => {
+    groupSel.innerHTML = "";
+    for (const g of model.get("group_options")) { const o = document.createElement("option"); o.value = g; o.textContent = g ? `group: ${g}` : "no groups"; groupSel.appendChild(o); }
+    groupSel.value = model.get("group_by");
+  };
+  fillGroups();
+  groupSel.onchange = () => { model.set("group_by", groupSel.value); model.save_changes(); };
+  function setSel() {
+    model.set("compare_ids", [...sel]); model.save_changes();
+    cmpBtn.textContent = `compare (${sel.size})`;
+    tiles.forEach((t, i) => tileEls[i].classList.toggle("cnb-sel", sel.has(t.id)));
+  }
+  function toggleSel(i) {
+    const t = tiles[i]; if (!t) return;
+    if (sel.has(t.id)) sel.delete(t.id); else sel.add(t.id);
+    setSel();
+  }
+  function compare() {
+    if (sel.size < 2) { info.textContent = "select 2 or more tiles to compare (shift-click or s)"; return; }
+    model.send({ type: "compare", ids: [...sel] });
+  }
+  function closeCmp() { if (cmp) cmp.remove(); cmp = null; }
+  function showCmp(msg) {
+    closeCmp();
+    cmp = document.createElement("div");
+    cmp.className = "cnb-cmp";
+    const body = document.createElement("div");
+    body.innerHTML = msg.html;  // built by comfynb from the store, values escaped
+    cmp.append(btn("close (Esc)", "cnb-cmp-close", closeCmp), btn("clear selection", "cnb-cmp-clear", () => { sel.clear(); setSel(); closeCmp(); }), body);
+    root.appendChild(cmp);
+    root.focus();
+  }
   sortSel.onchange = () => { model.set("sort", sortSel.value); model.save_changes(); };
   starsSel.value = model.get("min_stars");
   starsSel.onchange = () => { model.set("min_stars", Number(starsSel.value)); model.save_changes(); };
@@ -63,26 +105,36 @@ function render({ model, el }) {
   function go(p) { page = Math.min(Math.max(0, p), pages() - 1); request(); }
   function request() {
     want += 1;
-    model.send({ type: "page", start: page * pageSize(), count: pageSize(), req: want });
+    model.send({ type: "page", start: page * pageSize(), count: pageSize(), req: want, group_by: model.get("group_by") });
   }
   function setInfo() {
     info.textContent = `page ${page + 1}/${pages()} · ${model.get("count")} images`;
   }
   function caption(t) { return `${t.stars ? "★".repeat(t.stars) : ""}`; }
   function drawTile(i) {
-    const t = tiles[i], d = grid.children[i];
+    const t = tiles[i], d = tileEls[i];
     d.classList.toggle("cnb-picked", !!t.picked);
     d.classList.toggle("cnb-cur", i === cur);
+    d.classList.toggle("cnb-sel", sel.has(t.id));
     d.querySelector(".cnb-badge").textContent = caption(t);
     d.querySelector(".cnb-pk").textContent = t.picked ? "✓ picked" : "pick";
   }
   function showPage(msg, buffers) {
-    if (msg.req !== want) return;  // an older answer
+    if (msg.req !== want || msg.group_by !== model.get("group_by")) return;  // an older answer
     for (const u of urls) URL.revokeObjectURL(u);
     urls = [];
     tiles = msg.tiles;
     grid.innerHTML = "";
+    tileEls = [];
+    let last;
     tiles.forEach((t, i) => {
+      if (t.group !== undefined && t.group !== last) {
+        last = t.group;
+        const h = document.createElement("div");
+        h.className = "cnb-group";
+        h.textContent = `${t.group} (${msg.groups[t.group]})`;
+        grid.appendChild(h);
+      }
       const d = document.createElement("div");
       d.className = "cnb-tile";
       d.dataset.id = t.id;
@@ -99,8 +151,9 @@ function render({ model, el }) {
       badge.className = "cnb-badge";
       const pk = btn("pick", "cnb-pk", (e) => { e.stopPropagation(); cur = i; pick(); });
       d.append(img, cap, badge, pk);
-      d.onclick = () => { cur = i; open(); };
+      d.onclick = (e) => { if (e.shiftKey) { cur = i; toggleSel(i); drawTile(i); } else { cur = i; open(); } };
       grid.appendChild(d);
+      tileEls.push(d);
       drawTile(i);
     });
     if (cur >= tiles.length) cur = Math.max(0, tiles.length - 1);
@@ -162,7 +215,7 @@ function render({ model, el }) {
     if (overlay) open();
   }
   function cols() {
-    const first = grid.children[0]; if (!first) return 1;
+    const first = tileEls[0]; if (!first) return 1;
     return Math.max(1, Math.round(grid.clientWidth / first.offsetWidth));
   }
   root.addEventListener("keydown", (e) => {
@@ -174,7 +227,9 @@ function render({ model, el }) {
     else if (k === "p" || k === "P") pick();
     else if (k >= "1" && k <= "5") star(Number(k));
     else if (k === "0") star(null);
-    else if (k === "Escape") close();
+    else if (k === "s" || k === "S") toggleSel(cur);
+    else if (k === "c" || k === "C") compare();
+    else if (k === "Escape") { if (cmp) closeCmp(); else close(); }
     else if (k === "Enter") open();
     else return;
     e.preventDefault(); e.stopPropagation();  // keep Lab's own shortcuts out of it
@@ -183,6 +238,7 @@ function render({ model, el }) {
   model.on("msg:custom", (msg, buffers) => {
     if (msg.type === "page") showPage(msg, buffers);
     else if (msg.type === "full") showFull(msg, buffers);
+    else if (msg.type === "compare") showCmp(msg);
     else if (msg.type === "update") {
       const i = tiles.findIndex((t) => t.id === msg.id);
       if (i >= 0) { tiles[i].picked = msg.picked; tiles[i].stars = msg.stars; drawTile(i); }
@@ -199,8 +255,10 @@ function render({ model, el }) {
   });
   model.on("change:count", setInfo);
   model.on("change:sort_options", fillSorts);
+  model.on("change:group_options", fillGroups);
+  model.on("change:group_by", () => { groupSel.value = model.get("group_by"); });
   request();
-  return () => { for (const u of urls) URL.revokeObjectURL(u); close(); };
+  return () => { for (const u of urls) URL.revokeObjectURL(u); close(); closeCmp(); };
 }
 
 export default { render };

@@ -12,7 +12,8 @@ The page asks for the tiles it shows (one page at a time) and the thumbnails tra
 binary comm buffers (256 px WebP, made once and cached on disk, see ``thumbnails``), so
 10,000 candidates cost what one screen costs; the full image is sent only when a tile is
 enlarged. Keyboard (click the grid first): arrows move, Enter enlarges, ``p`` picks,
-``1``-``5`` stars (``0`` clears), ``Esc`` closes. A pick or a star is saved to the store at
+``1``-``5`` stars (``0`` clears), ``s`` selects for comparing (or shift-click), ``c``
+compares, ``Esc`` closes. A pick or a star is saved to the store at
 once (``store.pick`` / ``store.star``). New candidates appear while the worker runs: a
 background thread looks at the store's job counts every ``poll`` seconds (one small query)
 and reloads the candidates only when they changed.
@@ -22,6 +23,23 @@ The enlarged view shows the candidate's params, buttons to its parent and childr
 params=gallery.refine_params)``, the queued job ids kept in ``gallery.refined``::
 
     >>> gallery.refine_params = [{"KSampler.seed": s} for s in range(4)]   # then click refine
+
+Grouping: ``group_by="step"`` or a param/column (``"cfg"``, ``"KSampler.seed"``; also the
+toolbar's "group" menu) shows the tiles under one header per value, the groups in order and
+the sort kept inside each; pages still travel as binary buffers, each request naming its
+grouping::
+
+    >>> gallery = comfynb.Gallery(store, run="sweep", group_by="KSampler.cfg")
+    >>> gallery.groups()
+    [('KSampler.cfg = 4', 40), ('KSampler.cfg = 7', 40)]
+
+Side by side: select two or more tiles (shift-click or ``s``), press "compare" (or ``c``):
+the images next to each other above a params table whose differing rows are highlighted.
+From Python, ``gallery.side_by_side(ids)`` gives the same as static HTML (``SideBySide``:
+``.differing``, ``.table``); without ids it takes the page's selection, else the picked::
+
+    >>> gallery.side_by_side([12, 17]).differing
+    ['KSampler.cfg', 'seed']
 
 Outside a live kernel (nbconvert, GitHub) the output shows a small static contact sheet.
 """
@@ -49,6 +67,7 @@ if TYPE_CHECKING:
 
     from ..core.models import Run, Step
     from ..store.base import NotebookStore
+    from .sidebyside import SideBySide
 
 __all__ = ["Gallery"]
 
@@ -92,7 +111,8 @@ class Gallery(anywidget.AnyWidget):
 
     ``page_size`` tiles per page; ``sort``: ``"time"`` (oldest first), ``"newest"``,
     ``"stars"`` or a param column (e.g. ``"cfg"``, ``"KSampler.seed"``); ``only_picked`` and
-    ``min_stars`` filter; ``poll`` is the seconds between two looks for new candidates
+    ``min_stars`` filter; ``group_by``: ``"step"`` or a param/column (see ``group_options``),
+    None for no groups; ``poll`` is the seconds between two looks for new candidates
     (``None``: no live updates). ``sent_bytes`` counts what was sent to the page.
 
     Example::
@@ -110,6 +130,9 @@ class Gallery(anywidget.AnyWidget):
     sort_options = traitlets.List(traitlets.Unicode()).tag(sync=True)
     only_picked = traitlets.Bool(False).tag(sync=True)
     min_stars = traitlets.Int(0).tag(sync=True)
+    group_by = traitlets.Unicode("").tag(sync=True)
+    group_options = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    compare_ids = traitlets.List(traitlets.Int()).tag(sync=True)
 
     def __init__(
         self,
@@ -120,6 +143,7 @@ class Gallery(anywidget.AnyWidget):
         sort: str = "time",
         only_picked: bool = False,
         min_stars: int = 0,
+        group_by: str | None = None,
         page_size: int = 24,
         poll: float | None = 1.0,
         refine_params: Any = None,
@@ -146,17 +170,20 @@ class Gallery(anywidget.AnyWidget):
         self._frame: pd.DataFrame | None = None
         self._order: list[int] = []
         self._seen: Any = None
+        self._group_counts: dict[str, int] = {}
         self.reload()
         try:
             self._check_sort(sort)
+            self._check_group(group_by or "")
         except InvalidInput:
             self.close()
             raise
         with self.hold_trait_notifications():
             self.sort, self.only_picked, self.min_stars = sort, only_picked, min_stars
+            self.group_by = group_by or ""
         self._apply()
         self.on_msg(self._on_message)
-        self.observe(self._on_filter, names=["sort", "only_picked", "min_stars"])
+        self.observe(self._on_filter, names=["sort", "only_picked", "min_stars", "group_by"])
         self._poller: threading.Thread | None = None
         if poll:
             self._poller = threading.Thread(
@@ -175,10 +202,60 @@ class Gallery(anywidget.AnyWidget):
         options = _BASE_SORTS + [p for p in params if p not in ("sampler", "prompt")]
         if options != list(self.sort_options):
             self.sort_options = options
+        groups = ["", "step"] + [c for c in frame.columns if c not in _FIXED and c != "prompt"]
+        if groups != list(self.group_options):
+            self.group_options = groups
 
     def _check_sort(self, sort: str) -> None:
         if sort not in self.sort_options and sort not in _BASE_SORTS:
             raise InvalidInput(f"unknown sort {sort!r}: use one of {', '.join(self.sort_options)}")
+
+    def _check_group(self, group_by: str) -> None:
+        if group_by not in self.group_options and group_by not in ("", "step"):
+            names = ", ".join(repr(g) for g in self.group_options if g)
+            raise InvalidInput(f"unknown group_by {group_by!r}: use None or one of {names}")
+
+    def _group_column(self) -> str | None:
+        group = self.group_by
+        if group == "step":
+            return "step_id"
+        with self._lock:
+            frame = self._frame
+        return group if group and frame is not None and group in frame.columns else None
+
+    def group_of(self, candidate_id: int) -> str | None:
+        """The header of the group ``candidate_id`` is shown under (None: no grouping).
+
+        Example::
+
+            >>> Gallery(store, "sweep", group_by="cfg").group_of(12)
+            'cfg = 7'
+        """
+        column = self._group_column()
+        if column is None:
+            return None
+        with self._lock:
+            value = _plain(self._rows[candidate_id].get(column))
+        if self.group_by == "step":
+            return "no step" if value is None else f"step {value}"
+        if value is None:
+            return f"{self.group_by}: not set"
+        return (
+            f"{self.group_by} = {value:g}"
+            if isinstance(value, float)
+            else f"{self.group_by} = {value}"
+        )
+
+    def groups(self) -> list[tuple[str, int]]:
+        """The group headers in the order shown, with how many candidates each holds.
+
+        Example::
+
+            >>> Gallery(store, "sweep", group_by="step").groups()
+            [('step 1', 40), ('step 2', 12)]
+        """
+        with self._lock:
+            return list(self._group_counts.items())
 
     def _apply(self) -> None:
         with self._lock:
@@ -199,13 +276,29 @@ class Gallery(anywidget.AnyWidget):
                 frame = frame.sort_values([sort, "id"], kind="stable", na_position="last")
             else:
                 frame = frame.sort_values("id")
+            column = self._group_column()
+            if column is not None:  # the groups in order, the sort kept inside each
+                frame = frame.sort_values(column, kind="stable", na_position="last")
             self._order = [int(i) for i in frame["id"]]
+            counts: dict[str, int] = {}
+            if column is not None:
+                for i in self._order:
+                    label = self.group_of(i) or ""
+                    counts[label] = counts.get(label, 0) + 1
+            self._group_counts = counts
         self.count = len(self._order)
 
     def _on_filter(self, change: dict[str, Any]) -> None:
         if change["name"] == "sort":
             with contextlib.suppress(InvalidInput):
                 self._check_sort(change["new"])
+        if change["name"] == "group_by":
+            try:
+                self._check_group(change["new"])
+            except InvalidInput as exc:
+                self._emit({"type": "error", "message": str(exc)})
+                self.group_by = change["old"]
+                return
         self._apply()
         self._emit({"type": "changed", "reset": True})
 
@@ -220,6 +313,25 @@ class Gallery(anywidget.AnyWidget):
         with self._lock:
             return list(self._order)
 
+    def side_by_side(self, ids: list[int] | None = None) -> SideBySide:
+        """Two or more candidates side by side, with a params table whose differing rows
+        are highlighted; renders as static HTML (small WebP thumbnails inline).
+
+        ``ids``: the candidates to compare; None: the ones selected in the page
+        (shift-click or ``s`` on a tile), or else the picked ones.
+
+        Example::
+
+            >>> view = gallery.side_by_side([12, 17])
+            >>> view.differing          # the params that are not the same for all
+            ['KSampler.cfg', 'seed']
+            >>> view                    # in Jupyter: the images and the table
+        """
+        from .sidebyside import SideBySide
+
+        chosen = list(ids) if ids is not None else list(self.compare_ids) or self.selected
+        return SideBySide.build(self.store, chosen, thumbnails=self.thumbnails)
+
     # -- talking to the page ---------------------------------------------------------------
     def _emit(self, content: dict[str, Any], buffers: list[bytes] | None = None) -> None:
         self.sent_bytes += len(json.dumps(content)) + sum(len(b) for b in buffers or [])
@@ -232,15 +344,17 @@ class Gallery(anywidget.AnyWidget):
             ids = self._order[max(0, start) : max(0, start) + max(0, min(count, 500))]
             rows = [self._rows[i] for i in ids]
         tiles, buffers = [], []
+        grouped = self._group_column() is not None
         for row in rows:
-            tiles.append(
-                {
-                    "id": int(row["id"]),
-                    "caption": _caption(row),
-                    "picked": bool(row["picked"]),
-                    "stars": _plain(row["stars"]),
-                }
-            )
+            tile = {
+                "id": int(row["id"]),
+                "caption": _caption(row),
+                "picked": bool(row["picked"]),
+                "stars": _plain(row["stars"]),
+            }
+            if grouped:
+                tile["group"] = self.group_of(int(row["id"]))
+            tiles.append(tile)
             buffers.append(self.thumbnails.get(self._candidate(row)))
         return tiles, buffers
 
@@ -258,8 +372,23 @@ class Gallery(anywidget.AnyWidget):
         try:
             kind = content.get("type")
             if kind == "page":
+                if content.get("group_by", self.group_by) != self.group_by:
+                    return  # asked under a grouping since changed: a fresh request follows
                 tiles, buffers = self.page(int(content["start"]), int(content["count"]))
-                self._emit({"type": "page", "req": content.get("req"), "tiles": tiles}, buffers)
+                counts = dict(self.groups())
+                reply = {
+                    "type": "page",
+                    "req": content.get("req"),
+                    "group_by": self.group_by,
+                    "tiles": tiles,
+                    "groups": {
+                        t["group"]: counts.get(t["group"], 0) for t in tiles if "group" in t
+                    },
+                }
+                self._emit(reply, buffers)
+            elif kind == "compare":
+                view = self.side_by_side([int(i) for i in content["ids"]])
+                self._emit({"type": "compare", "html": view._repr_html_()})
             elif kind == "full":
                 self._send_full(int(content["id"]))
             elif kind == "pick":
