@@ -13,17 +13,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nbformat
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from test_browser_wait import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
     TIMEOUT_MS,
     Lab,
+    chromium_page,
     lab,
     open_notebook,
     run_all_cells,
+    write_cells,
 )
 
 pytestmark = pytest.mark.browser
@@ -71,35 +70,15 @@ threading.Thread(target=at_gate, args=("go", worker.start), daemon=True).start()
         "    comfynb.enqueue(store, txt2img(99, steps=3, size=64), run=run)\n\n\n"
         'threading.Thread(target=at_gate, args=("new", one_more), daemon=True).start()'
     )
-    notebook = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(source) for source in (setup, table, later)],
-        metadata={
-            "kernelspec": {
-                "name": "python3",
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-            }
-        },
-    )
-    nbformat.write(notebook, path)
+    write_cells(path, (setup, table, later))
 
 
 def test_job_table_is_live_and_cancels_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
     gates = tmp_path / "gates"
     gates.mkdir()
     write_notebook(lab.root / "table.ipynb", tmp_path / "work", gates)
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 1000},
-        )
+    with chromium_page(tmp_path / "profile") as (page, errors):
         try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("pageerror", lambda error: errors.append(str(error)))
             open_notebook(page, lab, "table.ipynb")
             run_all_cells(page)
 
@@ -143,6 +122,4 @@ def test_job_table_is_live_and_cancels_in_jupyterlab(lab: Lab, tmp_path: Path) -
             page.screenshot(path=str(ARTIFACTS / "jobtable-failure.png"))
             print("outputs:", page.locator(".jp-Notebook").inner_text()[-3000:])
             raise
-        finally:
-            context.close()
     assert errors == [], f"errors in the page: {errors}; Lab's log: {lab.log}"

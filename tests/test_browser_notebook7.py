@@ -11,25 +11,18 @@ no-token flags as the Lab fixture of test_browser_wait, whose helpers this reuse
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import nbformat
 import pytest
-from playwright.sync_api import Error, Page, expect, sync_playwright
+from playwright.sync_api import Error, Page, expect
 from test_browser_wait import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
     TIMEOUT_MS,
     Lab,
-    _free_port,
-    _lab_env,
-    _require_chromium,
-    _wait_until_up,
+    chromium_page,
+    serve_notebooks,
+    write_cells,
 )
 
 pytestmark = pytest.mark.browser
@@ -48,30 +41,7 @@ ARTIFACTS = Path(os.environ.get("COMFYNB_ARTIFACTS", Path(__file__).parent / "ar
 @pytest.fixture
 def notebook7(tmp_path: Path) -> Iterator[Lab]:
     """Notebook 7 on 127.0.0.1 serving ``tmp_path/nb``, without a token; stopped by SIGTERM."""
-    _require_chromium()
-    root, log = tmp_path / "nb", tmp_path / "notebook.log"
-    root.mkdir()
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "notebook", "--allow-root", "--no-browser", f"--port={port}",
-        "--ServerApp.ip=127.0.0.1", "--ServerApp.token=", "--ServerApp.password=",
-        f"--ServerApp.root_dir={root}",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=_lab_env(tmp_path / "home")
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_up(url, process, log)
-        yield Lab(url, root, log)
-    finally:
-        process.send_signal(signal.SIGTERM)  # also shuts down its kernels
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    yield from serve_notebooks(tmp_path, "notebook")
 
 
 def write_notebook(path: Path, workdir: Path) -> None:
@@ -94,17 +64,7 @@ worker = comfynb.Worker(store, servers=[sim.url]).start()"""
         f"summary = comfynb.wait(store, run, timeout=120)\nassert summary.done == {JOBS}, summary"
     )
     gallery = "gallery = comfynb.Gallery(store, run=run)\ngallery"
-    notebook = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(s) for s in (setup, table, wait, gallery)],
-        metadata={
-            "kernelspec": {
-                "name": "python3",
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-            }
-        },
-    )
-    nbformat.write(notebook, path)
+    write_cells(path, (setup, table, wait, gallery))
 
 
 def start_kernel(server: Lab, name: str) -> None:
@@ -142,18 +102,8 @@ def _unexpected(error: Error) -> str:
 
 def test_job_table_and_gallery_render_in_notebook_7(notebook7: Lab, tmp_path: Path) -> None:
     write_notebook(notebook7.root / "nb7.ipynb", tmp_path / "work")
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 1400},
-        )
+    with chromium_page(tmp_path / "profile", height=1400, on_error=_unexpected) as (page, errors):
         try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("pageerror", lambda error: errors.append(_unexpected(error)))
             open_and_run_all(page, notebook7, "nb7.ipynb")
 
             cells = page.locator(".jp-Notebook .jp-Cell")
@@ -187,7 +137,5 @@ def test_job_table_and_gallery_render_in_notebook_7(notebook7: Lab, tmp_path: Pa
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "notebook7-failure.png"))
             raise
-        finally:
-            context.close()
     errors = [error for error in errors if error]
     assert errors == [], f"errors in the page: {errors}; the server's log: {notebook7.log}"

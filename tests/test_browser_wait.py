@@ -19,14 +19,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import nbformat
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Error, Page, expect, sync_playwright
 
 pytestmark = pytest.mark.browser
 
@@ -114,17 +115,17 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
     pytest.fail(f"JupyterLab did not answer in {LAB_START_SECONDS} s:\n{log.read_text()}")
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    """JupyterLab on 127.0.0.1 serving ``tmp_path/nb``, without a token; stopped by SIGTERM."""
+def serve_notebooks(tmp_path: Path, module: str, *extra: str) -> Iterator[Lab]:
+    """``python -m module`` (jupyterlab, notebook) on 127.0.0.1 serving ``tmp_path/nb``,
+    without a token, until the generator is closed (SIGTERM: its kernels stop too)."""
     _require_chromium()
-    root, log = tmp_path / "nb", tmp_path / "lab.log"
+    root, log = tmp_path / "nb", tmp_path / f"{module}.log"
     root.mkdir()
     port = _free_port()
     command = [
-        sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", f"--port={port}",
+        sys.executable, "-m", module, "--allow-root", "--no-browser", f"--port={port}",
         "--ServerApp.ip=127.0.0.1", "--ServerApp.token=", "--ServerApp.password=",
-        f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
+        f"--ServerApp.root_dir={root}", *extra,
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -141,6 +142,50 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """JupyterLab on 127.0.0.1 serving ``tmp_path/nb``, without a token; stopped by SIGTERM."""
+    yield from serve_notebooks(tmp_path, "jupyterlab", "--LabApp.news_url=None")
+
+
+@contextmanager
+def chromium_page(
+    profile: Path, *, height: int = 1000, on_error: Callable[[Error], str] = str
+) -> Iterator[tuple[Page, list[str]]]:
+    """A page of Debian's Chromium (a fresh profile, this machine's flags) and the list its
+    page errors are collected into (``on_error`` makes each one a line; "" drops it)."""
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": height},
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.on("pageerror", lambda error: errors.append(on_error(error)))
+            yield page, errors
+        finally:
+            context.close()
+
+
+def write_cells(path: Path, sources: Sequence[str]) -> None:
+    """A notebook of these code cells for the Python 3 kernel, at ``path``."""
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source) for source in sources],
+        metadata={
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            }
+        },
+    )
+    nbformat.write(notebook, path)
 
 
 def write_notebook(path: Path, workdir: Path, gate: Path) -> None:
@@ -177,17 +222,7 @@ def start_worker_at_gate(deadline=time.monotonic() + 120):
 threading.Thread(target=start_worker_at_gate, daemon=True).start()"""
     wait = "summary = comfynb.wait(store, run, timeout=120)\nprint(summary)"
     cleanup = "worker.stop()\nstore.close()\nsim.stop()"
-    notebook = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(source) for source in (setup, wait, cleanup)],
-        metadata={
-            "kernelspec": {
-                "name": "python3",
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-            }
-        },
-    )
-    nbformat.write(notebook, path)
+    write_cells(path, (setup, wait, cleanup))
 
 
 def open_notebook(page: Page, lab: Lab, name: str) -> None:
@@ -209,40 +244,27 @@ def test_wait_shows_a_widget_bar_that_moves_to_the_end_in_jupyterlab(
 ) -> None:
     gate = tmp_path / "go"
     write_notebook(lab.root / "wait.ipynb", tmp_path / "work", gate)
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 1000},
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            open_notebook(page, lab, "wait.ipynb")
-            run_all_cells(page)
+    with chromium_page(tmp_path / "profile") as (page, errors):
+        open_notebook(page, lab, "wait.ipynb")
+        run_all_cells(page)
 
-            output = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea")
-            label = output.locator("div.widget-label")  # the bar has an empty <label> of its own
-            expect(output.locator(".widget-hprogress")).to_be_visible(timeout=TIMEOUT_MS)
-            expect(label).to_contain_text(f"0/{JOBS} ended", timeout=TIMEOUT_MS)
-            gate.touch()  # now the worker runs the jobs; the same bar must follow them
+        output = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea")
+        label = output.locator("div.widget-label")  # the bar has an empty <label> of its own
+        expect(output.locator(".widget-hprogress")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(label).to_contain_text(f"0/{JOBS} ended", timeout=TIMEOUT_MS)
+        gate.touch()  # now the worker runs the jobs; the same bar must follow them
 
-            expect(label).to_contain_text(f"{JOBS}/{JOBS} ended", timeout=TIMEOUT_MS)
-            summary = f"WaitSummary(done={JOBS}, failed=0, cancelled=0, pending=0"
-            expect(output).to_contain_text(summary, timeout=TIMEOUT_MS)
-            bar = output.locator(".widget-hprogress .progress-bar")
-            expect(bar).to_have_class("progress-bar progress-bar-success", timeout=TIMEOUT_MS)
-            assert bar.evaluate("element => element.style.width") == "100%"
-            # the widget, not tqdm's text fallback (which would print to stderr)
-            expect(output.locator(f"[data-mime-type='{STDERR}']")).to_have_count(0)
-            output.screenshot(path=str(tmp_path / "wait-output.png"))  # to look at on failure
+        expect(label).to_contain_text(f"{JOBS}/{JOBS} ended", timeout=TIMEOUT_MS)
+        summary = f"WaitSummary(done={JOBS}, failed=0, cancelled=0, pending=0"
+        expect(output).to_contain_text(summary, timeout=TIMEOUT_MS)
+        bar = output.locator(".widget-hprogress .progress-bar")
+        expect(bar).to_have_class("progress-bar progress-bar-success", timeout=TIMEOUT_MS)
+        assert bar.evaluate("element => element.style.width") == "100%"
+        # the widget, not tqdm's text fallback (which would print to stderr)
+        expect(output.locator(f"[data-mime-type='{STDERR}']")).to_have_count(0)
+        output.screenshot(path=str(tmp_path / "wait-output.png"))  # to look at on failure
 
-            notebook = page.locator(".jp-Notebook")
-            expect(notebook).not_to_contain_text("Error displaying widget")
-            expect(notebook).not_to_contain_text("Loading widget")
-        finally:
-            context.close()
+        notebook = page.locator(".jp-Notebook")
+        expect(notebook).not_to_contain_text("Error displaying widget")
+        expect(notebook).not_to_contain_text("Loading widget")
     assert errors == [], f"errors in the page: {errors}; Lab's log: {lab.log}"
