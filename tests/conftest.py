@@ -27,6 +27,13 @@ DATA = Path(__file__).resolve().parent / "data"
 CAPTURES = DATA / "captures"
 
 
+@pytest.fixture(autouse=True)
+def _no_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite runs the same whatever the user's environment names (README, "Settings")."""
+    for name in ("COMFYUI_URL", "COMFYUI_TOKEN", "COMFYNB_DB", "COMFYNB_OUTPUT"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def load_capture(name: str) -> Any:
     """Return a capture file from the fact sheet: JSON for ``.json``, a list of frames for ``.jsonl``."""
     path = CAPTURES / name

@@ -34,10 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(out_dir=parsed.out, server=parsed.server, steps=parsed.steps)
     if parsed.command == "worker":
+        db, servers, output_dir = _worker_settings(parser, parsed)
         return run_worker(
-            parsed.db,
-            parsed.server,
-            output_dir=parsed.output_dir,
+            db,
+            servers,
+            output_dir=output_dir,
             target_depth=parsed.target_depth,
             until_idle=parsed.until_idle,
             reroute_after=parsed.reroute_after,
@@ -74,16 +75,19 @@ def _parser() -> argparse.ArgumentParser:
             "through this process. One line per job transition on stderr."
         ),
     )
-    worker.add_argument("--db", required=True, help="the store's DuckDB file (created if missing)")
     worker.add_argument(
-        "--server",
-        required=True,
-        action="append",
-        type=_server_arg,
-        help="a ComfyUI URL (http://host:port); repeat for several servers",
+        "--db", help="the store's DuckDB file, created if missing (default: $COMFYNB_DB)"
     )
     worker.add_argument(
-        "--output-dir", default=None, help="where images go (default: outputs beside the file)"
+        "--server",
+        action="append",
+        type=_server_arg,
+        help="a ComfyUI URL (http://host:port); repeat for several servers (default: $COMFYUI_URL)",
+    )
+    worker.add_argument(
+        "--output-dir",
+        default=None,
+        help="where images go (default: $COMFYNB_OUTPUT, else outputs beside the file)",
     )
     worker.add_argument(
         "--target-depth",
@@ -109,6 +113,26 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     return parser
+
+
+def _worker_settings(
+    parser: argparse.ArgumentParser, parsed: argparse.Namespace
+) -> tuple[str, list[str], str | None]:
+    """``comfynb worker``'s file, servers and output folder: the flags, else the environment."""
+    from .core.settings import DB, URL, settings
+    from .errors import InvalidInput
+
+    try:
+        env = settings()
+    except InvalidInput as exc:
+        parser.error(str(exc))
+    db = parsed.db or env.db
+    if db is None:
+        parser.error(f"the store's file is needed: --db FILE, or set {DB}")
+    servers = parsed.server or list(env.servers)
+    if not servers:
+        parser.error(f"a server is needed: --server http://HOST:PORT, or set {URL}")
+    return db, servers, parsed.output_dir or env.output
 
 
 def _server_arg(value: str) -> str:

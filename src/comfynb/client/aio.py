@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .streams import AsyncEventStream
 
 
-from .base import DEFAULT_URL, BaseClient, ClientOptions, T, advance_flow
+from .base import BaseClient, ClientOptions, T, advance_flow
 
 
 class AsyncClient(BaseClient):
@@ -45,7 +45,7 @@ class AsyncClient(BaseClient):
         ...         print(event)
     """
 
-    def __init__(self, url: str = DEFAULT_URL, **options: Unpack[ClientOptions]) -> None:
+    def __init__(self, url: str | None = None, **options: Unpack[ClientOptions]) -> None:
         super().__init__(url, **options)
         self._http = httpx.AsyncClient(**self._http_options())
 

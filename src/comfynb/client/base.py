@@ -41,6 +41,7 @@ from urllib.parse import quote
 import httpx
 
 from .. import files
+from ..core.settings import settings
 from ..core.urls import parse_server_url
 from ..errors import ComfynbError, ServerTimeout, ServerUnreachable
 from ..protocol import flows, parse
@@ -118,7 +119,7 @@ class BaseClient:
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | None = None,
         *,
         client_id: str | None = None,
         token: str | None = None,
@@ -127,7 +128,12 @@ class BaseClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
     ) -> None:
+        env = settings()
+        if url is None:  # COMFYUI_URL's first server, else ComfyUI's own default
+            url = env.servers[0] if env.servers else DEFAULT_URL
         self.url, url_auth = split_userinfo(url)
+        if token is None and basic_auth is None and url_auth is None:
+            token = env.token_for(url)  # COMFYUI_TOKEN goes to COMFYUI_URL's servers only
         self.client_id = client_id or uuid.uuid4().hex
         self.timeout = timeout
         self.retry = retry or RetryPolicy()

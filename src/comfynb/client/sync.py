@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .streams import EventStream
 
 
-from .base import DEFAULT_URL, BaseClient, ClientOptions, T, advance_flow
+from .base import BaseClient, ClientOptions, T, advance_flow
 
 
 class Client(BaseClient):
@@ -46,10 +46,12 @@ class Client(BaseClient):
 
     Args:
         url: the server, e.g. ``"http://127.0.0.1:8188"`` (``user:password@`` becomes basic auth);
+            by default the first of ``COMFYUI_URL``, else ``http://127.0.0.1:8188``.
             ``http(s)://host[:port]``, kept in its one spelling as ``client.url``
             (``comfynb.core.urls``: ``http://localhost:8188/`` is ``http://127.0.0.1:8188``).
         client_id: the id sent with every prompt and used on the WebSocket (a new one by default).
-        token: a bearer token for a proxy in front of ComfyUI.
+        token: a bearer token for a proxy in front of ComfyUI (by default ``COMFYUI_TOKEN`` if
+            ``url`` is one of ``COMFYUI_URL``'s servers).
         basic_auth: ``(user, password)`` for a proxy.
         headers: more headers for every request.
         timeout: seconds to wait for each answer.
@@ -60,7 +62,7 @@ class Client(BaseClient):
             message shows the URL to write.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, **options: Unpack[ClientOptions]) -> None:
+    def __init__(self, url: str | None = None, **options: Unpack[ClientOptions]) -> None:
         super().__init__(url, **options)
         self._http = httpx.Client(**self._http_options())
 

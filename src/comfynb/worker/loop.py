@@ -171,7 +171,7 @@ class Worker:
 
     Args:
         store: the open store (the worker writes through it from its own thread).
-        servers: ComfyUI base URLs.
+        servers: ComfyUI base URLs (by default ``COMFYUI_URL``'s, ``core.settings``).
         target_depth: how many of this worker's prompts to keep queued on each server.
         client_options: options for each server's ``Client`` (token, headers, timeout, retry).
         name: shown in logs and ``status()`` (default: the store's file name).
@@ -182,7 +182,7 @@ class Worker:
     def __init__(
         self,
         store: Store,
-        servers: Sequence[str],
+        servers: Sequence[str] | None = None,
         *,
         target_depth: int = 2,
         client_options: ClientOptions | None = None,
@@ -191,7 +191,15 @@ class Worker:
         extra_data: Mapping[str, Any] | None = None,
     ) -> None:
         from ..client.base import split_userinfo
+        from ..core.settings import URL, settings
 
+        if servers is None:
+            servers = settings().servers
+            if not servers:
+                raise InvalidInput(
+                    f"no servers: pass servers=['http://127.0.0.1:8188'] or set {URL} "
+                    "(several servers: separated by commas)"
+                )
         if isinstance(servers, str):
             servers = [servers]
         urls = [split_userinfo(url)[0] for url in servers]  # checked: InvalidInput shows the fix
