@@ -143,6 +143,10 @@ def test_pick_and_stars_from_code_show_on_the_tiles_at_once(store: Any) -> None:
     assert [(t["picked"], t["stars"]) for t in tiles][2] == (True, 5)
     assert not gallery.pick(ids[2], False).picked and gallery.star(ids[2], None).stars is None
     assert gallery.selected == [] and sent[-1][0]["stars"] is None
+    assert repr(gallery) == "Gallery(run='r', 4 candidates, 0 picked)"
+    gallery.pick(ids[0])
+    assert repr(gallery) == "Gallery(run='r', 4 candidates, 1 picked)"  # not <... object at 0x>
+    assert repr(Gallery(store, run=store.run("r"), poll=None)).startswith("Gallery(run='r', ")
     with pytest.raises(comfynb.InvalidInput, match="stars is an int from 0 to 5"):
         gallery.star(ids[0], 6)
     with pytest.raises(comfynb.CandidateNotFound):

@@ -551,6 +551,16 @@ class Gallery(anywidget.AnyWidget):
             f'<br><img src="data:image/webp;base64,{data}"></div>'
         )
 
+    def __repr__(self) -> str:
+        """What a terminal or a text-only output shows, e.g. ``Gallery(run='quickstart',
+        6 candidates, 1 picked)``."""
+        shown = getattr(self.run_filter, "name", self.run_filter)  # a Run: its name
+        with self._lock:
+            picked = sum(1 for i in self._order if self._rows[i].get("picked"))
+        step_id = getattr(self.step_filter, "id", self.step_filter)
+        step = f", step={step_id!r}" if step_id is not None else ""
+        return f"Gallery(run={shown!r}{step}, {self.count} candidates, {picked} picked)"
+
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
         with contextlib.suppress(Exception):
