@@ -126,6 +126,33 @@ def test_pick_and_stars_from_the_page_are_in_the_store_at_once(store: Any) -> No
     assert gallery.ids() == ids[::-1]
 
 
+def test_pick_and_stars_from_code_show_on_the_tiles_at_once(store: Any) -> None:
+    """A notebook cell picks and stars through the gallery (as p and 1-5 do in the page):
+    saved in the store and sent to the page as one update each, ids from a DataFrame too."""
+    ids = make_candidates(store, 4)
+    gallery = Gallery(store, run="r", poll=None)
+    sent = Recorder(gallery).sent
+    chosen = store.candidates(run="r")["id"].iloc[2]  # np.int64
+    assert gallery.pick(chosen).picked and gallery.star(chosen, 5).stars == 5
+    assert sent == [
+        ({"type": "update", "id": ids[2], "picked": True, "stars": None}, []),
+        ({"type": "update", "id": ids[2], "picked": True, "stars": 5}, []),
+    ]
+    assert gallery.selected == [ids[2]] and store.candidate(ids[2]).stars == 5
+    tiles, _ = gallery.page(0, 4)
+    assert [(t["picked"], t["stars"]) for t in tiles][2] == (True, 5)
+    assert not gallery.pick(ids[2], False).picked and gallery.star(ids[2], None).stars is None
+    assert gallery.selected == [] and sent[-1][0]["stars"] is None
+    assert repr(gallery) == "Gallery(run='r', 4 candidates, 0 picked)"
+    gallery.pick(ids[0])
+    assert repr(gallery) == "Gallery(run='r', 4 candidates, 1 picked)"  # not <... object at 0x>
+    assert repr(Gallery(store, run=store.run("r"), poll=None)).startswith("Gallery(run='r', ")
+    with pytest.raises(comfynb.InvalidInput, match="stars is an int from 0 to 5"):
+        gallery.star(ids[0], 6)
+    with pytest.raises(comfynb.CandidateNotFound):
+        gallery.pick(999)
+
+
 def test_enlarging_sends_the_full_image_with_its_params(store: Any) -> None:
     ids = make_candidates(store, 2)
     gallery = Gallery(store, run="r", poll=None)

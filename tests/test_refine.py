@@ -375,3 +375,28 @@ def _png() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 30, 30)).save(out, "PNG")
     return out.getvalue()
+
+
+def test_ids_and_stars_read_from_a_dataframe_are_taken(store: Store, sim: Simulator) -> None:
+    """A notebook picks from ``store.candidates()``: its ids are numpy ints (``df.id.iloc[0]``
+    is an ``np.int64``), and so is a star computed from a column. ``refine``, ``reproduce`` and
+    ``star`` take them, as ``pick`` and ``lineage`` do, locally and through a worker."""
+    generate(store, sim)
+    frame = store.candidates(run="r")
+    first, stars = frame["id"].iloc[0], frame["child_count"].iloc[0] + 3  # np.int64, np.int32
+    assert type(first).__module__ == "numpy" and type(stars).__module__ == "numpy"
+    assert comfynb.reproduce(store, first).to_api() == store.job(int(frame.job_id[0])).workflow
+    assert store.star(first, stars).stars == 3
+    [kid] = comfynb.refine(store, first, params={"KSampler.seed": 2})
+    assert kid.parent_candidate_id == int(first)
+    with serve(store), comfynb.open(store.path) as remote:
+        assert remote.star(first, stars - 1).stars == 2
+        assert comfynb.refine(remote, first)[0].parent_candidate_id == int(first)
+        assert comfynb.reproduce(remote, first) == comfynb.reproduce(store, int(first))
+    for bad in (True, 1.0, "1"):
+        with pytest.raises(InvalidInput, match="candidate is a Candidate or its id"):
+            comfynb.refine(store, bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="candidate is a Candidate or its id"):
+            comfynb.reproduce(store, bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="stars is an int from 0 to 5"):
+        store.star(first, 2.0)  # type: ignore[arg-type]

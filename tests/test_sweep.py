@@ -132,7 +132,7 @@ def test_zip_pairs_values_and_seeds_are_drawn_and_recorded(store: Store, sim: Si
     assert len(jobs) == 6
     assert [(j.params["KSampler.cfg"], j.params["KSampler.steps"]) for j in jobs] == [
         (4, 2)] * 3 + [(7, 3)] * 3  # fmt: skip
-    seeds = [j.params["3.seed"] for j in jobs]
+    seeds = [j.params["KSampler.seed"] for j in jobs]  # named as the grid names inputs
     assert len(set(seeds)) == 6 and all(0 <= s < 2**50 for s in seeds)
     assert [j.workflow["3"]["inputs"]["seed"] for j in jobs] == seeds
     run_all(store, sim)
@@ -140,6 +140,28 @@ def test_zip_pairs_values_and_seeds_are_drawn_and_recorded(store: Store, sim: Si
     with pytest.raises(InvalidInput, match=r"mode='zip' takes lists of one length; got "):
         comfynb.sweep(store, graph(), {"KSampler.cfg": [4, 7], "KSampler.steps": [2]},
                       run="r", mode="zip")  # fmt: skip
+
+
+def test_drawn_seeds_share_a_column_with_a_refine_of_them(store: Store, sim: Simulator) -> None:
+    """Drawn seeds are recorded as "KSampler.seed" (by class, as the grid and refine name
+    inputs), so a sweep's and its refines' seeds are one column; by node id only when the
+    class names two nodes."""
+    store.new_run("r")
+    jobs = comfynb.sweep(store, graph(), {"KSampler.cfg": [4]}, run="r", seeds=2)
+    assert [sorted(j.params) for j in jobs] == [["KSampler.cfg", "KSampler.seed"]] * 2
+    run_all(store, sim)
+    first = int(store.candidates(run="r")["id"].iloc[0])
+    comfynb.refine(store, first, params={"KSampler.seed": 5})
+    run_all(store, sim)
+    frame = store.candidates(run="r")
+    assert frame["KSampler.seed"].tolist() == [*(j.params["KSampler.seed"] for j in jobs), 5]
+    assert "3.seed" not in frame.columns
+
+    two = graph()
+    two["10"] = {**two["3"], "inputs": {**two["3"]["inputs"], "seed": ["11", 0]}}
+    two["11"] = {"class_type": "PrimitiveInt", "inputs": {"value": 3}}
+    step = comfynb.sweep(store, two, {"3.cfg": [4]}, run="r", seeds=1)
+    assert sorted(step[0].params) == ["3.cfg", "3.seed"]  # "KSampler" names nodes 3 and 10
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ path uploads the image to the server that runs the job, once per server.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -76,9 +77,7 @@ def refine(
     """
     found = candidate if isinstance(candidate, Candidate) else None
     if found is None:
-        if isinstance(candidate, bool) or not isinstance(candidate, int):
-            raise InvalidInput(f"candidate is a Candidate or its id, got {candidate!r}")
-        found = store.candidate(candidate)
+        found = store.candidate(_candidate_id(candidate))
     else:
         found = store.candidate(found.id)  # as stored now (and in this store)
     children = _children(params)
@@ -139,9 +138,9 @@ def reproduce(store: NotebookStore, candidate: Candidate | int) -> Workflow:
         CandidateNotFound: no such candidate.
         WorkflowError: the stored workflow cannot be read (a row edited by hand).
     """
-    if isinstance(candidate, bool) or not isinstance(candidate, Candidate | int):
-        raise InvalidInput(f"candidate is a Candidate or its id, got {candidate!r}")
-    found = store.candidate(candidate.id if isinstance(candidate, Candidate) else candidate)
+    found = store.candidate(
+        candidate.id if isinstance(candidate, Candidate) else _candidate_id(candidate)
+    )
     job = store.job(found.job_id)
     if not isinstance(job.workflow, Mapping):
         raise WorkflowError(
@@ -149,6 +148,13 @@ def reproduce(store: NotebookStore, candidate: Candidate | int) -> Workflow:
             "can read; it cannot be reproduced"
         )
     return Workflow(job.workflow, source=f"the workflow of job {job.id} (candidate {found.id})")
+
+
+def _candidate_id(candidate: object) -> int:
+    """A candidate id as an int: numpy integers too (``df.id.iloc[0]`` is an ``np.int64``)."""
+    if isinstance(candidate, bool) or not isinstance(candidate, numbers.Integral):
+        raise InvalidInput(f"candidate is a Candidate or its id, got {candidate!r}")
+    return int(candidate)
 
 
 def _children(

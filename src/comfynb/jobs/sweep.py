@@ -154,4 +154,15 @@ def _seed_input(flow: Workflow, places: Mapping[tuple[str, str], str], seeds: ob
             f"grid sets {places[node_id, input_name]!r}, the seed input seeds= would draw; "
             "use one or the other"
         )
-    return f"{node_id}.{input_name}"
+    return _name_of(flow, node_id, input_name)
+
+
+def _name_of(flow: Workflow, node_id: str, input_name: str) -> str:
+    """How a user names an input: ``"KSampler.seed"`` when the class names only that node
+    (as in the grid and in ``refine``'s params: one column in the tables), else ``"3.seed"``."""
+    by_class = f"{flow.to_api()[node_id].get('class_type')}.{input_name}"
+    try:
+        place = flow.check(by_class, flow[node_id][input_name])
+    except WorkflowError:  # two nodes of that class: the node id says which
+        return f"{node_id}.{input_name}"
+    return by_class if place[:2] == (node_id, input_name) else f"{node_id}.{input_name}"

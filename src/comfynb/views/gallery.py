@@ -308,6 +308,33 @@ class Gallery(anywidget.AnyWidget):
         frame = self.store.candidates(run=self.run_filter, step=self.step_filter, picked=True)
         return [int(i) for i in frame["id"]]
 
+    def pick(self, candidate: Candidate | int, picked: bool = True) -> Candidate:
+        """Pick (or unpick) a candidate from code, as ``p`` does in the page: saved in the
+        store (``store.pick``) and shown on its tile at once. A ``store.pick`` call alone
+        reaches the tiles only when the gallery next reloads.
+
+        Example::
+
+            >>> gallery.pick(gallery.ids()[0]).picked
+            True
+        """
+        found = self.store.pick(candidate, picked)
+        self._update(found)
+        return found
+
+    def star(self, candidate: Candidate | int, stars: int | None) -> Candidate:
+        """Star a candidate 0-5 (``None`` clears) from code, as the keys ``1``-``5`` do in
+        the page: saved in the store (``store.star``) and shown on its tile at once.
+
+        Example::
+
+            >>> gallery.star(12, 4).stars
+            4
+        """
+        found = self.store.star(candidate, stars)
+        self._update(found)
+        return found
+
     def ids(self) -> list[int]:
         """The candidate ids in the order shown (after the filters and the sort)."""
         with self._lock:
@@ -523,6 +550,16 @@ class Gallery(anywidget.AnyWidget):
             f"<div><b>comfynb.Gallery</b>: {self.count} candidates (first {min(24, self.count)})"
             f'<br><img src="data:image/webp;base64,{data}"></div>'
         )
+
+    def __repr__(self) -> str:
+        """What a terminal or a text-only output shows, e.g. ``Gallery(run='quickstart',
+        6 candidates, 1 picked)``."""
+        shown = getattr(self.run_filter, "name", self.run_filter)  # a Run: its name
+        with self._lock:
+            picked = sum(1 for i in self._order if self._rows[i].get("picked"))
+        step_id = getattr(self.step_filter, "id", self.step_filter)
+        step = f", step={step_id!r}" if step_id is not None else ""
+        return f"Gallery(run={shown!r}{step}, {self.count} candidates, {picked} picked)"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -271,14 +272,16 @@ class Records(Connection):
             InvalidInput: ``stars`` is not 0..5; nothing changed.
             CandidateNotFound: no such candidate; nothing changed.
         """
-        if stars is not None and (
-            isinstance(stars, bool) or not isinstance(stars, int) or not 0 <= stars <= 5
+        if stars is not None and (  # numbers.Integral: numpy ints, e.g. from a DataFrame
+            isinstance(stars, bool)
+            or not isinstance(stars, numbers.Integral)
+            or not 0 <= stars <= 5
         ):
             raise InvalidInput(
                 f"stars is an int from 0 to 5 (or None to clear), got {stars!r}; "
                 "e.g. store.star(12, 4)"
             )
-        return self._set_candidate(candidate, "stars", stars)
+        return self._set_candidate(candidate, "stars", None if stars is None else int(stars))
 
     def _set_candidate(self, candidate: Candidate | int, column: str, value: object) -> Candidate:
         found = candidate_id(candidate)
