@@ -193,7 +193,20 @@ def test_static_contact_sheet_and_save(store: Any, tmp_path: Path) -> None:
     assert "application/vnd.jupyter.widget-view+json" in data and "text/html" in data
     sheet = gallery.save(tmp_path / "sheet.png", limit=12)
     with Image.open(sheet) as image:
-        assert image.size == (6 * 196, 2 * (196 + 14))
+        assert image.size == (6 * 196, 2 * (196 + 3 * 14))
+
+
+def test_a_long_seed_does_not_hide_the_cfg_and_steps_on_the_sheet() -> None:
+    from PIL import ImageDraw
+
+    from comfynb.views.gallery import _wrap
+
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    caption = "seed 356940126706880 · cfg 7 · steps 20 · a lighthouse at dusk, oil painting…"
+    lines = _wrap(caption, 192, measure)
+    assert lines[0].startswith("seed 356940126706880 · cfg 7")  # whole, not cut in a number
+    assert "steps 20" in " ".join(lines) and lines[-1].startswith("a lighthouse")
+    assert len(lines) <= 3 and all(measure(line) <= 192 for line in lines)
 
 
 def test_bad_arguments_are_clear(store: Any) -> None:

@@ -6,7 +6,7 @@ const CSS = `
 .cnb-tile.cnb-cur{border-color:#2b7de9}
 .cnb-tile.cnb-picked{box-shadow:0 0 0 3px #2a2 inset}
 .cnb-tile img{width:100%;aspect-ratio:1;object-fit:contain;display:block;background:#111}
-.cnb-cap{font-size:11px;padding:2px 4px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.cnb-cap{font-size:11px;line-height:14px;padding:2px 4px;overflow:hidden;display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow-wrap:anywhere;height:28px}
 .cnb-badge{position:absolute;top:3px;right:4px;background:#000a;color:#fd0;padding:0 4px;border-radius:3px;font-size:12px}
 .cnb-pk{position:absolute;top:3px;left:4px;background:#000a;color:#fff;border:0;border-radius:3px;font-size:11px;cursor:pointer}
 .cnb-tile.cnb-picked .cnb-pk{background:#2a2}

@@ -93,6 +93,28 @@ def _caption(row: dict[str, Any]) -> str:
     return " · ".join(parts) or f"#{row.get('id')}"
 
 
+_CAPTION_LINES = 3
+
+
+def _wrap(caption: str, width: float, measure: Any) -> list[str]:
+    """A caption in at most ``_CAPTION_LINES`` lines of ``width``, broken between its parts
+    (``seed 1 · cfg 7``); the last line ends with "…" if the rest does not fit."""
+    lines: list[str] = []
+    for part in caption.split(" · "):
+        if lines and measure(f"{lines[-1]} · {part}") <= width:
+            lines[-1] = f"{lines[-1]} · {part}"
+        else:
+            lines.append(part)
+    if len(lines) > _CAPTION_LINES:
+        lines = [*lines[: _CAPTION_LINES - 1], " · ".join(lines[_CAPTION_LINES - 1 :])]
+    fitted = []
+    for text in lines:
+        while len(text) > 4 and measure(text) > width:
+            text = text[:-2] + "…"
+        fitted.append(text)
+    return fitted
+
+
 def _plain(value: Any) -> Any:
     """A DataFrame cell as JSON: NaN/NaT as None, numpy numbers as Python ones."""
     import pandas as pd
@@ -513,7 +535,7 @@ class Gallery(anywidget.AnyWidget):
         tiles, buffers = self.page(0, limit)
         columns = max(1, min(6, len(tiles)))
         rows = max(1, math.ceil(len(tiles) / columns))
-        caption_h = 14 if captions else 0
+        caption_h = 14 * _CAPTION_LINES if captions else 0
         sheet = Image.new("RGB", (columns * (size + 4), rows * (size + 4 + caption_h)), "white")
         draw = ImageDraw.Draw(sheet)
         for i, (tile, data) in enumerate(zip(tiles, buffers, strict=True)):
@@ -522,10 +544,8 @@ class Gallery(anywidget.AnyWidget):
                 x, y = (i % columns) * (size + 4) + 2, (i // columns) * (size + 4 + caption_h) + 2
                 sheet.paste(image.convert("RGB"), (x + (size - image.width) // 2, y))
             if captions:
-                text = tile["caption"]
-                while len(text) > 4 and draw.textlength(text) > size:
-                    text = text[:-2] + "…"
-                draw.text((x, y + size + 1), text, fill="black")
+                for line, text in enumerate(_wrap(tile["caption"], size, draw.textlength)):
+                    draw.text((x, y + size + 1 + 14 * line), text, fill="black")
         return sheet
 
     def save(self, path: str | Path, *, limit: int = 60, size: int = 192) -> Path:
