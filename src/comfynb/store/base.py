@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
 
 from ..core.jsonio import from_json
-from ..core.models import Candidate, Job, NewStep, Run, Step
+from ..core.models import Candidate, Job, NewStep, Preview, Run, Step
 from ..core.status import JobStatus
 from ..errors import OwnedByWorker
 
@@ -217,6 +217,10 @@ class NotebookStore(Protocol):
     def status_counts(
         self, *, run: Run | int | str | None = None, job_ids: Iterable[int] | None = None
     ) -> dict[str, int]: ...
+
+    def previews(self, run: Run | int | str | None = None, after: int = 0) -> list[Preview]:
+        """The latest sampler preview of each running job (of ``run``) newer than ``after``."""
+        ...
 
     def candidate(self, candidate_id: int) -> Candidate: ...
 
