@@ -13,8 +13,9 @@ JSON bytes they carry, and the CPU time of the widget's updater thread
 (``time.thread_time``). ``--remote`` reads the store through the worker endpoint
 (``RemoteStore``, loopback HTTP), as a notebook does beside a ``comfynb worker`` process.
 ``--previews``: each job also sends a preview frame (a ``SaveImageWebsocket`` node after the
-decode), so the worker stores previews and the table sends them (binary buffers, counted in
-the bytes).
+decode, then held ``--hold-ms`` so the job is still running when its preview is written: a
+preview waits up to the worker's ``PROGRESS_EVERY`` after the job's last progress write), so
+the worker stores previews and the table sends them (binary buffers, counted in the bytes).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--remote", action="store_true")
     parser.add_argument("--previews", action="store_true")
+    parser.add_argument("--hold-ms", type=float, default=600.0)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,6 +56,7 @@ def main() -> None:
                     "class_type": "SaveImageWebsocket",
                     "inputs": {"images": ["8", 0]},
                 }
+            sim.configure(node_seconds_by_id={"10": args.hold_ms / 1000})
         comfynb.enqueue_many(store, workflows, run=run)
         endpoint = serve(store) if args.remote else None
         view: Any = store

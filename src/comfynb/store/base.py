@@ -26,7 +26,7 @@ What a backend (a PostgreSQL store, later) must provide:
   (``ServedStore`` lists it): ``transaction()``, yielding a transaction whose methods the
   job functions and the lifecycle call (``job``, ``job_states``, ``jobs_by_id``,
   ``candidates_of``, ``apply_plan``, ``insert_candidates_many``, ``add_child_counts``,
-  ``set_progress``; none of them takes SQL), with ``apply_plan`` the only code that writes
+  ``set_progress``, ``set_previews``; none of them takes SQL), with ``apply_plan`` the only code that writes
   ``jobs.status`` and ``comfynb.store.lifecycle`` its only caller; the claims
   (``claim_next_job(s)``, ``claimable``, ``record_intent``) with their order (priority,
   then fair between runs, then oldest) and atomicity between processes; and ``change_counts()`` (:class:`ChangeCounts`: a backend with several
