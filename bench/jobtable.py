@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--remote", action="store_true")
     parser.add_argument("--previews", action="store_true")
-    parser.add_argument("--hold-ms", type=float, default=600.0)
+    parser.add_argument("--hold-ms", type=float, default=1500.0)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
