@@ -25,13 +25,15 @@ from comfynb.service.remote import RemoteStore, serve
 from comfynb.simulator import Simulator
 from comfynb.store import Store
 from comfynb.store.lifecycle import transition
+from comfynb.worker import sockets
 from comfynb.worker.sockets import Previews
 
 HELD = "3"  # the SaveImageWebsocket node: it sends its previews, then waits
 
 
-def preview_prompt(batch: int = 2, color: int = 0x3A7BD5) -> dict[str, Any]:
-    """EmptyImage -> ImageAddNoise -> SaveImageWebsocket (previews) and SaveImage (the result)."""
+def preview_prompt(batch: int = 2, color: int = 0x3A7BD5, held: str = HELD) -> dict[str, Any]:
+    """EmptyImage -> ImageAddNoise -> SaveImageWebsocket (previews, node ``held``) and SaveImage
+    (the result)."""
     return {
         "1": {
             "class_type": "EmptyImage",
@@ -41,7 +43,7 @@ def preview_prompt(batch: int = 2, color: int = 0x3A7BD5) -> dict[str, Any]:
             "class_type": "ImageAddNoise",
             "inputs": {"image": ["1", 0], "seed": 5, "strength": 0.5},
         },
-        HELD: {"class_type": "SaveImageWebsocket", "inputs": {"images": ["2", 0]}},
+        held: {"class_type": "SaveImageWebsocket", "inputs": {"images": ["2", 0]}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "pv"}},
     }
 
@@ -80,6 +82,40 @@ def test_a_running_job_shows_its_latest_preview_and_loses_it_when_it_completes(
         assert store.previews() == [] and stored_previews(store) == 0
         assert len(store.candidates(job=job.id)) == 8
     finally:
+        worker.stop()
+
+
+def test_a_server_that_ignores_the_flags_sends_type_1_frames_tied_to_the_running_prompt(
+    legacy_sim: Simulator, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the socket's flags without supports_preview_metadata: the simulator then sends the older
+    # frames (no prompt_id), as a server predating the flags does
+    monkeypatch.setattr(sockets, "FEATURE_FLAGS", {"type": "feature_flags", "data": {}})
+    store.new_run("r")
+    red = enqueue(store, preview_prompt(color=0xFF0000), run="r")
+    blue = enqueue(store, preview_prompt(color=0x0000FF, held="5"), run="r")
+    legacy_sim.configure(node_seconds_by_id={HELD: 30, "5": 30})
+    worker = Worker(store, [legacy_sim.url]).start()
+
+    def colour(preview: Preview) -> tuple[int, int, int]:
+        with Image.open(io.BytesIO(preview.image)) as image:
+            r, g, b = image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+        return r, g, b
+
+    try:
+        [first] = wait_for(lambda: store.previews(run="r"), timeout=10)
+        assert first.job_id == red.id and first.mime == "image/png"
+        assert colour(first)[0] > colour(first)[2]  # red: the running prompt's image
+        legacy_sim.configure(node_seconds_by_id={"5": 30})  # the red job ends, the blue runs
+        [second] = wait_for(lambda: store.previews(run="r", after=first.seq), timeout=10)
+        assert second.job_id == blue.id and colour(second)[2] > colour(second)[0]
+        assert store.job(red.id).status is JobStatus.COMPLETED
+        assert [p.job_id for p in store.previews()] == [blue.id]
+        legacy_sim.configure(node_seconds_by_id={})
+        wait_for(lambda: store.job(blue.id).status is JobStatus.COMPLETED, timeout=10)
+        assert store.previews() == [] and stored_previews(store) == 0
+    finally:
+        legacy_sim.configure(node_seconds_by_id={})
         worker.stop()
 
 
