@@ -209,11 +209,10 @@ def test_previews_go_as_binary_buffers_only_when_new(store: Store, table_of: Any
         tx.set_previews({job.id: ("image/png", b"\x89PNG-1"), other.id: ("image/jpeg", b"J")})
     table.refresh()
     [(message, buffers)] = sent
-    assert message["previews"] == [
-        {"id": job.id, "mime": "image/png"},
-        {"id": other.id, "mime": "image/jpeg"},
-    ]
-    assert buffers == [b"\x89PNG-1", b"J"]  # bytes as buffers, not base64 in the JSON
+    pairs = zip(message["previews"], buffers, strict=True)
+    got = {p["id"]: (p["mime"], image) for p, image in pairs}
+    # bytes as buffers, one per preview, not base64 in the JSON
+    assert got == {job.id: ("image/png", b"\x89PNG-1"), other.id: ("image/jpeg", b"J")}
     table.refresh()
     assert len(sent) == 1  # nothing new: nothing sent
     with store.transaction() as tx:
