@@ -1,6 +1,6 @@
 """JobTable's cost while a worker runs: comm messages per second and the updater's CPU per second.
 
-Run: ``python bench/jobtable.py [--jobs 1000] [--depth 50] [--seconds 20] [--remote]``.
+Run: ``python bench/jobtable.py [--jobs 1000] [--depth 50] [--seconds 20] [--remote] [--previews]``.
 Prints its figures.
 
 A store gets ``--jobs`` txt2img jobs (4 sampler steps each, ``--step-ms`` per step on the
@@ -12,6 +12,10 @@ ended) the bench counts the widget's comm messages (custom ones and trait syncs)
 JSON bytes they carry, and the CPU time of the widget's updater thread
 (``time.thread_time``). ``--remote`` reads the store through the worker endpoint
 (``RemoteStore``, loopback HTTP), as a notebook does beside a ``comfynb worker`` process.
+``--previews``: each job also sends a preview frame (a ``SaveImageWebsocket`` node after the
+decode, then held ``--hold-ms`` so the job is still running when its preview is written: a
+preview waits up to the worker's ``PROGRESS_EVERY`` after the job's last progress write), so
+the worker stores previews and the table sends them (binary buffers, counted in the bytes).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ def main() -> None:
     parser.add_argument("--step-ms", type=float, default=5.0)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--remote", action="store_true")
+    parser.add_argument("--previews", action="store_true")
+    parser.add_argument("--hold-ms", type=float, default=1500.0)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,9 +49,15 @@ def main() -> None:
         sim = comfynb.Simulator(root=root / "sim", step_seconds=args.step_ms / 1000).start()
         store = comfynb.open(root / "bench.duckdb", output_dir=root / "outputs")
         run = store.new_run("bench")
-        comfynb.enqueue_many(
-            store, [txt2img(seed, steps=4, size=32) for seed in range(args.jobs)], run=run
-        )
+        workflows = [txt2img(seed, steps=4, size=32) for seed in range(args.jobs)]
+        if args.previews:
+            for workflow in workflows:
+                workflow["10"] = {
+                    "class_type": "SaveImageWebsocket",
+                    "inputs": {"images": ["8", 0]},
+                }
+            sim.configure(node_seconds_by_id={"10": args.hold_ms / 1000})
+        comfynb.enqueue_many(store, workflows, run=run)
         endpoint = serve(store) if args.remote else None
         view: Any = store
         if endpoint is not None:
@@ -55,14 +67,18 @@ def main() -> None:
         table = comfynb.JobTable(view, run="bench", interval=args.interval)
         sent: list[int] = []  # JSON bytes of each message
         rows: list[int] = []
+        previews: list[int] = []  # images in each "previews" message
         comm = table.comm
         assert comm is not None
         publish = comm.publish_msg
 
         def counting(msg_type: str, data: Any = None, *rest: Any, **kwargs: Any) -> None:
-            sent.append(len(json.dumps(data, default=str)))
+            buffers = kwargs.get("buffers") or []
+            sent.append(len(json.dumps(data, default=str)) + sum(len(b) for b in buffers))
             content = data.get("content", {}) if isinstance(data, dict) else {}
             rows.append(len(content.get("rows", [])) if isinstance(content, dict) else 0)
+            if isinstance(content, dict) and content.get("type") == "previews":
+                previews.append(len(buffers))
             publish(msg_type, data, *rest, **kwargs)
 
         comm.publish_msg = counting  # type: ignore[method-assign]
@@ -98,14 +114,21 @@ def main() -> None:
             sim.stop()
 
     where = "RemoteStore (worker endpoint)" if args.remote else "Store (this process)"
-    print(f"JobTable over {args.jobs} jobs, worker target_depth={args.depth}, via {where}")
+    what = " (each job sends a preview)" if args.previews else ""
+    print(f"JobTable over {args.jobs} jobs{what}, worker target_depth={args.depth}, via {where}")
     print(f"  ran {elapsed:.1f} s; jobs at the end: {dict(sorted(counts.items()))}")
     print(f"  most jobs submitted or running at once: {most_running}")
     print(f"  comm messages: {messages} = {messages / elapsed:.2f}/s (interval {args.interval} s)")
     print(
         f"  rows sent: {sum(rows)} ({sum(rows) / max(messages, 1):.1f} per message); "
-        f"bytes: {sum(sent) / elapsed / 1024:.1f} KiB/s, largest message {max(sent, default=0)} B"
+        f"bytes (JSON and buffers): {sum(sent) / elapsed / 1024:.1f} KiB/s, largest message "
+        f"{max(sent, default=0)} B"
     )
+    if previews:
+        print(
+            f"  previews: {sum(previews)} images in {len(previews)} messages "
+            f"({len(previews) / elapsed:.2f}/s, counted in the comm messages)"
+        )
     print(f"  a view opening gets all {args.jobs} rows in one message: {snapshot / 1024:.0f} KiB")
     print(f"  updater thread CPU: {cpu:.3f} s = {cpu / elapsed * 1000:.1f} ms per second")
 

@@ -4,7 +4,9 @@ A notebook written into tmp_path starts the simulator, a store and four jobs, an
 JobTable. The test then drives it as a user would: a job enqueued by a later cell appears
 without re-running the table's cell, a click on "Cancel selected" cancels a pending job in
 the store (the row's new status is read back from the store), and once the worker starts
-a bar shows the running job's sampler steps, and the rows turn completed. Fixtures and helpers come from test_browser_wait; see
+a bar shows the running job's sampler steps and its latest preview (a decoded image: the jobs
+send one from a SaveImageWebsocket node the simulator holds for a moment), and the rows turn
+completed, their previews gone. Fixtures and helpers come from test_browser_wait; see
 shared/recipes/browser-widget-tests.md for the flags and the pitfalls.
 """
 
@@ -48,10 +50,19 @@ from comfynb.demo import txt2img
 
 workdir, gates = Path({str(workdir)!r}), Path({str(gates)!r})
 sim = comfynb.Simulator(root=workdir / "sim", step_seconds=0.25).start()
+sim.configure(node_seconds_by_id={{"10": 2.0}})  # running a while after its preview
 store = comfynb.open(workdir / "lab.duckdb", output_dir=workdir / "outputs")
 run = store.new_run("browser table")
+
+
+def with_preview(seed):
+    workflow = txt2img(seed, steps=4, size=64)
+    workflow["10"] = {{"class_type": "SaveImageWebsocket", "inputs": {{"images": ["8", 0]}}}}
+    return workflow
+
+
 jobs = [
-    comfynb.enqueue(store, txt2img(seed, steps=4, size=64), run=run, params={{"KSampler.seed": seed}})
+    comfynb.enqueue(store, with_preview(seed), run=run, params={{"KSampler.seed": seed}})
     for seed in range({JOBS})
 ]
 worker = comfynb.Worker(store, servers=[sim.url])
@@ -99,10 +110,18 @@ def test_job_table_is_live_and_cancels_in_jupyterlab(lab: Lab, tmp_path: Path) -
             (gates / "go").touch()  # the worker runs the others, one at a time, 4 steps each
             running = output.locator("tr[data-status='running'] progress")
             expect(running).to_have_count(1, timeout=TIMEOUT_MS)  # a bar beside the running job
+            # and its latest sampler preview, decoded from the binary comm buffer
+            page.wait_for_function(
+                """() => [...document.querySelectorAll(
+                     ".comfynb-jobtable tr[data-status='running'] img.cjt-preview")]
+                   .some(i => i.complete && i.naturalWidth > 0)""",
+                timeout=TIMEOUT_MS,
+            )
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             output.screenshot(path=str(ARTIFACTS / "jobtable-running.png"))
             completed = output.locator("tr[data-status='completed']")
             expect(completed).to_have_count(JOBS, timeout=TIMEOUT_MS)
+            expect(output.locator("img.cjt-preview")).to_have_count(0)  # gone with the running
             expect(output.locator(".cjt-counts")).to_contain_text(
                 f"{JOBS + 1} jobs: {JOBS} completed, 1 cancelled"
             )

@@ -185,3 +185,40 @@ def test_progress_of_a_running_job_is_sent_as_it_moves(store: Store, table_of: A
 
     row = wait_for(sent_progress)[0]
     assert (row["status"], row["progress_max"]) == ("running", 4)
+
+
+def test_previews_go_as_binary_buffers_only_when_new(store: Store, table_of: Any) -> None:
+    job, other = enqueue(store, "r", 2)
+    for one in (job, other):
+        transition(store, one.id, JobStatus.SUBMITTED, prompt_id=f"p{one.id}", server="http://s")
+        transition(store, one.id, JobStatus.RUNNING)
+    table = table_of(store, run="r", interval=60)  # looks only when the test refreshes
+    sent: list[tuple[dict[str, Any], list[bytes]]] = []
+    comm = table.comm
+    assert comm is not None
+    original = comm.publish_msg
+
+    def publish(msg_type: str, data: Any = None, *args: Any, **kwargs: Any) -> None:
+        content = data.get("content", {}) if isinstance(data, dict) else {}
+        if isinstance(content, dict) and content.get("type") == "previews":
+            sent.append((content, [bytes(b) for b in kwargs.get("buffers") or []]))
+        original(msg_type, data, *args, **kwargs)
+
+    comm.publish_msg = publish  # type: ignore[method-assign]
+    with store.transaction() as tx:  # what the worker records from preview frames
+        tx.set_previews({job.id: ("image/png", b"\x89PNG-1"), other.id: ("image/jpeg", b"J")})
+    table.refresh()
+    [(message, buffers)] = sent
+    pairs = zip(message["previews"], buffers, strict=True)
+    got = {p["id"]: (p["mime"], image) for p, image in pairs}
+    # bytes as buffers, one per preview, not base64 in the JSON
+    assert got == {job.id: ("image/png", b"\x89PNG-1"), other.id: ("image/jpeg", b"J")}
+    table.refresh()
+    assert len(sent) == 1  # nothing new: nothing sent
+    with store.transaction() as tx:
+        tx.set_previews({job.id: ("image/png", b"\x89PNG-2")})
+    table.refresh()
+    assert sent[-1][0]["previews"] == [{"id": job.id, "mime": "image/png"}]
+    assert sent[-1][1] == [b"\x89PNG-2"]
+    table._on_message(table, {"type": "hello"}, [])  # a new view: every current preview
+    assert sorted(sent[-1][1]) == [b"J", b"\x89PNG-2"]

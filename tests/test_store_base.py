@@ -75,6 +75,7 @@ def test_the_interface_has_what_a_notebook_uses() -> None:
             "jobs",
             "candidates",
             "events",
+            "previews",
             "export",
             "object_info",
             "save_object_info",

@@ -20,7 +20,19 @@ from typing import Any
 
 from .status import JobStatus
 
-__all__ = ["Candidate", "Job", "NewCandidate", "NewStep", "Run", "Step"]
+__all__ = [
+    "MAX_PREVIEW_BYTES",
+    "Candidate",
+    "Job",
+    "NewCandidate",
+    "NewStep",
+    "Preview",
+    "Run",
+    "Step",
+]
+
+#: The largest preview image the store keeps (bytes); a bigger one is dropped, not stored.
+MAX_PREVIEW_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -174,3 +186,25 @@ class NewCandidate:
     seed: int | None = None
     prompt: str | None = None
     params: dict[str, Any] | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The latest sampler preview of a running job (ComfyUI's binary preview frames).
+
+    The store keeps at most one per job, while it runs; ``seq`` grows on every write (of any
+    job), so ``store.previews(after=seq)`` gives only what is newer.
+
+    Example::
+
+        >>> [p.job_id for p in store.previews(run="portraits")]
+        [12, 13]
+        >>> PIL.Image.open(io.BytesIO(store.previews()[0].image)).size
+        (512, 512)
+    """
+
+    job_id: int
+    seq: int
+    mime: str  # "image/png" or "image/jpeg"
+    image: bytes = field(repr=False)
+    at: datetime

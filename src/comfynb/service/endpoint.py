@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..core.models import Job
 from ..errors import ComfynbError, InvalidInput, WorkerError, WorkerGone
 from ..worker.running import servers_down
-from .wire import ARROW, JSON, decode, encode, encode_error, frame_to_arrow
+from .wire import ARROW, JSON, decode, encode, encode_error, frame_to_arrow, previews_to_frame
 
 if TYPE_CHECKING:
     from ..client import ClientOptions
@@ -162,6 +162,8 @@ def _calls(
         server, json.loads(info) if isinstance(info, str) else info
     )
     table["schema_version"] = lambda: store.schema_version
+    # image bytes: as an Arrow binary column (the answer is a frame), never base64 in JSON
+    table["previews"] = lambda run=None, after=0: previews_to_frame(store.previews(run, after))
     table["servers_down"] = lambda: servers_down(store)  # the worker's word, for wait()
     table["cancel"] = lambda *args, **kwargs: _cancel_on_worker(
         store, servers, client_options, *args, **kwargs

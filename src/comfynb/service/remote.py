@@ -51,13 +51,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from ..core.models import Candidate, Job, NewStep, Run, Step
+from ..core.models import Candidate, Job, NewStep, Preview, Run, Step
 from ..core.status import JobStatus
 from ..errors import InvalidInput, StoreError, StoreLocked, WorkerGone
 from ..store.base import AddedJobs, ServedStore
 from ..store.export import write_export
 from .endpoint import MAX_BODY, Endpoint, endpoint_file, find_endpoint, serve, size_text
-from .wire import ARROW, JSON, arrow_to_frame, decode, decode_error, encode
+from .wire import ARROW, JSON, arrow_to_frame, decode, decode_error, encode, frame_to_previews
 
 if TYPE_CHECKING:
     import httpx
@@ -488,6 +488,17 @@ class RemoteStore(ServedStore):
     def events(self, job: Job | int | None = None) -> pd.DataFrame:
         """Status changes, oldest first (see ``Store.events``)."""
         return self._call("events", job)
+
+    def previews(self, run: Run | int | str | None = None, after: int = 0) -> list[Preview]:
+        """The latest sampler preview of each running job newer than ``after`` (see
+        ``Store.previews``); the image bytes travel as Arrow, not JSON.
+
+        Example::
+
+            >>> [p.job_id for p in remote.previews(run="portraits")]
+            [12]
+        """
+        return frame_to_previews(self._call("previews", run, after))
 
     def export(
         self, path: str | os.PathLike[str], what: str = "candidates", **filters: Any

@@ -7,8 +7,9 @@ Example::
 
 Arguments and results travel as JSON, with ``Run``, ``Step``, ``Job``, ``Candidate``,
 ``NewCandidate``, ``AddedJobs``, ``JobStatus``, ``datetime`` and ``Path`` tagged so they come
-back as themselves; DataFrames as Arrow IPC (dtypes survive); errors as their comfynb type,
-message and attributes.
+back as themselves; DataFrames as Arrow IPC (dtypes survive); previews (image bytes) as Arrow
+too, a binary column (never base64 in JSON); errors as their comfynb type, message and
+attributes.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import builtins
 import contextlib
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import errors as _errors
-from ..core.models import Candidate, Job, NewCandidate, NewStep, Run, Step
+from ..core.models import Candidate, Job, NewCandidate, NewStep, Preview, Run, Step
 from ..core.status import JobStatus
 from ..errors import ComfynbError, InvalidInput, StoreError
 from ..store.base import AddedJobs
@@ -39,6 +40,8 @@ __all__ = [
     "encode",
     "encode_error",
     "frame_to_arrow",
+    "frame_to_previews",
+    "previews_to_frame",
 ]
 
 ARROW: Final = "application/vnd.apache.arrow.stream"
@@ -145,3 +148,23 @@ def arrow_to_frame(data: bytes) -> pd.DataFrame:
     import pyarrow as pa
 
     return pa.ipc.open_stream(data).read_all().to_pandas()
+
+
+def previews_to_frame(previews: list[Preview]) -> pd.DataFrame:
+    """Previews as a frame, so their bytes travel as an Arrow binary column."""
+    import pandas as pd
+
+    columns = ("job_id", "seq", "mime", "image", "at")
+    return pd.DataFrame(
+        {name: [getattr(p, name) for p in previews] for name in columns}, columns=list(columns)
+    )
+
+
+def frame_to_previews(frame: pd.DataFrame) -> list[Preview]:
+    """The inverse of :func:`previews_to_frame`."""
+    return [
+        Preview(int(job_id), int(seq), str(mime), bytes(image), at.to_pydatetime().astimezone(UTC))
+        for job_id, seq, mime, image, at in frame[
+            ["job_id", "seq", "mime", "image", "at"]
+        ].itertuples(index=False, name=None)
+    ]

@@ -26,7 +26,7 @@ What a backend (a PostgreSQL store, later) must provide:
   (``ServedStore`` lists it): ``transaction()``, yielding a transaction whose methods the
   job functions and the lifecycle call (``job``, ``job_states``, ``jobs_by_id``,
   ``candidates_of``, ``apply_plan``, ``insert_candidates_many``, ``add_child_counts``,
-  ``set_progress``; none of them takes SQL), with ``apply_plan`` the only code that writes
+  ``set_progress``, ``set_previews``; none of them takes SQL), with ``apply_plan`` the only code that writes
   ``jobs.status`` and ``comfynb.store.lifecycle`` its only caller; the claims
   (``claim_next_job(s)``, ``claimable``, ``record_intent``) with their order (priority,
   then fair between runs, then oldest) and atomicity between processes; and ``change_counts()`` (:class:`ChangeCounts`: a backend with several
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
 
 from ..core.jsonio import from_json
-from ..core.models import Candidate, Job, NewStep, Run, Step
+from ..core.models import Candidate, Job, NewStep, Preview, Run, Step
 from ..core.status import JobStatus
 from ..errors import OwnedByWorker
 
@@ -217,6 +217,10 @@ class NotebookStore(Protocol):
     def status_counts(
         self, *, run: Run | int | str | None = None, job_ids: Iterable[int] | None = None
     ) -> dict[str, int]: ...
+
+    def previews(self, run: Run | int | str | None = None, after: int = 0) -> list[Preview]:
+        """The latest sampler preview of each running job (of ``run``) newer than ``after``."""
+        ...
 
     def candidate(self, candidate_id: int) -> Candidate: ...
 

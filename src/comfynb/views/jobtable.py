@@ -10,6 +10,8 @@ An anywidget (JupyterLab, Notebook 7, VS Code, Colab; no server extension). A th
 the store (``POLL_INTERVAL`` apart: through a ``comfynb worker`` endpoint each look is one
 HTTP request) and sends the browser only the rows that changed since its last look, all of
 one look in one message. Clocks (queue and run times) tick in the browser, not by messages.
+A running job's latest sampler preview (``store.previews``: only those newer than the last
+look) shows beside its row, the images as binary comm buffers in one message per look.
 Where no kernel runs (nbconvert, GitHub), the output holds a small static HTML table.
 """
 
@@ -67,6 +69,7 @@ function fmt(s) {
 function render({ model, el }) {
   const rows = new Map();
   const trs = new Map();
+  const previews = new Map();  // job id -> { url, img }: its latest sampler preview
   const selected = new Set();
   el.classList.add("comfynb-jobtable");
   const bar = document.createElement("div");
@@ -149,6 +152,7 @@ function render({ model, el }) {
       p.max = r.progress_max; p.value = r.progress_value || 0;
       c[4].append(p, " " + (r.progress_value || 0) + "/" + r.progress_max);
     }
+    placePreview(r);
     c[5].textContent = r.server || "";
     c[6].textContent = fmt(queued);
     c[7].textContent = fmt(ran);
@@ -161,6 +165,30 @@ function render({ model, el }) {
       d.append(s, pre); c[9].append(d);
     }
     tr.style.display = visible(r) ? "" : "none";
+  }
+  function dropPreview(id) {
+    const p = previews.get(id);
+    if (p) { URL.revokeObjectURL(p.url); p.img.remove(); previews.delete(id); }
+  }
+  function placePreview(r) {
+    // a running row shows its preview beside the bar; a job no longer under way loses it
+    if (r.status !== "running" && r.status !== "submitted") { dropPreview(r.id); return; }
+    const p = previews.get(r.id), tr = trs.get(r.id);
+    if (p && tr && r.status === "running" && p.img.parentNode !== tr.children[4]) {
+      tr.children[4].append(p.img);
+    }
+  }
+  function showPreviews(msg, buffers) {
+    msg.previews.forEach((p, i) => {
+      const old = previews.get(p.id);
+      const img = old ? old.img : document.createElement("img");
+      if (old) URL.revokeObjectURL(old.url);
+      const url = URL.createObjectURL(new Blob([buffers[i]], { type: p.mime }));
+      img.className = "cjt-preview"; img.alt = "preview of job " + p.id; img.src = url;
+      previews.set(p.id, { url, img });
+      const r = rows.get(p.id);
+      if (r) placePreview(r);
+    });
   }
   function upsert(r) {
     rows.set(r.id, r);
@@ -179,16 +207,20 @@ function render({ model, el }) {
     }
     fill(tr, r);
   }
-  model.on("msg:custom", (msg) => {
+  model.on("msg:custom", (msg, buffers) => {
     if (msg.type === "reset") {
       rows.clear(); trs.clear(); tbody.innerHTML = "";
+      for (const id of [...previews.keys()]) dropPreview(id);
     }
     if (msg.type === "reset" || msg.type === "rows") {
       for (const r of msg.rows) upsert(r);
       for (const id of msg.removed || []) {
         rows.delete(id); const tr = trs.get(id); if (tr) tr.remove(); trs.delete(id);
+        dropPreview(id);
       }
       showCounts();
+    } else if (msg.type === "previews") {
+      showPreviews(msg, buffers);
     } else if (msg.type === "note") {
       note.textContent = "· " + msg.text;
     }
@@ -212,7 +244,10 @@ function render({ model, el }) {
     }
   }, 1000);
   model.send({ type: "hello" });
-  return () => clearInterval(clock);
+  return () => {
+    clearInterval(clock);
+    for (const id of [...previews.keys()]) dropPreview(id);
+  };
 }
 export default { render };
 """.replace("__COLOURS__", json.dumps(_COLOURS)).replace(
@@ -230,6 +265,8 @@ _CSS = """
 .comfynb-jobtable .cjt-badge { color: #fff; border-radius: 3px; padding: 0 6px; }
 .comfynb-jobtable details pre { white-space: pre-wrap; max-width: 60em; margin: 2px 0; }
 .comfynb-jobtable progress { width: 80px; }
+.comfynb-jobtable img.cjt-preview { display: block; width: 64px; height: 64px;
+  object-fit: contain; margin-top: 2px; border-radius: 2px; }
 """
 
 
@@ -342,6 +379,8 @@ class JobTable(anywidget.AnyWidget):
         self._known: dict[int, dict[str, Any]] = {}
         self._keys: dict[int, tuple[Any, ...]] = {}
         self._run_names: dict[int, str] = {}
+        self._preview_seq = 0  # the highest preview ``seq`` sent (``store.previews(after=)``)
+        self._previews_off = False  # the store cannot give previews (an older worker)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: comm messages this widget sent to the browser (the bench reads it)
@@ -412,6 +451,7 @@ class JobTable(anywidget.AnyWidget):
     def refresh(self) -> None:
         """Look at the store now and send what changed."""
         self._send_changes(self._look())
+        self._send_previews()
 
     # ------------------------------------------------------------------ the updater
 
@@ -463,6 +503,29 @@ class JobTable(anywidget.AnyWidget):
         if changed or removed:
             self._emit({"type": "rows", "rows": list(changed.values()), "removed": removed})
 
+    def _send_previews(self) -> None:
+        """The previews written since the last look, in one message: images as binary buffers."""
+        if self._previews_off:
+            return
+        with self._lock:
+            after = self._preview_seq
+        try:
+            fresh = self._store.previews(run=self.run or None, after=after)
+        except (AttributeError, ComfynbError) as exc:
+            # a worker of an older comfynb serves no previews: the rows go on without them
+            # (a closed store is found by the rows' own look, which comes first)
+            self._previews_off = True
+            logger.info("JobTable shows no previews: %s", exc)
+            return
+        if not fresh or self.comm is None:
+            return
+        with self._lock:
+            self._preview_seq = max(self._preview_seq, *(p.seq for p in fresh))
+        self.send(
+            {"type": "previews", "previews": [{"id": p.job_id, "mime": p.mime} for p in fresh]},
+            buffers=[p.image for p in fresh],
+        )
+
     def _emit(self, message: dict[str, Any]) -> None:
         if self.comm is None:  # closed
             return
@@ -500,6 +563,9 @@ class JobTable(anywidget.AnyWidget):
     def _send_snapshot(self) -> None:
         self._look()
         self._emit({"type": "reset", "rows": self.rows(), "removed": []})
+        with self._lock:
+            self._preview_seq = 0  # a new view (or run) has none: every current one again
+        self._send_previews()
 
     def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):

@@ -896,19 +896,28 @@ class _Loop:
         self._hand(Result(posted, posted.job, Collected(error=error)))
 
     def _hand_progress(self, now: float) -> None:
+        """Hand the progress and the latest preview of running jobs, each job's at most
+        every ``PROGRESS_EVERY`` (a preview waits on its job; a newer one replaces it)."""
         due: dict[int, tuple[int, int]] = {}
-        for server in self.servers:
+        previews: dict[int, tuple[str, bytes]] = {}
+        sockets = self.sockets
+        for index, server in enumerate(self.servers):
+            if index < len(sockets):
+                for prompt_id, preview in sockets[index].previews.take().items():
+                    heard = server.posted.get(prompt_id)  # only our jobs' previews count
+                    if heard is not None and not heard.ended:
+                        heard.preview = preview
             for posted in server.posted.values():
-                if (
-                    posted.progress is not None
-                    and posted.progress != posted.progress_written
-                    and now - posted.progress_at >= PROGRESS_EVERY
-                    and not posted.ended
-                ):
+                if now - posted.progress_at < PROGRESS_EVERY or posted.ended:
+                    continue
+                if posted.progress is not None and posted.progress != posted.progress_written:
                     due[posted.job.id] = posted.progress
                     posted.progress_written, posted.progress_at = posted.progress, now
-        if due:
-            self._hand(Tick(due))
+                if posted.preview is not None:
+                    previews[posted.job.id], posted.preview = posted.preview, None
+                    posted.progress_at = now
+        if due or previews:
+            self._hand(Tick(due, previews))
 
     def _moved(self, posted: PostedJob, after: JobStatus) -> None:
         """Book-keeping and the log line of a change the store has recorded."""

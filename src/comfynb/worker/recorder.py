@@ -67,9 +67,11 @@ class Result:
 
 @dataclass(frozen=True)
 class Tick:
-    """Progress of jobs still on a server: ``{job_id: (value, max)}``."""
+    """Progress of jobs still on a server: ``{job_id: (value, max)}``, and the latest preview
+    of some: ``{job_id: (mime, image bytes)}`` (``Transaction.set_previews``)."""
 
     progress: Mapping[int, tuple[int, int]]
+    previews: Mapping[int, tuple[str, bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,7 @@ class Recorder:
                         self.store, r.job.id, r.collected.images, detail=r.collected.detail
                     )
             tx.set_progress(_merged_ticks(work))
+            tx.set_previews(_merged_previews(work))
             outcome.claimed = self._claim(work)
             if coming:
                 arrived = self._await(coming)
@@ -426,6 +429,7 @@ class Recorder:
         try:
             with self.store.transaction() as tx:
                 tx.set_progress(ticks)
+                tx.set_previews(_merged_previews(work))
         except Exception:
             if not alone:
                 raise
@@ -493,6 +497,14 @@ def _merged_ticks(work: Sequence[Work]) -> dict[int, tuple[int, int]]:
         if isinstance(item, Tick):
             progress.update(item.progress)
     return progress
+
+
+def _merged_previews(work: Sequence[Work]) -> dict[int, tuple[str, bytes]]:
+    previews: dict[int, tuple[str, bytes]] = {}
+    for item in work:
+        if isinstance(item, Tick):
+            previews.update(item.previews)
+    return previews
 
 
 def _status_after(change: Move | Retry | Release) -> JobStatus:

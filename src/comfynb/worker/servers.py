@@ -245,6 +245,7 @@ class PostedJob:
     progress: tuple[int, int] | None = None
     progress_written: tuple[int, int] | None = None
     progress_at: float = 0.0
+    preview: tuple[str, bytes] | None = None  # its latest (mime, image), not yet handed
     ended: bool = False  # its end was seen: it no longer holds a place on the server
     fetching: bool = False  # its images are being downloaded
     started: bool = False  # its socket said it started: it left the server's queue

@@ -164,6 +164,9 @@ class FileState:
     lock: threading.RLock = field(default_factory=threading.RLock)
     queue_changes: int = 0  # jobs may have become claimable: enqueued, requeued, released
     cancellations: int = 0  # jobs were cancelled
+    #: the file may hold job previews (None: not known yet): a job that settles has its preview
+    #: removed, a statement saved when there are none (no worker wrote one in this process)
+    previews: bool | None = None
     # Counted by the transaction under way (the writer holds ``lock``), shown only once it
     # committed: a reader that sees a count move must then see the change it counts (a worker
     # that saw a cancel counted, then read the job still pending, posted a cancelled job).

@@ -3,7 +3,7 @@
 Example::
 
     >>> [m.name for m in MIGRATIONS]
-    ['001_create_tables', '002_candidate_facts', '003_object_info']
+    ['001_create_tables', '002_candidate_facts', '003_object_info', '004_job_previews']
 
 A new schema change is a new ``Migration`` appended here (never an edit of an applied one):
 ``Store.open`` applies the ones a file lacks, in order, each in its own transaction.
@@ -123,6 +123,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 sha256 VARCHAR NOT NULL,
                 classes INTEGER NOT NULL,
                 info JSON NOT NULL)""",
+        ),
+    ),
+    Migration(
+        # the latest sampler preview of each running job (at most one row per job, removed
+        # when the job settles); seq grows on every write, so a view asks for what is newer
+        "004_job_previews",
+        (
+            "CREATE SEQUENCE job_previews_seq START 1",
+            """CREATE TABLE job_previews (
+                job_id BIGINT PRIMARY KEY,
+                seq BIGINT NOT NULL,
+                mime VARCHAR NOT NULL,
+                image BLOB NOT NULL,
+                "at" TIMESTAMPTZ NOT NULL DEFAULT now())""",
         ),
     ),
 )

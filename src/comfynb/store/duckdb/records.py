@@ -17,11 +17,12 @@ import hashlib
 import json
 import numbers
 from collections.abc import Iterable, Mapping
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from ...core.jsonio import to_json
-from ...core.models import Candidate, Job, Run, Step
+from ...core.models import Candidate, Job, Preview, Run, Step
 from ...core.urls import server_url
 from ...errors import CandidateNotFound, InvalidInput, ObjectInfoNotFound
 from .connection import Connection
@@ -196,6 +197,44 @@ class Records(Connection):
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._fetch(f"SELECT status, count(*) FROM jobs {clause} GROUP BY status", params)
         return {str(status): int(n) for status, n in rows}
+
+    def previews(self, run: Run | int | str | None = None, after: int = 0) -> list[Preview]:
+        """The latest sampler preview of each running job (of ``run``) newer than ``after``.
+
+        A worker keeps one preview per running job (written with its progress, at most every
+        half second) and removes it when the job ends. ``seq`` grows on every write: pass the
+        highest ``seq`` seen as ``after`` to get only what changed since (the JobTable does).
+
+        Example::
+
+            >>> shown = store.previews(run="portraits")
+            >>> [(p.job_id, p.mime, len(p.image)) for p in shown]
+            [(12, 'image/jpeg', 18342)]
+            >>> store.previews(run="portraits", after=max(p.seq for p in shown))
+            []
+
+        Raises:
+            RunNotFound: an unknown run.
+            InvalidInput: ``after`` is not a whole number >= 0.
+        """
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise InvalidInput(
+                f"after is the highest seq already seen (a whole number >= 0, e.g. 0); got "
+                f"{after!r}"
+            )
+        where, params = "p.seq > ?", [after]
+        if run is not None:
+            where += " AND j.run_id = ?"
+            params.append(find_run_id(self._fetch, run))
+        rows = self._fetch(
+            'SELECT p.job_id, p.seq, p.mime, p.image, p."at" FROM job_previews p JOIN jobs j '
+            f"ON j.id = p.job_id WHERE {where} ORDER BY p.seq",
+            params,
+        )
+        return [
+            Preview(int(job_id), int(seq), str(mime), bytes(image), at.astimezone(UTC))
+            for job_id, seq, mime, image, at in rows
+        ]
 
     # ----------------------------------------------------------------- candidates
 

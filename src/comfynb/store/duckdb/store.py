@@ -11,7 +11,8 @@ Example::
     0   1  pending             42
 
 Users may query the tables with plain SQL (``runs``, ``steps``, ``jobs``, ``job_events``,
-``candidates``, ``object_info``); timestamps are ``TIMESTAMPTZ`` in UTC and JSON columns are ``JSON``.
+``candidates``, ``object_info``, ``job_previews``); timestamps are ``TIMESTAMPTZ`` in UTC and JSON
+columns are ``JSON``.
 
 ``Store`` is a facade over the modules of this package, each holding one part:
 

@@ -1,4 +1,5 @@
-"""What job functions write inside ``store.transaction()``: status moves, candidates, progress.
+"""What job functions write inside ``store.transaction()``: status moves, candidates, progress
+and previews.
 
 Example::
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ...core.jsonio import from_json, to_json
-from ...core.models import Candidate, Job, NewCandidate, Run
+from ...core.models import MAX_PREVIEW_BYTES, Candidate, Job, NewCandidate, Run
 from ...core.status import NOW, JobState, JobStatus, Plan
 from ...errors import CandidateNotFound, InvalidInput, JobNotInStore, StaleStates
 from ...workflows.facts import GenerationFacts, generation_facts
@@ -112,6 +113,7 @@ class Transaction:
         elif groups:
             self._update_merged([m for members in groups.values() for m in members])
         self._insert_events(plan.events)
+        self._drop_previews([job_id for job_id, _, to, _ in plan.events if to not in _UNDER_WAY])
         # counted only when a job may have become claimable: back to pending from elsewhere,
         # or a claim given back; a retry of a claimed pending job keeps its claim (it is
         # posted again), so it costs the worker no claim query
@@ -271,6 +273,47 @@ class Transaction:
             [list(progress), [v for v, _ in progress.values()], [x for _, x in progress.values()]],
         )
 
+    def set_previews(self, previews: Mapping[int, tuple[str, bytes]]) -> None:
+        """Keep ``{job_id: (mime, image bytes)}`` as each job's latest preview, in one statement.
+
+        A job keeps ONE preview (a new one replaces it, with a higher ``seq``); jobs that are
+        no longer submitted or running are left out, as is an image over
+        ``MAX_PREVIEW_BYTES``. The job's settling move removes its preview (``apply_plan``).
+
+        Example::
+
+            >>> with store.transaction() as tx:
+            ...     tx.set_previews({7: ("image/jpeg", jpeg_bytes)})
+        """
+        kept = {
+            job_id: (mime, image)
+            for job_id, (mime, image) in previews.items()
+            if 0 < len(image) <= MAX_PREVIEW_BYTES
+        }
+        if not kept:
+            return
+        self._shared.previews = True
+        self.fetch(
+            'INSERT OR REPLACE INTO job_previews (job_id, seq, mime, image, "at") SELECT m.id, '
+            "nextval('job_previews_seq'), m.mime, m.image, now() FROM (SELECT "
+            "unnest(?::BIGINT[]) AS id, unnest(?::VARCHAR[]) AS mime, unnest(?::BLOB[]) AS image"
+            ") m JOIN jobs ON jobs.id = m.id WHERE jobs.status IN ('submitted', 'running')",
+            [list(kept), [m for m, _ in kept.values()], [i for _, i in kept.values()]],
+        )
+
+    def _drop_previews(self, job_ids: Sequence[int]) -> None:
+        """Remove the previews of jobs that settled (none to remove: no statement)."""
+        if not job_ids:
+            return
+        shared = self._shared
+        if shared.previews is None:  # first settle in this process: does the file hold any?
+            shared.previews = bool(self.fetch("SELECT EXISTS (SELECT 1 FROM job_previews)")[0][0])
+        if shared.previews:
+            self.fetch(
+                "DELETE FROM job_previews WHERE job_id IN (SELECT unnest(?::BIGINT[]))",
+                [sorted(set(job_ids))],
+            )
+
     def add_child_counts(self, counts: Mapping[int, int]) -> None:
         """Add to several candidates' ``child_count`` in one statement (``{id: n}``)."""
         if not counts:
@@ -303,6 +346,9 @@ class Transaction:
         if not rows or rows[0][0] == 0:
             raise CandidateNotFound(candidate_id, "its parent was deleted")
 
+
+#: The statuses in which a job keeps its preview; any other move removes it.
+_UNDER_WAY: Final = (JobStatus.SUBMITTED, JobStatus.RUNNING)
 
 _COLUMN_TYPES: Final = {
     "status": "VARCHAR",
