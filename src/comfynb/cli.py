@@ -2,7 +2,7 @@
 
 Example::
 
-    $ comfynb demo                      # a txt2img prompt through the client, on the embedded simulator
+    $ comfynb demo                      # a sweep and a refine on the embedded simulator
     $ comfynb simulator --port 8188     # a ComfyUI double in the foreground
     $ comfynb worker --db lab.duckdb --server http://127.0.0.1:8188    # run the store's jobs
 """
@@ -19,6 +19,10 @@ from types import FrameType
 
 logger = logging.getLogger("comfynb.cli")
 
+# as in comfynb.demo (not imported here: `comfynb --help` stays quick)
+DEMO_DB = "comfynb-demo/demo.duckdb"
+DEMO_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``comfynb`` command line; returns the process exit code."""
@@ -32,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parsed.command == "demo":
         from .demo import run_demo
 
-        return run_demo(out_dir=parsed.out, server=parsed.server, steps=parsed.steps)
+        return run_demo(
+            db=parsed.db, out=parsed.out, server=parsed.server, ckpt=parsed.ckpt, steps=parsed.steps
+        )
     if parsed.command == "worker":
         return run_worker(
             parsed.db,
@@ -50,10 +56,27 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="comfynb", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command")
     demo = commands.add_parser(
-        "demo", help="queue a txt2img prompt and collect its image (embedded simulator by default)"
+        "demo",
+        help="sweep ComfyUI's default txt2img graph and refine the best (embedded simulator)",
+        description=(
+            "Start the embedded ComfyUI simulator (or use --server), sweep the default txt2img "
+            "graph over 3 seeds x 2 cfg values in the store's run 'demo', refine the best "
+            "candidate, and print the candidates, a contact sheet and the lines that open the "
+            "store in a notebook. Run again on the same --db: it continues, adding nothing "
+            "done already."
+        ),
     )
     demo.add_argument(
-        "--out", default="comfynb-demo", help="folder for the images (default: %(default)s)"
+        "--db",
+        default=DEMO_DB,
+        help="the store's DuckDB file, created or reused (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--out",
+        "--output-dir",
+        dest="out",
+        default=None,
+        help="where images go (default: outputs beside the --db file)",
     )
     demo.add_argument(
         "--server",
@@ -61,7 +84,14 @@ def _parser() -> argparse.ArgumentParser:
         type=_server_arg,
         help="a ComfyUI URL instead of the embedded simulator",
     )
-    demo.add_argument("--steps", type=int, default=20, help="sampler steps (default: %(default)s)")
+    demo.add_argument(
+        "--ckpt",
+        default=DEMO_CHECKPOINT,
+        help="the checkpoint file the graph loads (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--steps", type=_positive, default=20, help="sampler steps (default: %(default)s)"
+    )
     commands.add_parser(
         "simulator", help="run the ComfyUI simulator (see: comfynb simulator --help)"
     )
@@ -121,6 +151,16 @@ def _server_arg(value: str) -> str:
     except InvalidInput as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"a whole number from 1, got {value!r}")
+    return number
 
 
 def _seconds(value: str) -> float:
