@@ -20,8 +20,14 @@ import pytest
 from comfynb.store import Store
 
 
-def comfynb(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+def comfynb(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "COMFYUI_URL"},
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "comfynb.cli", *args],
         capture_output=True,
@@ -137,6 +143,19 @@ def test_a_cli_error_says_what_to_do_and_exits_non_zero(
     assert said in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert (tmp_path / "notes.duckdb").read_text() == "my notes, not a database\n"  # untouched
+
+
+def test_the_demo_takes_comfyui_url_as_its_server_and_checks_it(tmp_path: Path) -> None:
+    bad = comfynb("demo", cwd=tmp_path, env={"COMFYUI_URL": "localhost:8188"})
+    assert bad.returncode == 2
+    assert "COMFYUI_URL: server URL 'localhost:8188'" in bad.stderr
+    assert "write it 'http://localhost:8188'" in bad.stderr
+    gone = comfynb("demo", cwd=tmp_path, env={"COMFYUI_URL": "http://127.0.0.1:9"})
+    assert gone.returncode == 1
+    assert "ServerUnreachable: GET /system_stats: could not talk to http://127.0.0.1:9" in (
+        gone.stderr
+    )
+    assert "Traceback" not in bad.stderr + gone.stderr
 
 
 def test_no_command_prints_the_commands(tmp_path: Path) -> None:

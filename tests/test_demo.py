@@ -22,8 +22,14 @@ from comfynb.store import Store
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 
 
+def clean_env() -> dict[str, str]:
+    """This environment, without a COMFYUI_URL of the machine's (the demo would use it)."""
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_URL"}
+    return {**env, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
 def demo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = clean_env()
     return subprocess.run(
         [sys.executable, "-m", "comfynb.cli", "demo", *args],
         capture_output=True,
@@ -66,8 +72,11 @@ def test_demo_with_no_arguments_on_a_fresh_machine(tmp_path: Path) -> None:
     out = result.stdout
     db = tmp_path / "comfynb-demo" / "demo.duckdb"
     assert "ComfyUI 0.33.0 at http://127.0.0.1:" in out
+    assert "new store comfynb-demo/demo.duckdb, run 'demo'" in out
     assert "sweep 3 seeds x 2 cfg: queued 6 jobs (seed 1, 2, 3; cfg 5, 8)" in out
-    assert "refine of candidate 1 (the first picked, else the first of the sweep): queued 1 job" in out
+    assert (
+        "refine of candidate 1 (the first picked, else the first of the sweep): queued 1 job" in out
+    )
     # the summary table: a header and one row per candidate, the refined one names its parent
     header = next(line for line in out.splitlines() if line.split()[:3] == ["id", "seed", "cfg"])
     assert header.split() == ["id", "seed", "cfg", "parent", "picked", "path"]
@@ -84,8 +93,10 @@ def test_demo_with_no_arguments_on_a_fresh_machine(tmp_path: Path) -> None:
     assert f"images:        {tmp_path / 'comfynb-demo' / 'outputs'}" in out
     assert f'    store = comfynb.open("{db}")' in out
     assert '    comfynb.Gallery(store, run="demo")' in out
-    assert out.rstrip().splitlines()[-1].startswith(
-        "done: 7 candidates (6 from the sweep, 1 refined) in demo.duckdb"
+    assert (
+        out.rstrip()
+        .splitlines()[-1]
+        .startswith("done: 7 candidates (6 from the sweep, 1 refined) in demo.duckdb")
     )
     sheet = tmp_path / "comfynb-demo" / "demo-sheet.png"
     assert f"contact sheet: {sheet}" in out
@@ -109,6 +120,13 @@ def test_demo_with_no_arguments_on_a_fresh_machine(tmp_path: Path) -> None:
     assert len(digests) == 7, "every seed, cfg and the refine give a different picture"
 
 
+def test_the_command_line_defaults_are_the_demos() -> None:
+    from comfynb import cli
+    from comfynb import demo as module
+
+    assert (cli.DEMO_DB, cli.DEMO_CHECKPOINT) == (module.DEFAULT_DB, module.DEFAULT_CHECKPOINT)
+
+
 def test_demo_twice_on_one_store_adds_nothing_the_second_time(tmp_path: Path) -> None:
     db = tmp_path / "lab" / "demo.duckdb"
     first = demo("--db", str(db), "--out", str(tmp_path / "images"))
@@ -126,6 +144,7 @@ def test_demo_twice_on_one_store_adds_nothing_the_second_time(tmp_path: Path) ->
         second.stdout
     )
     assert "queued" not in second.stdout
+    assert f"existing store {db}, run 'demo'" in second.stdout
     assert counts(db) == before
     images = tmp_path / "images"
     assert f'comfynb.open("{db}", output_dir="{images}")' in second.stdout
@@ -136,7 +155,7 @@ def test_ctrl_c_mid_sweep_then_the_next_demo_finishes_without_duplicates(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "demo.duckdb"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = clean_env()
     # a slow server (0.1 s a step, 2 s an image), gone after the interrupt, as the embedded
     # simulator of an interrupted demo is
     with Simulator(root=tmp_path / "slow", step_seconds=0.1) as slow:
@@ -212,11 +231,13 @@ def test_a_server_without_the_checkpoint_is_refused_before_anything_is_queued(
     assert result.returncode == 1
     assert_clean(result)
     err = result.stderr
-    assert f'model "{CKPT}" (input "ckpt_name" of node "4", CheckpointLoaderSimple) is missing' in err
+    assert (
+        f'model "{CKPT}" (input "ckpt_name" of node "4", CheckpointLoaderSimple) is missing' in err
+    )
     assert f"ComfyUI/models/checkpoints/{CKPT} on that server" in err
     assert "it lists no checkpoint at all" in err
     assert "Nothing was queued." in err
-    assert not db.exists()
+    assert counts(db)["jobs"] == 0
 
 
 def test_the_message_lists_the_checkpoints_the_server_has_and_ckpt_uses_one(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -36,8 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parsed.command == "demo":
         from .demo import run_demo
 
+        server = parsed.server
+        if server is None and os.environ.get("COMFYUI_URL"):  # the notebooks' setting
+            try:
+                server = _server_arg(os.environ["COMFYUI_URL"])
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"COMFYUI_URL: {exc}")
         return run_demo(
-            db=parsed.db, out=parsed.out, server=parsed.server, ckpt=parsed.ckpt, steps=parsed.steps
+            db=parsed.db, out=parsed.out, server=server, ckpt=parsed.ckpt, steps=parsed.steps
         )
     if parsed.command == "worker":
         return run_worker(
@@ -61,14 +68,15 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Start the embedded ComfyUI simulator (or use --server), sweep the default txt2img "
             "graph over 3 seeds x 2 cfg values in the store's run 'demo', refine the best "
-            "candidate, and print the candidates, a contact sheet and the lines that open the "
-            "store in a notebook. Run again on the same --db: it continues, adding nothing "
-            "done already."
+            "candidate (the first picked, else the first), and print the candidates, a "
+            "contact sheet and the lines that open the store in a notebook. Run again on the "
+            "same --db: it continues, adding nothing done already."
         ),
     )
     demo.add_argument(
         "--db",
         default=DEMO_DB,
+        metavar="FILE",
         help="the store's DuckDB file, created or reused (default: %(default)s)",
     )
     demo.add_argument(
@@ -76,21 +84,28 @@ def _parser() -> argparse.ArgumentParser:
         "--output-dir",
         dest="out",
         default=None,
+        metavar="DIR",
         help="where images go (default: outputs beside the --db file)",
     )
     demo.add_argument(
         "--server",
         default=None,
         type=_server_arg,
-        help="a ComfyUI URL instead of the embedded simulator",
+        metavar="URL",
+        help="a ComfyUI URL instead of the embedded simulator (default: $COMFYUI_URL if set)",
     )
     demo.add_argument(
         "--ckpt",
         default=DEMO_CHECKPOINT,
+        metavar="NAME",
         help="the checkpoint file the graph loads (default: %(default)s)",
     )
     demo.add_argument(
-        "--steps", type=_positive, default=20, help="sampler steps (default: %(default)s)"
+        "--steps",
+        type=_positive,
+        default=20,
+        metavar="N",
+        help="sampler steps (default: %(default)s)",
     )
     commands.add_parser(
         "simulator", help="run the ComfyUI simulator (see: comfynb simulator --help)"
@@ -134,8 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=10.0,
         help=(
-            "seconds a server may stay down before its jobs go to the others "
-            "(default: %(default)s)"
+            "seconds a server may stay down before its jobs go to the others (default: %(default)s)"
         ),
     )
     return parser
@@ -217,9 +231,7 @@ def run_worker(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with Store.open(db, output_dir) as store, serve(store, servers=servers):
-            worker = Worker(
-                store, servers, target_depth=target_depth, reroute_after=reroute_after
-            )
+            worker = Worker(store, servers, target_depth=target_depth, reroute_after=reroute_after)
             summary = worker.run(until_idle=until_idle, stop=stop)
         logger.info(
             "done: %d completed, %d failed, %d requeued in %.1f s",

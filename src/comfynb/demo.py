@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from .views.wait import WaitSummary
 
 DEFAULT_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
-DEFAULT_DB = os.path.join("comfynb-demo", "demo.duckdb")
+DEFAULT_DB = "comfynb-demo/demo.duckdb"
 SD15_URL = (
     "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
     + DEFAULT_CHECKPOINT
@@ -184,7 +184,7 @@ def _demo(paths: Paths, *, server: str | None, ckpt: str, steps: int) -> int:
     from .worker.loop import Worker
 
     graph = txt2img(SEEDS[0], steps=steps, checkpoint=ckpt)
-    try:  # what is wrong here is said before any server is asked
+    try:  # what is wrong here is said before a server is started or asked
         paths.db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         blocking = next((p for p in paths.db.parents if p.exists() and not p.is_dir()), None)
@@ -193,12 +193,13 @@ def _demo(paths: Paths, *, server: str | None, ckpt: str, steps: int) -> int:
             f"cannot create the folder of --db {paths.db}: {why}; "
             "pass a --db FILE in a folder you can write"
         ) from None
-    with _server_url(server) as url:
-        with Client(url) as client:
-            _say(f"ComfyUI {client.system_stats().comfyui_version} at {url}")
-            _check_server(client.object_info(), graph, url=url, embedded=server is None)
-        with Store.open(paths.db, paths.out) as store:
-            _say(f"store {store.path} (run {RUN!r}), images in {store.output_dir}")
+    existed = paths.db.is_file() and paths.db.stat().st_size > 0
+    with Store.open(paths.db, paths.out) as store:
+        _say(f"{'existing' if existed else 'new'} store {store.path}, run {RUN!r}")
+        with _server_url(server) as url:
+            with Client(url) as client:
+                _say(f"ComfyUI {client.system_stats().comfyui_version} at {url}")
+                _check_server(client.object_info(), graph, url=url)
             # jobs an earlier demo left on its embedded simulator (gone now) are rerouted soon
             worker = Worker(store, servers=[url], reroute_after=1.0 if server is None else 10.0)
             worker.start()
@@ -211,11 +212,11 @@ def _demo(paths: Paths, *, server: str | None, ckpt: str, steps: int) -> int:
                 _wait(store, refine_jobs, "refine")
             finally:
                 worker.stop()
-            _report(store, run, paths)
+        _report(store, run, paths)
     return 0
 
 
-def _check_server(info: Mapping[str, Any], graph: Mapping[str, Any], *, url: str, embedded: bool) -> None:
+def _check_server(info: Mapping[str, Any], graph: Mapping[str, Any], *, url: str) -> None:
     """Refuse, before anything is queued, a server that lacks what ``graph`` needs."""
     from .worker.servers import capabilities, missing_capability
 
@@ -345,7 +346,8 @@ def _refine(store: Store, run: Run, best: int) -> list[int]:
     queued = refine(store, best, params=REFINE, denoise=DENOISE)
     _say(
         f"{what} of candidate {best} (the first picked, else the first of the sweep): "
-        f"queued {_jobs(len(queued))} (img2img, denoise {DENOISE:g}, seed {REFINE['KSampler.seed']})"
+        f"queued {_jobs(len(queued))} "
+        f"(img2img, denoise {DENOISE:g}, seed {REFINE['KSampler.seed']})"
     )
     return [job.id for job in queued]
 
