@@ -59,10 +59,24 @@ def assert_clean(result: subprocess.CompletedProcess[str]) -> None:
 
 
 @pytest.fixture
-def bare_sim(tmp_path: Path) -> Iterator[Simulator]:
-    """A ComfyUI without model files (a fresh install): it lists no checkpoint."""
-    with Simulator(root=tmp_path / "bare", checkpoints=[]) as sim:
-        yield sim
+def bare_sim(tmp_path: Path) -> Iterator[str]:
+    """A ComfyUI without model files (a fresh install), as ``comfynb simulator`` runs one:
+    it lists no checkpoint. Yields its URL."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "comfynb.cli", "simulator", "--port", "0", "--checkpoints", ""],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    ) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()  # "comfynb simulator (ComfyUI …) on URL, root DIR"
+            assert " on http://" in line, line
+            yield line.split(" on ", 1)[1].split(",", 1)[0]
+        finally:
+            process.terminate()
+            process.communicate(timeout=10)
 
 
 def test_demo_with_no_arguments_on_a_fresh_machine(tmp_path: Path) -> None:
@@ -224,10 +238,10 @@ def test_failed_jobs_print_each_reason_and_the_next_demo_queues_them_again(
 
 
 def test_a_server_without_the_checkpoint_is_refused_before_anything_is_queued(
-    tmp_path: Path, bare_sim: Simulator
+    tmp_path: Path, bare_sim: str
 ) -> None:
     db = tmp_path / "demo.duckdb"
-    result = demo("--db", str(db), "--server", bare_sim.url)
+    result = demo("--db", str(db), "--server", bare_sim)
     assert result.returncode == 1
     assert_clean(result)
     err = result.stderr

@@ -418,10 +418,10 @@ def _report(store: Store, run: Run, paths: Paths) -> None:
     _say(f"contact sheet: {sheet.resolve()}")
     _say()
     _say("In a notebook:")
-    opened = (
-        f'store = comfynb.open("{db}")'
+    opened = (  # JSON's quoting is Python's too (a Windows path's backslashes escaped)
+        f"store = comfynb.open({json.dumps(str(db))})"
         if images == (db.parent / "outputs")
-        else f'store = comfynb.open("{db}", output_dir="{images}")'
+        else f"store = comfynb.open({json.dumps(str(db))}, output_dir={json.dumps(str(images))})"
     )
     _say("    import comfynb")
     _say(f"    {opened}")
