@@ -1,23 +1,25 @@
 """``comfynb demo``: a sweep of ComfyUI's default txt2img graph and a refine of the best image.
 
-It starts the embedded ComfyUI simulator (or talks to ``--server URL``), opens or creates a
+It starts the embedded ComfyUI simulator (or talks to ``--server URL``, default
+``$COMFYUI_URL`` when set), opens or creates a
 store (``--db``, default ``comfynb-demo/demo.duckdb``; images in ``--out``, default
 ``outputs`` beside it), and in the store's run ``"demo"``:
 
 1. sweeps the default txt2img graph over 3 seeds x 2 cfg values (``comfynb.sweep``: one
    step, 6 jobs);
 2. refines the best candidate of the sweep, img2img (``comfynb.refine``: one step, 1 job).
-   The best is the first candidate of the sweep that is picked (in the gallery, say), else
-   the first one, which the demo then picks;
+   The best is the first candidate of the sweep (in the order queued) that is picked (in
+   the gallery, say), else the first one (seed 1, cfg 5), which the demo then picks;
 
 a worker runs the jobs while ``comfynb.wait`` shows a progress bar. Then it prints the
 candidates (id, seed, cfg, parent, picked, path), writes a contact sheet of them with their
-params (``Gallery.save``), and prints where the store and the images are and the Python lines
+params (``Gallery.save``, ``demo-sheet.png`` beside the store), and prints where the store and the images are and the Python lines
 that open them in a notebook.
 
 Run it again on the same store and it continues: a step already queued is not queued again;
 its jobs that a previous demo left unfinished (interrupted) run now, and its failed jobs are
-queued again once (``comfynb.retry_failed``). A finished demo adds nothing.
+queued again (``comfynb.retry_failed``: a copy each; the failed job stays, with its error).
+A finished demo adds nothing.
 
 Before queueing anything it checks that the server has what the graph needs (its
 ``/object_info``: the checkpoint above all); if not, it says what is missing and what to do
