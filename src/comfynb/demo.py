@@ -231,7 +231,7 @@ def _check_server(info: Mapping[str, Any], graph: Mapping[str, Any], *, url: str
     if ckpt in missing:
         have = sorted(caps.combos.get(("CheckpointLoaderSimple", "ckpt_name"), ()))
         where = f"ComfyUI/models/checkpoints/{ckpt}"
-        lines.append(f"What to do: put the checkpoint file there, {where} on that server")
+        lines.append(f"What to do: put the checkpoint file at {where} on that server")
         if ckpt == DEFAULT_CHECKPOINT:
             lines.append(f"  (it is at {SD15_URL}),")
         lines.append("  restart ComfyUI, and run the same command again;")
