@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -580,6 +581,17 @@ def test_model_lists_and_internal_files(legacy_sim: Simulator) -> None:
     files = HTTP.get(f"{legacy_sim.url}/internal/files/output").json()
     assert files[0] == "b_00001_.png" and "a_00001_.png" in files  # newest first
     assert HTTP.get(f"{legacy_sim.url}/api/internal/files/output").status_code == 404
+
+
+def test_a_simulator_with_chosen_checkpoints_lists_only_those(tmp_path: Path) -> None:
+    # as a ComfyUI whose models/checkpoints/ folder holds these files (none: a fresh install)
+    for names in (["mine.safetensors"], []):
+        with Simulator(root=tmp_path, checkpoints=names) as sim:
+            assert HTTP.get(f"{sim.url}/api/models/checkpoints").json() == names
+            for path in ("/object_info", "/object_info/CheckpointLoaderSimple"):
+                info = HTTP.get(f"{sim.url}{path}").json()
+                ckpt_name = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"]
+                assert ckpt_name[0] == names
 
 
 def test_history_while_running_and_interrupt_mid_node(legacy_sim: Simulator) -> None:

@@ -2,7 +2,7 @@
 
 Example::
 
-    $ comfynb demo                      # a txt2img prompt through the client, on the embedded simulator
+    $ comfynb demo                      # a sweep and a refine on the embedded simulator
     $ comfynb simulator --port 8188     # a ComfyUI double in the foreground
     $ comfynb worker --db lab.duckdb --server http://127.0.0.1:8188    # run the store's jobs
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,6 +19,10 @@ from collections.abc import Sequence
 from types import FrameType
 
 logger = logging.getLogger("comfynb.cli")
+
+# as in comfynb.demo (not imported here: `comfynb --help` stays quick)
+DEMO_DB = "comfynb-demo/demo.duckdb"
+DEMO_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,7 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parsed.command == "demo":
         from .demo import run_demo
 
-        return run_demo(out_dir=parsed.out, server=parsed.server, steps=parsed.steps)
+        server = parsed.server
+        if server is None and os.environ.get("COMFYUI_URL"):  # the notebooks' setting
+            try:
+                server = _server_arg(os.environ["COMFYUI_URL"])
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"COMFYUI_URL: {exc}")
+        return run_demo(
+            db=parsed.db, out=parsed.out, server=server, ckpt=parsed.ckpt, steps=parsed.steps
+        )
     if parsed.command == "worker":
         db, servers, output_dir = _worker_settings(parser, parsed)
         return run_worker(
@@ -51,18 +64,50 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="comfynb", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command")
     demo = commands.add_parser(
-        "demo", help="queue a txt2img prompt and collect its image (embedded simulator by default)"
+        "demo",
+        help="sweep ComfyUI's default txt2img graph and refine the best (embedded simulator)",
+        description=(
+            "Start the embedded ComfyUI simulator (or use --server), sweep the default txt2img "
+            "graph over 3 seeds x 2 cfg values in the store's run 'demo', refine the best "
+            "candidate (the first picked, else the first), and print the candidates, a "
+            "contact sheet and the lines that open the store in a notebook. Run again on the "
+            "same --db: it continues, adding nothing done already."
+        ),
     )
     demo.add_argument(
-        "--out", default="comfynb-demo", help="folder for the images (default: %(default)s)"
+        "--db",
+        default=DEMO_DB,
+        metavar="FILE",
+        help="the store's DuckDB file, created or reused (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--out",
+        "--output-dir",
+        dest="out",
+        default=None,
+        metavar="DIR",
+        help="where images go (default: outputs beside the --db file)",
     )
     demo.add_argument(
         "--server",
         default=None,
         type=_server_arg,
-        help="a ComfyUI URL instead of the embedded simulator",
+        metavar="URL",
+        help="a ComfyUI URL instead of the embedded simulator (default: $COMFYUI_URL if set)",
     )
-    demo.add_argument("--steps", type=int, default=20, help="sampler steps (default: %(default)s)")
+    demo.add_argument(
+        "--ckpt",
+        default=DEMO_CHECKPOINT,
+        metavar="NAME",
+        help="the checkpoint file the graph loads (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--steps",
+        type=_positive,
+        default=20,
+        metavar="N",
+        help="sampler steps (default: %(default)s)",
+    )
     commands.add_parser(
         "simulator", help="run the ComfyUI simulator (see: comfynb simulator --help)"
     )
@@ -108,8 +153,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=10.0,
         help=(
-            "seconds a server may stay down before its jobs go to the others "
-            "(default: %(default)s)"
+            "seconds a server may stay down before its jobs go to the others (default: %(default)s)"
         ),
     )
     return parser
@@ -145,6 +189,16 @@ def _server_arg(value: str) -> str:
     except InvalidInput as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"a whole number from 1, got {value!r}")
+    return number
 
 
 def _seconds(value: str) -> float:
@@ -201,9 +255,7 @@ def run_worker(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with Store.open(db, output_dir) as store, serve(store, servers=servers):
-            worker = Worker(
-                store, servers, target_depth=target_depth, reroute_after=reroute_after
-            )
+            worker = Worker(store, servers, target_depth=target_depth, reroute_after=reroute_after)
             summary = worker.run(until_idle=until_idle, stop=stop)
         logger.info(
             "done: %d completed, %d failed, %d requeued in %.1f s",

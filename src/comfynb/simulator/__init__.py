@@ -18,7 +18,7 @@ import atexit
 import socket
 import tempfile
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -46,6 +46,9 @@ class Simulator:
         seed: seeds the random faults.
         node_seconds: simulated time per executed node; step_seconds: per sampler step.
         faults: a fault set to start with (see ``set_faults``).
+        checkpoints: the checkpoint files it has (``CheckpointLoaderSimple``'s ``ckpt_name``
+            choices in ``/object_info``, ``/models/checkpoints``); None: the SD 1.5 and SDXL
+            ones of ComfyUI's default graphs; ``[]``: a server without model files.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class Simulator:
         node_seconds: float = 0.0,
         step_seconds: float = 0.0,
         faults: dict[str, Any] | None = None,
+        checkpoints: Sequence[str] | None = None,
     ) -> None:
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if root is None:
@@ -73,6 +77,7 @@ class Simulator:
             "node_seconds": node_seconds,
             "step_seconds": step_seconds,
             "faults": faults,
+            "checkpoints": None if checkpoints is None else tuple(checkpoints),
         }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

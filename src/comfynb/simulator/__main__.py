@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -48,6 +49,15 @@ def build_parser(prog: str = "python -m comfynb.simulator") -> argparse.Argument
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the random faults (default: 0)"
+    )
+    parser.add_argument(
+        "--checkpoints",
+        default=None,
+        metavar="NAMES",
+        help=(
+            "the checkpoint files it has, comma-separated; '' for none, as a server without "
+            "model files (default: the SD 1.5 and SDXL ones ComfyUI's default graphs load)"
+        ),
     )
     parser.add_argument(
         "--faults", default=None, help='fault set as JSON, e.g. {"http_500_rate": 0.1}'
@@ -108,9 +118,23 @@ def main(
         node_seconds=args.node_seconds,
         step_seconds=args.step_seconds,
         faults=faults or None,
+        checkpoints=(
+            None
+            if args.checkpoints is None
+            else [name.strip() for name in args.checkpoints.split(",") if name.strip()]
+        ),
     )
     waiter = stop or threading.Event()
     _stop_on_sigterm(waiter)
+    try:
+        sim.start()
+    except OSError as exc:  # the port is taken, the address is not this machine's
+        print(
+            f"{prog}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
+            "pick another --port (0: a free one) or --host",
+            file=sys.stderr,
+        )
+        return 1
     with sim:
         print(
             f"comfynb simulator (ComfyUI {args.version}) on {sim.url}, root {sim.root}", flush=True

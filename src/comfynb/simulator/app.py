@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,6 +90,7 @@ class Server:
         node_seconds: float = 0.0,
         step_seconds: float = 0.0,
         faults: Json | None = None,
+        checkpoints: Sequence[str] | None = None,
     ) -> None:
         if version not in _specs.SERVER_VERSIONS:
             raise ValueError(
@@ -109,6 +110,10 @@ class Server:
         self.prompt_log: dict[str, Json] = {}
         self._posted_in: dict[str, int] = {}  # prompt_id -> the engine life of its last POST
         self._specs_cache: dict[str, dict[str, Json]] = {}
+        #: the checkpoint files this server "has" (``ckpt_name``'s choices, ``/models/checkpoints``)
+        self.checkpoints: tuple[str, ...] = (
+            _specs.CHECKPOINTS if checkpoints is None else tuple(checkpoints)
+        )
 
     # -- life cycle (on the event loop) -------------------------------------------------------
 
@@ -302,7 +307,9 @@ class Server:
     def _specs(self) -> dict[str, Json]:
         cached = self._specs_cache.get(self.version)
         if cached is None:
-            cached = self._specs_cache[self.version] = _specs.object_info(self.version)
+            cached = self._specs_cache[self.version] = _specs.object_info(
+                self.version, checkpoints=self.checkpoints
+            )
         return cached
 
     # -- /ws --------------------------------------------------------------------------------------
@@ -608,11 +615,15 @@ class Server:
     # -- server info ------------------------------------------------------------------------------
 
     async def object_info(self, request: web.Request) -> web.Response:
-        return web.json_response(_specs.object_info(self.version, input_files=self._input_files()))
+        return web.json_response(_specs.object_info(
+            self.version, input_files=self._input_files(), checkpoints=self.checkpoints
+        ))
 
     async def object_info_class(self, request: web.Request) -> web.Response:
         name = request.match_info["node_class"]
-        info = _specs.object_info(self.version, input_files=self._input_files())
+        info = _specs.object_info(
+            self.version, input_files=self._input_files(), checkpoints=self.checkpoints
+        )
         return web.json_response({name: info[name]} if name in info else {})
 
     def _input_files(self) -> list[str]:
@@ -683,7 +694,7 @@ class Server:
         folder = request.match_info["folder"]
         if folder not in _MODEL_FOLDERS:
             return _empty(404)
-        return web.json_response(list(_specs.CHECKPOINTS) if folder == "checkpoints" else [])
+        return web.json_response(list(self.checkpoints) if folder == "checkpoints" else [])
 
     async def extensions(self, request: web.Request) -> web.Response:
         return web.json_response([])

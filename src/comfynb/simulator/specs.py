@@ -51,7 +51,10 @@ _KEYS_NEW_IN_0_33 = (
 
 
 def object_info(
-    version: str = DEFAULT_VERSION, *, input_files: Iterable[str] = ()
+    version: str = DEFAULT_VERSION,
+    *,
+    input_files: Iterable[str] = (),
+    checkpoints: Iterable[str] = CHECKPOINTS,
 ) -> dict[str, dict[str, Any]]:
     """Return ``class_type -> entry`` exactly as ``GET /object_info`` serves it, as a fresh copy.
 
@@ -65,12 +68,15 @@ def object_info(
         version: ``"0.33.0"`` (default) or ``"0.8.0"``.
         input_files: names of the images in the input folder, as the real server lists them in
             ``LoadImage``'s ``image`` combo (sorted here).
+        checkpoints: the checkpoint files the server has (``CheckpointLoaderSimple``'s
+            ``ckpt_name`` choices), ``CHECKPOINTS`` by default; ``()`` for a server without
+            model files.
 
     Raises:
         ValueError: an unknown version.
     """
     entries = copy.deepcopy(_entries(version))
-    entries["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = list(CHECKPOINTS)
+    entries["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = list(checkpoints)
     entries["LoadImage"]["input"]["required"]["image"][0] = sorted(input_files)
     return entries
 
