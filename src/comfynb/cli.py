@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -38,11 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run_demo
 
         server = parsed.server
-        if server is None and os.environ.get("COMFYUI_URL"):  # the notebooks' setting
+        if server is None:  # COMFYUI_URL's first server, the notebooks' setting (core.settings)
+            from .core.settings import settings
+            from .errors import InvalidInput
+
             try:
-                server = _server_arg(os.environ["COMFYUI_URL"])
-            except argparse.ArgumentTypeError as exc:
-                parser.error(f"COMFYUI_URL: {exc}")
+                servers = settings().servers
+            except InvalidInput as exc:
+                parser.error(str(exc))
+            server = servers[0] if servers else None
         return run_demo(
             db=parsed.db, out=parsed.out, server=server, ckpt=parsed.ckpt, steps=parsed.steps
         )

@@ -9,8 +9,8 @@ variable               what it sets                                             
 ``COMFYUI_TOKEN``      a bearer token sent to THOSE servers only (a ComfyUI behind an  none
                        authenticating proxy); never to a server named otherwise, never
                        logged or stored.
-``COMFYNB_DB``         the store file: ``comfynb.open()``, ``comfynb worker``,          none
-                       ``comfynb demo``.
+``COMFYNB_DB``         the store file: ``comfynb.open()``, ``comfynb worker``, the      none
+                       notebooks (``comfynb demo`` keeps its own: ``--db``).
 ``COMFYNB_OUTPUT``     where images go (``output_dir``).                               beside
                                                                                        the file
 =====================  ==============================================================  =========
