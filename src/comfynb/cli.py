@@ -42,10 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .errors import InvalidInput
 
             try:
-                servers = settings().servers
+                named = settings().servers
             except InvalidInput as exc:
                 parser.error(str(exc))
-            server = servers[0] if servers else None
+            server = named[0] if named else None
         return run_demo(
             db=parsed.db, out=parsed.out, server=server, ckpt=parsed.ckpt, steps=parsed.steps
         )
