@@ -10,6 +10,11 @@ Run: ``python bench/gallery.py [--candidates 10000] [--cold 1000] [--browser]``.
 - Bytes sent to the browser for the first screen: the widget's state (its JS included) plus
   the first page's message (captions as JSON and the thumbnails as binary buffers), counted
   from Python as the comm would carry them.
+- A live look (the poll, every second), in this process and through a worker's endpoint
+  (``RemoteStore``): ``Gallery.refresh()`` with nothing changed, after a pick made elsewhere,
+  after one new candidate; beside what a look cost before it read only changes: the job
+  counts (``status_counts``) when nothing changed, and a re-read of every candidate
+  (``reload()`` and the sort) when a job completed. Medians of several looks.
 - ``--browser``: JupyterLab on loopback + Debian's Chromium (as tests/test_browser_wait.py):
   time from running the cell to the first page's thumbnails decoded ("first paint"), and
   from a click on "last page" to its thumbnails decoded. Needs /usr/bin/chromium.
@@ -23,6 +28,7 @@ import argparse
 import hashlib
 import io
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -84,6 +90,66 @@ def first_screen_bytes(store: Any, page_size: int) -> tuple[int, int, int]:
     return state, gallery.sent_bytes, gallery.count
 
 
+def _median_ms(call: Any, times: int) -> float:
+    spent = []
+    for _ in range(times):
+        start = time.perf_counter()
+        call()
+        spent.append(time.perf_counter() - start)
+    return statistics.median(spent) * 1000
+
+
+def look_costs(view: Any, where: str) -> None:
+    """What one live look of a Gallery of every candidate costs, ms (medians)."""
+    gallery = Gallery(view, run="bench", poll=None)
+    gallery.send = lambda content, buffers=None: None  # no kernel here
+    picks = iter(gallery.ids()[::7])
+    owner = view  # picks through the view; new candidates recorded by the owner's store
+    full = _median_ms(lambda: (gallery.reload(), gallery._apply()), 5)
+    counts = _median_ms(lambda: view.status_counts(run="bench"), 20)
+    idle = _median_ms(gallery.refresh, 20)
+
+    def picked_elsewhere() -> None:
+        owner.pick(next(picks))
+        start = time.perf_counter()
+        gallery.refresh()
+        spent.append(time.perf_counter() - start)
+
+    spent: list[float] = []
+    for _ in range(5):
+        picked_elsewhere()
+    pick = statistics.median(spent) * 1000
+    gallery.close()
+    print(
+        f"a look at {gallery.count} candidates ({where}): nothing changed {idle:.1f} ms, "
+        f"a pick made elsewhere {pick:.1f} ms (read, merge, sort); before: nothing changed "
+        f"{counts:.1f} ms (job counts), a job completed {full:.0f} ms (every candidate read "
+        "and sorted)"
+    )
+
+
+def new_candidate_look(store: Any) -> None:
+    """A look after the worker recorded one more candidate, in this process (ms, median)."""
+    gallery = Gallery(store, run="bench", poll=None)
+    gallery.send = lambda content, buffers=None: None
+    base = one_png(64)
+    spent = []
+    for i in range(5):
+        [job_id] = store.add_jobs([json.dumps(txt2img(90_000 + i, steps=4))], run="bench").ids
+        transition_many(store, [(job_id, JobStatus.SUBMITTED)])
+        rel = f"bench/new{job_id}.png"
+        (store.output_dir / rel).write_bytes(base)
+        record_results(store, {job_id: [NewCandidate("9", rel, width=64, height=64)]})
+        start = time.perf_counter()
+        gallery.refresh()
+        spent.append(time.perf_counter() - start)
+    gallery.close()
+    print(
+        f"a look after one new candidate (this process): {statistics.median(spent) * 1000:.1f} ms"
+        f" ({gallery.count} candidates)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=10_000)
@@ -118,6 +184,12 @@ def main() -> None:
             f" + first page {page / 1024:.1f} KB = {(state + page) / 1024:.1f} KB"
             f" (Gallery + first page in Python: {seconds * 1000:.0f} ms)"
         )
+        look_costs(store, "this process")
+        new_candidate_look(store)
+        from comfynb.service.remote import serve
+
+        with serve(store), comfynb.open(store.path) as remote:
+            look_costs(remote, "through a worker endpoint")
         store.close()
         if args.browser:
             browser_times(folder, args.page_size)

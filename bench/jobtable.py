@@ -1,7 +1,7 @@
 """JobTable's cost while a worker runs: comm messages per second and the updater's CPU per second.
 
 Run: ``python bench/jobtable.py [--jobs 1000] [--depth 50] [--seconds 20] [--remote] [--previews]``.
-Prints its figures.
+Prints its figures. Issue 13's 10,000 jobs: ``--jobs 10000 --seconds 10`` (and ``--remote``).
 
 A store gets ``--jobs`` txt2img jobs (4 sampler steps each, ``--step-ms`` per step on the
 embedded simulator, so running jobs report progress); a ``Worker`` keeps ``--depth`` of them
@@ -10,7 +10,10 @@ this process, as in a kernel (its comm is ipywidgets' own; outside a kernel its 
 nowhere, but each one is made, serialised and counted). For ``--seconds`` (or until every job
 ended) the bench counts the widget's comm messages (custom ones and trait syncs), the rows and
 JSON bytes they carry, and the CPU time of the widget's updater thread
-(``time.thread_time``). ``--remote`` reads the store through the worker endpoint
+(``time.thread_time``), per look too. A view opening (the browser's "hello") is timed and its
+bytes counted, before the worker starts and at the end; then ``--idle-looks`` looks with
+nothing changed are timed (the updater thread's CPU, and the process's CPU, which through an
+endpoint includes the endpoint's threads serving the look). ``--remote`` reads the store through the worker endpoint
 (``RemoteStore``, loopback HTTP), as a notebook does beside a ``comfynb worker`` process.
 ``--previews``: each job also sends a preview frame (a ``SaveImageWebsocket`` node after the
 decode, then held ``--hold-ms`` so the job is still running when its preview is written: a
@@ -42,6 +45,7 @@ def main() -> None:
     parser.add_argument("--remote", action="store_true")
     parser.add_argument("--previews", action="store_true")
     parser.add_argument("--hold-ms", type=float, default=1500.0)
+    parser.add_argument("--idle-looks", type=int, default=20)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,6 +86,15 @@ def main() -> None:
             publish(msg_type, data, *rest, **kwargs)
 
         comm.publish_msg = counting  # type: ignore[method-assign]
+
+        def open_view() -> tuple[float, int]:
+            """A view opening: the browser says hello; seconds and JSON bytes sent."""
+            before = len(sent)
+            start = time.perf_counter()
+            table._on_message(table, {"type": "hello"}, [])
+            return time.perf_counter() - start, sum(sent[before:])
+
+        open_first = open_view()
         worker = comfynb.Worker(store, servers=[sim.url], target_depth=args.depth)
         messages0, cpu0 = table.messages_sent, table.updater_cpu_seconds
         started = time.monotonic()
@@ -99,13 +112,25 @@ def main() -> None:
             elapsed = time.monotonic() - started
             messages = table.messages_sent - messages0
             cpu = table.updater_cpu_seconds - cpu0
+            looks = elapsed / args.interval
             before = len(sent)
-            table._on_message(table, {"type": "hello"}, [])  # a view opening: every row once
-            snapshot = sum(sent[before:])
+            open_end = open_view()
             sent, rows = sent[:before], rows[:before]
         finally:
-            table.close()
+            table.stop()
             worker.stop()
+        idle_cpu, idle_process, idle_wall = 0.0, 0.0, 0.0
+        try:
+            table.refresh()  # what the worker's stop changed
+            for _ in range(args.idle_looks):
+                cpu_start, process_start = time.thread_time(), time.process_time()
+                wall_start = time.perf_counter()
+                table.refresh()
+                idle_wall += time.perf_counter() - wall_start
+                idle_cpu += time.thread_time() - cpu_start
+                idle_process += time.process_time() - process_start
+        finally:
+            table.close()
             if endpoint is not None:
                 view.close()
                 endpoint.__exit__(None, None, None)
@@ -129,8 +154,21 @@ def main() -> None:
             f"  previews: {sum(previews)} images in {len(previews)} messages "
             f"({len(previews) / elapsed:.2f}/s, counted in the comm messages)"
         )
-    print(f"  a view opening gets all {args.jobs} rows in one message: {snapshot / 1024:.0f} KiB")
-    print(f"  updater thread CPU: {cpu:.3f} s = {cpu / elapsed * 1000:.1f} ms per second")
+    for label, (seconds, size) in (("before the worker", open_first), ("at the end", open_end)):
+        print(
+            f"  a view opening ({label}): {size / 1024:.1f} KiB sent, "
+            f"{seconds * 1000:.1f} ms in the kernel"
+        )
+    print(
+        f"  updater thread CPU: {cpu:.3f} s = {cpu / elapsed * 1000:.1f} ms per second, "
+        f"{cpu / max(looks, 1) * 1000:.2f} ms per look ({looks:.0f} looks)"
+    )
+    n = max(args.idle_looks, 1)
+    print(
+        f"  a look with nothing changed: {idle_cpu / n * 1000:.2f} ms CPU of the looking thread, "
+        f"{idle_process / n * 1000:.2f} ms CPU of the process (incl. endpoint threads), "
+        f"{idle_wall / n * 1000:.2f} ms wall"
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 A notebook written into tmp_path starts the simulator, a store and four jobs, and shows a
 JobTable. The test then drives it as a user would: a job enqueued by a later cell appears
-without re-running the table's cell, a click on "Cancel selected" cancels a pending job in
+without re-running the table's cell (on a second page: the table pages by 4 rows here, and
+the arrows page), a click on "Cancel selected" cancels a pending job in
 the store (the row's new status is read back from the store), and once the worker starts
 a bar shows the running job's sampler steps and its latest preview (a decoded image: the jobs
 send one from a SaveImageWebsocket node the simulator holds for a moment), and the rows turn
@@ -75,7 +76,7 @@ def at_gate(name, then, deadline=time.monotonic() + 120):
 
 
 threading.Thread(target=at_gate, args=("go", worker.start), daemon=True).start()"""
-    table = "table = comfynb.JobTable(store, run=run)\ntable"
+    table = f"table = comfynb.JobTable(store, run=run, page_size={JOBS})\ntable"
     later = (
         "def one_more():\n"
         "    comfynb.enqueue(store, txt2img(99, steps=3, size=64), run=run)\n\n\n"
@@ -99,7 +100,13 @@ def test_job_table_is_live_and_cancels_in_jupyterlab(lab: Lab, tmp_path: Path) -
             expect(output.locator("tr[data-status='pending']")).to_have_count(JOBS)
 
             (gates / "new").touch()  # a later cell's thread enqueues one more job
-            expect(rows).to_have_count(JOBS + 1, timeout=TIMEOUT_MS)
+            label = output.locator(".cjt-page")  # on a second page: a page holds JOBS rows
+            expect(label).to_have_text(f"rows 1-{JOBS} of {JOBS + 1}", timeout=TIMEOUT_MS)
+            output.locator("button.cjt-next").click()
+            expect(rows).to_have_count(1, timeout=TIMEOUT_MS)
+            expect(label).to_have_text(f"rows {JOBS + 1}-{JOBS + 1} of {JOBS + 1}")
+            output.locator("button.cjt-prev").click()
+            expect(rows).to_have_count(JOBS, timeout=TIMEOUT_MS)
 
             first = rows.first
             first.locator("input.cjt-select").check()
@@ -119,8 +126,8 @@ def test_job_table_is_live_and_cancels_in_jupyterlab(lab: Lab, tmp_path: Path) -
             )
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             output.screenshot(path=str(ARTIFACTS / "jobtable-running.png"))
-            completed = output.locator("tr[data-status='completed']")
-            expect(completed).to_have_count(JOBS, timeout=TIMEOUT_MS)
+            completed = output.locator("tr[data-status='completed']")  # the first page's
+            expect(completed).to_have_count(JOBS - 1, timeout=TIMEOUT_MS)
             expect(output.locator("img.cjt-preview")).to_have_count(0)  # gone with the running
             expect(output.locator(".cjt-counts")).to_contain_text(
                 f"{JOBS + 1} jobs: {JOBS} completed, 1 cancelled"

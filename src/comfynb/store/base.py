@@ -238,7 +238,16 @@ class NotebookStore(Protocol):
         self,
         run: Run | int | str | None = None,
         status: JobStatus | str | Iterable[JobStatus | str] | None = None,
-    ) -> pd.DataFrame: ...
+        *,
+        changed_since: int | None = None,
+    ) -> pd.DataFrame:
+        """Jobs as a DataFrame; with ``changed_since=n`` only the rows written after change
+        number ``n``, with their ``change_seq`` (see ``Store.jobs``)::
+
+            >>> changed = store.jobs(run="portraits", changed_since=cursor)
+            >>> cursor = int(changed["change_seq"].max()) if len(changed) else cursor
+        """
+        ...
 
     def candidates(
         self,
@@ -247,7 +256,11 @@ class NotebookStore(Protocol):
         picked: bool | None = None,
         *,
         job: Job | int | None = None,
-    ) -> pd.DataFrame: ...
+        changed_since: int | None = None,
+    ) -> pd.DataFrame:
+        """Candidates as a DataFrame; ``changed_since`` as in :meth:`jobs` (new candidates,
+        picks, stars, children): see ``Store.candidates``."""
+        ...
 
     def events(self, job: Job | int | None = None) -> pd.DataFrame: ...
 

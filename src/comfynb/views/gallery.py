@@ -14,9 +14,10 @@ binary comm buffers (256 px WebP, made once and cached on disk, see ``thumbnails
 enlarged. Keyboard (click the grid first): arrows move, Enter enlarges, ``p`` picks,
 ``1``-``5`` stars (``0`` clears), ``s`` selects for comparing (or shift-click), ``c``
 compares, ``Esc`` closes. A pick or a star is saved to the store at
-once (``store.pick`` / ``store.star``). New candidates appear while the worker runs: a
-background thread looks at the store's job counts every ``poll`` seconds (one small query)
-and reloads the candidates only when they changed.
+once (``store.pick`` / ``store.star``). New candidates appear while the worker runs, and picks
+and stars made elsewhere (another view, a cell, a notebook beside a worker) show: a background
+thread reads every ``poll`` seconds only the candidates written since its last look
+(``store.candidates(changed_since=...)``, one small query or request; see :meth:`Gallery.refresh`).
 
 The enlarged view shows the candidate's params, buttons to its parent and children
 (``store.lineage``) and a "refine" button: ``comfynb.refine(store, candidate,
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anywidget
+import pandas as pd
 import traitlets
 
 from ..core.models import Candidate
@@ -63,8 +65,6 @@ from ..errors import InvalidInput
 from .thumbnails import Thumbnails, placeholder
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from ..core.models import Run, Step
     from ..store.base import NotebookStore
     from .sidebyside import SideBySide
@@ -73,7 +73,7 @@ __all__ = ["Gallery"]
 
 _FIXED = {
     "id", "job_id", "run_id", "step_id", "parent_candidate_id", "child_count", "node_id",
-    "path", "sha256", "width", "height", "bytes", "picked", "stars", "created_at",
+    "path", "sha256", "width", "height", "bytes", "picked", "stars", "created_at", "change_seq",
 }  # fmt: skip
 _BASE_SORTS = ["time", "newest", "stars", "seed", "cfg", "steps"]
 _PROMPT_CHARS = 40
@@ -191,7 +191,7 @@ class Gallery(anywidget.AnyWidget):
         self._rows: dict[int, dict[str, Any]] = {}
         self._frame: pd.DataFrame | None = None
         self._order: list[int] = []
-        self._seen: Any = None
+        self._cursor = 0  # the largest change number read (store.candidates(changed_since=))
         self._group_counts: dict[str, int] = {}
         self.reload()
         try:
@@ -215,12 +215,69 @@ class Gallery(anywidget.AnyWidget):
 
     # -- the data --------------------------------------------------------------------------
     def reload(self) -> None:
-        """Read the candidates from the store again (the poll does this when jobs end)."""
-        frame = self.store.candidates(run=self.run_filter, step=self.step_filter)
+        """Read every candidate from the store again (the live updates read only changes)."""
+        frame = self.store.candidates(run=self.run_filter, step=self.step_filter, changed_since=0)
         rows = {int(r["id"]): r for r in frame.to_dict("records")}
-        params = [c for c in frame.columns if c not in _FIXED and c not in _BASE_SORTS]
         with self._lock:
             self._frame, self._rows = frame, rows
+            self._cursor = int(frame["change_seq"].max()) if len(frame) else 0
+        self._options(frame)
+
+    def refresh(self) -> bool:
+        """Read the candidates written since the last look: new ones, and picks, stars and
+        children made anywhere (this page, another view, a cell); show them. True if any.
+
+        The live updates call it every ``poll`` seconds; one small query (or one request
+        through a worker's endpoint) when nothing changed.
+
+        Example::
+
+            >>> store.pick(12)          # a cell, or another gallery
+            >>> gallery.refresh()       # (the poll does it by itself)
+            True
+        """
+        new = self.store.candidates(
+            run=self.run_filter, step=self.step_filter, changed_since=self._cursor
+        )
+        if new.empty:
+            return False
+        records = {int(r["id"]): r for r in new.to_dict("records")}
+        with self._lock:
+            frame = self._frame
+            assert frame is not None
+            before = {i: self._rows.get(i) for i in records}
+            kept = frame[~frame["id"].isin(list(records))]
+            frame = pd.concat([kept, new], ignore_index=True) if len(kept) else new
+            self._frame = frame
+            self._rows.update(records)
+            self._cursor = max(self._cursor, int(new["change_seq"].max()))
+        if any(row is None for row in before.values()):
+            self._options(frame)
+        moved = [
+            (i, row)
+            for i, row in records.items()
+            if before[i] is not None
+            and (before[i]["picked"], _plain(before[i]["stars"]))  # type: ignore[index]
+            != (row["picked"], _plain(row["stars"]))
+        ]
+        count, order = self.count, self.ids()
+        self._apply()
+        for candidate_id, row in moved:  # a pick or star made elsewhere: the tile shows it
+            self._emit(
+                {
+                    "type": "update",
+                    "id": candidate_id,
+                    "picked": bool(row["picked"]),
+                    "stars": _plain(row["stars"]),
+                }
+            )
+        if self.count != count or self.ids() != order:  # new tiles, or a filter/sort moved
+            self._emit({"type": "changed", "reset": False})
+        return True
+
+    def _options(self, frame: pd.DataFrame) -> None:
+        """The sort and group menus: the base ones and each param column of ``frame``."""
+        params = [c for c in frame.columns if c not in _FIXED and c not in _BASE_SORTS]
         options = _BASE_SORTS + [p for p in params if p not in ("sampler", "prompt")]
         if options != list(self.sort_options):
             self.sort_options = options
@@ -511,15 +568,7 @@ class Gallery(anywidget.AnyWidget):
     def _poll(self, every: float) -> None:
         while not self._stop.wait(max(every, 0.5)):
             with contextlib.suppress(Exception):  # a closed store ends nothing but the looks
-                run = self.run_filter
-                seen = self.store.status_counts(run=run).get("completed", 0)
-                if seen != self._seen:
-                    self._seen = seen
-                    before = self.count
-                    self.reload()
-                    self._apply()
-                    if self.count != before:
-                        self._emit({"type": "changed", "reset": False})
+                self.refresh()
 
     def close(self) -> None:
         """Stop the live updates and close the widget."""

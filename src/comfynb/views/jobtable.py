@@ -8,11 +8,15 @@ Example::
 
 An anywidget (JupyterLab, Notebook 7, VS Code, Colab; no server extension). A thread polls
 the store (``POLL_INTERVAL`` apart: through a ``comfynb worker`` endpoint each look is one
-HTTP request) and sends the browser only the rows that changed since its last look, all of
-one look in one message. Clocks (queue and run times) tick in the browser, not by messages.
-A running job's latest sampler preview (``store.previews``: only those newer than the last
-look) shows beside its row, the images as binary comm buffers in one message per look.
-Where no kernel runs (nbconvert, GitHub), the output holds a small static HTML table.
+HTTP request) for the rows written since its last look only (``store.jobs(changed_since=...)``),
+and sends the browser the changed rows of the page it shows, with the counts, all of one look
+in one message. The kernel holds every job of the run and filters by status; the browser
+holds one page (``page_size`` rows, 200 by default; "rows 1-200 of 10,000" and arrows to
+page), so opening a table of 10,000 jobs costs one page. Clocks (queue and run times) tick in
+the browser, not by messages. A running job's latest sampler preview (``store.previews``: only
+those newer than the last look) shows beside its row, the images as binary comm buffers in one
+message per look. Where no kernel runs (nbconvert, GitHub), the output holds a small static
+HTML table.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two looks at the store (at most ~2 a second: remote stores pay HTTP).
 POLL_INTERVAL = 0.5
+#: Rows the browser holds and shows at once (one page), unless ``page_size`` says otherwise.
+PAGE_SIZE = 200
 #: Rows the static HTML (nbconvert, GitHub) shows at most.
 STATIC_ROWS = 50
 STATUSES = ("pending", "submitted", "running", "completed", "failed", "cancelled")
@@ -87,7 +93,26 @@ function render({ model, el }) {
   retryBtn.textContent = "Retry failed"; retryBtn.className = "cjt-retry";
   const note = document.createElement("span"); note.className = "cjt-note";
   const counts = document.createElement("span"); counts.className = "cjt-counts";
-  bar.append("status ", statusSel, " run ", runSel, cancelBtn, retryBtn, counts, note);
+  const prevBtn = document.createElement("button");
+  prevBtn.textContent = "\u2039"; prevBtn.className = "cjt-prev"; prevBtn.title = "previous page";
+  const nextBtn = document.createElement("button");
+  nextBtn.textContent = "\u203a"; nextBtn.className = "cjt-next"; nextBtn.title = "next page";
+  const pageLabel = document.createElement("span"); pageLabel.className = "cjt-page";
+  bar.append("status ", statusSel, " run ", runSel, cancelBtn, retryBtn, prevBtn, pageLabel,
+    nextBtn, counts, note);
+  let shown = { start: 0, total: 0 };
+  function showPage() {
+    const n = rows.size;
+    pageLabel.textContent = n ? `rows ${(shown.start + 1).toLocaleString("en")}-` +
+      `${(shown.start + n).toLocaleString("en")} of ${shown.total.toLocaleString("en")}` :
+      `no rows of ${shown.total.toLocaleString("en")}`;
+    prevBtn.disabled = shown.start <= 0;
+    nextBtn.disabled = shown.start + model.get("page_size") >= shown.total;
+  }
+  function goTo(page) { model.set("page", Math.max(0, page)); model.save_changes(); }
+  const shownPage = () => Math.floor(shown.start / model.get("page_size"));
+  prevBtn.addEventListener("click", () => goTo(shownPage() - 1));
+  nextBtn.addEventListener("click", () => goTo(shownPage() + 1));
   const table = document.createElement("table");
   table.innerHTML = "<thead><tr><th></th><th>job</th><th>run</th><th>status</th>" +
     "<th>progress</th><th>server</th><th>queued</th><th>ran</th><th>retries</th>" +
@@ -112,20 +137,14 @@ function render({ model, el }) {
   runSel.addEventListener("change", () => { model.set("run", runSel.value); model.save_changes(); });
   statusSel.value = model.get("status") || "all";
   statusSel.addEventListener("change", () => {
+    // the kernel filters every job of the run and sends the first page of those
     model.set("status", statusSel.value === "all" ? "" : statusSel.value); model.save_changes();
-    applyFilter();
   });
-  model.on("change:status", () => { statusSel.value = model.get("status") || "all"; applyFilter(); });
+  model.on("change:status", () => { statusSel.value = model.get("status") || "all"; });
 
-  function visible(r) { const s = model.get("status"); return !s || r.status === s; }
-  function applyFilter() {
-    for (const [id, tr] of trs) tr.style.display = visible(rows.get(id)) ? "" : "none";
-    showCounts();
-  }
-  function showCounts() {
-    const c = {};
-    for (const r of rows.values()) c[r.status] = (c[r.status] || 0) + 1;
-    counts.textContent = " " + rows.size + " jobs: " +
+  function showCounts(c) {  // every job of the run, counted by the kernel
+    const all = STATUSES.reduce((n, s) => n + (c[s] || 0), 0);
+    counts.textContent = " " + all + " jobs: " +
       STATUSES.filter(s => c[s]).map(s => c[s] + " " + s).join(", ");
   }
   function times(r, now) {
@@ -164,7 +183,6 @@ function render({ model, el }) {
       const pre = document.createElement("pre"); pre.textContent = r.error_full;
       d.append(s, pre); c[9].append(d);
     }
-    tr.style.display = visible(r) ? "" : "none";
   }
   function dropPreview(id) {
     const p = previews.get(id);
@@ -208,7 +226,7 @@ function render({ model, el }) {
     fill(tr, r);
   }
   model.on("msg:custom", (msg, buffers) => {
-    if (msg.type === "reset") {
+    if (msg.type === "reset") {  // a page: these rows replace the ones shown (previews follow)
       rows.clear(); trs.clear(); tbody.innerHTML = "";
       for (const id of [...previews.keys()]) dropPreview(id);
     }
@@ -218,7 +236,9 @@ function render({ model, el }) {
         rows.delete(id); const tr = trs.get(id); if (tr) tr.remove(); trs.delete(id);
         dropPreview(id);
       }
-      showCounts();
+      if (msg.counts) showCounts(msg.counts);
+      if (msg.total != null) shown = { start: msg.start, total: msg.total };
+      showPage();
     } else if (msg.type === "previews") {
       showPreviews(msg, buffers);
     } else if (msg.type === "note") {
@@ -230,9 +250,9 @@ function render({ model, el }) {
     for (const b of tbody.querySelectorAll("input.cjt-select")) b.checked = false;
   });
   retryBtn.addEventListener("click", () => {
-    const ids = [...rows.values()].filter(r => r.status === "failed" &&
-      (selected.size === 0 || selected.has(r.id))).map(r => r.id);
-    model.send({ type: "retry", ids });
+    // the selected jobs that failed, or (none selected) every failed job of the run
+    model.send(selected.size ? { type: "retry", ids: [...selected] } :
+      { type: "retry", failed: true });
   });
   const clock = setInterval(() => {
     const now = Date.now() / 1000;
@@ -250,9 +270,7 @@ function render({ model, el }) {
   };
 }
 export default { render };
-""".replace("__COLOURS__", json.dumps(_COLOURS)).replace(
-    "__STATUSES__", json.dumps(list(STATUSES))
-)
+""".replace("__COLOURS__", json.dumps(_COLOURS)).replace("__STATUSES__", json.dumps(list(STATUSES)))
 
 _CSS = """
 .comfynb-jobtable { font: 12px/1.4 var(--jp-ui-font-family, sans-serif); }
@@ -267,6 +285,7 @@ _CSS = """
 .comfynb-jobtable progress { width: 80px; }
 .comfynb-jobtable img.cjt-preview { display: block; width: 64px; height: 64px;
   object-fit: contain; margin-top: 2px; border-radius: 2px; }
+.comfynb-jobtable .cjt-page, .comfynb-jobtable .cjt-bar button { white-space: nowrap; }
 """
 
 
@@ -344,17 +363,23 @@ class JobTable(anywidget.AnyWidget):
         >>> table = comfynb.JobTable(store, run="portraits")
         >>> table                       # shows the table; it follows the worker as it runs
         >>> table.status = "failed"     # only failed jobs (the browser's filter too)
+        >>> table.page = 2              # the third page of rows (the arrows in the browser)
+        >>> len(table.rows()), len(table.page_rows())
+        (10000, 200)
         >>> table.cancel([12, 13]); table.retry([9])
         >>> table.stop()
 
-    Works on a local store and through a ``comfynb worker`` endpoint alike. Cancel and retry
-    go through ``comfynb.cancel`` and ``comfynb.retry_failed``; a running job of a local
-    store is cancelled on its server with a client made for it.
+    Works on a local store and through a ``comfynb worker`` endpoint alike. The kernel holds
+    every job of the run (:meth:`rows`) and filters them by ``status``; the browser holds one
+    page of them (:meth:`page_rows`, ``page_size`` rows). Cancel and retry go through
+    ``comfynb.cancel`` and ``comfynb.retry_failed``; a running job of a local store is
+    cancelled on its server with a client made for it.
 
     Args:
         store: the store (``comfynb.open``).
         run: only this run's jobs (a Run, id or name); ``None`` for all.
         interval: seconds between two looks at the store (at least 0.2).
+        page_size: rows per page in the browser (1 to 5,000).
     """
 
     _esm = _ESM
@@ -362,6 +387,9 @@ class JobTable(anywidget.AnyWidget):
     run = traitlets.Unicode("").tag(sync=True)
     runs = traitlets.List(traitlets.Unicode()).tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
+    #: the page the browser shows, from 0 (``page_size`` rows each)
+    page = traitlets.Int(0).tag(sync=True)
+    page_size = traitlets.Int(PAGE_SIZE).tag(sync=True)
 
     def __init__(
         self,
@@ -369,15 +397,27 @@ class JobTable(anywidget.AnyWidget):
         run: Run | int | str | None = None,
         *,
         interval: float = POLL_INTERVAL,
+        page_size: int = PAGE_SIZE,
         **kwargs: Any,
     ) -> None:
         if not isinstance(interval, int | float) or isinstance(interval, bool) or interval < 0.2:
             raise InvalidInput(f"interval is seconds, at least 0.2; got {interval!r}")
+        if (
+            isinstance(page_size, bool)
+            or not isinstance(page_size, int)
+            or not (1 <= page_size <= 5000)
+        ):
+            raise InvalidInput(f"page_size is rows per page, 1 to 5000; got {page_size!r}")
         self._store = store
         self._interval = float(interval)
         self._lock = threading.Lock()
+        # one look (or a new page, filter or run) at a time: each reads and moves the cursor
+        self._busy = threading.RLock()
         self._known: dict[int, dict[str, Any]] = {}
-        self._keys: dict[int, tuple[Any, ...]] = {}
+        self._cursor = 0  # the largest change number read (store.jobs(changed_since=...))
+        self._counts: dict[str, int] = {}
+        self._shown: list[int] = []  # the ids of the page the browser holds, in order
+        self._shown_head: tuple[Any, ...] = ()  # what it was told of counts and the page
         self._run_names: dict[int, str] = {}
         self._preview_seq = 0  # the highest preview ``seq`` sent (``store.previews(after=)``)
         self._previews_off = False  # the store cannot give previews (an older worker)
@@ -388,10 +428,15 @@ class JobTable(anywidget.AnyWidget):
         self.updater_cpu_seconds = 0.0
         self._run_names = self._read_runs()
         name = "" if run is None else self._run_name(run)
-        super().__init__(run=name, runs=list(self._run_names.values()), **kwargs)
+        super().__init__(
+            run=name, runs=list(self._run_names.values()), page_size=page_size, **kwargs
+        )
         self.on_msg(self._on_message)
         self.observe(self._on_run, names="run")
+        self.observe(self._on_view, names=["status", "page", "page_size"])
         self._look()  # the rows as they are now (for the static table and the first view)
+        with self._lock:  # what a view gets when it opens (its "hello"); changes follow it
+            self._shown = self._page_ids()[0]
         self.start()
 
     # ------------------------------------------------------------------ Python API
@@ -422,9 +467,23 @@ class JobTable(anywidget.AnyWidget):
         super().close()
 
     def rows(self) -> list[dict[str, Any]]:
-        """The rows as the table holds them now (one dict per job, oldest first)."""
+        """Every row the table holds now: each job of its run (all pages, whatever the status
+        filter), one dict per job, oldest first."""
         with self._lock:
             return [dict(self._known[k]) for k in sorted(self._known)]
+
+    def page_rows(self) -> list[dict[str, Any]]:
+        """The rows of the page the browser shows: ``status`` filter and ``page`` applied.
+
+        Example::
+
+            >>> table.status, table.page = "failed", 0
+            >>> [r["id"] for r in table.page_rows()]
+            [9, 31]
+        """
+        with self._lock:
+            ids, _start, _total = self._page_ids()
+            return [dict(self._known[i]) for i in ids]
 
     def cancel(self, job_ids: Iterable[int]) -> list[str]:
         """Cancel these jobs through ``comfynb.cancel``; returns one line per job that failed."""
@@ -450,8 +509,9 @@ class JobTable(anywidget.AnyWidget):
 
     def refresh(self) -> None:
         """Look at the store now and send what changed."""
-        self._send_changes(self._look())
-        self._send_previews()
+        with self._busy:
+            self._send_changes(self._look())
+            self._send_previews()
 
     # ------------------------------------------------------------------ the updater
 
@@ -469,39 +529,72 @@ class JobTable(anywidget.AnyWidget):
             finally:
                 self.updater_cpu_seconds += time.thread_time() - started
 
-    def _look(self) -> tuple[dict[int, dict[str, Any]], list[int]]:
-        """Read the jobs; keep them; return (changed rows, removed ids)."""
+    def _look(self) -> dict[int, dict[str, Any]]:
+        """Read the jobs written since the last look; keep them; return the changed rows."""
         run = self.run or None
-        frame = self._store.jobs(run=run)
+        frame = self._store.jobs(run=run, changed_since=self._cursor)
+        if frame.empty:
+            return {}
         if not set(frame["run_id"].unique()) <= set(self._run_names):  # a run made since
             self._refresh_runs()
-        # a row is made again only if its raw values changed (most rows do not, each look)
         # pd.NA (a null int) compares to nothing without raising: None instead
-        keys = {
-            int(values[0]): tuple(None if v is pd.NA else v for v in values)
+        changed = {
+            int(values[0]): _row(tuple(None if v is pd.NA else v for v in values), self._run_names)
             for values in frame[list(_COLUMNS)].itertuples(index=False, name=None)
         }
         with self._lock:
-            fresh: dict[int, dict[str, Any]] = {}
-            changed: dict[int, dict[str, Any]] = {}
-            for job_id, values in keys.items():
+            top, unordered = max(self._known, default=-1), False
+            for job_id, row in changed.items():  # in id order
                 known = self._known.get(job_id)
-                if known is not None and self._keys.get(job_id) == values:
-                    fresh[job_id] = known
-                    continue
-                row = _row(values, self._run_names)
-                fresh[job_id] = row
-                if known != row:
-                    changed[job_id] = row
-            removed = [k for k in self._known if k not in fresh]
-            self._known = fresh
-            self._keys = keys
-        return changed, removed
+                if known is not None:
+                    self._counts[known["status"]] -= 1
+                else:  # a new job: after the others, unless an id below one held
+                    unordered = unordered or job_id < top
+                    top = max(top, job_id)
+                self._counts[row["status"]] = self._counts.get(row["status"], 0) + 1
+                self._known[job_id] = row
+            if unordered:  # rows are kept in id order (_page_ids pages them as they are)
+                self._known = dict(sorted(self._known.items()))
+            self._cursor = max(self._cursor, int(frame["change_seq"].max()))
+        return changed
 
-    def _send_changes(self, change: tuple[dict[int, dict[str, Any]], list[int]]) -> None:
-        changed, removed = change
-        if changed or removed:
-            self._emit({"type": "rows", "rows": list(changed.values()), "removed": removed})
+    def _page_ids(self) -> tuple[list[int], int, int]:
+        """(the ids of the shown page, its first row's index, how many rows pass the filter);
+        call with ``_lock`` held."""
+        status = self.status
+        ids = [i for i, r in self._known.items() if r["status"] == status] if status else None
+        total = len(self._known) if ids is None else len(ids)
+        size = max(1, self.page_size)
+        start = min(max(0, self.page), max(0, (total - 1) // size)) * size
+        if ids is None:
+            keys = list(self._known)  # in id order (see _look)
+            return keys[start : start + size], start, total
+        return ids[start : start + size], start, total
+
+    def _send_changes(self, changed: dict[int, dict[str, Any]], *, reset: bool = False) -> None:
+        """Send the browser the page's changed rows and the counts, in ONE message; the whole
+        page when the rows on it are no longer the same ones (a filter, a new page, new jobs)."""
+        if not changed and not reset:
+            return
+        with self._lock:
+            ids, start, total = self._page_ids()
+            counts = {k: v for k, v in self._counts.items() if v}
+            head = (start, total, tuple(sorted(counts.items())))
+            shown = self._shown
+            if reset or ids[: len(shown)] != shown:
+                rows = [self._known[i] for i in ids]
+                message = {"type": "reset", "rows": rows, "removed": []}
+            else:  # the same rows, maybe new ones after them (new jobs on the last page)
+                rows = [self._known[i] for i in ids if i in changed or i not in set(shown)]
+                if not rows and head == self._shown_head:
+                    return  # nothing the browser shows changed
+                message = {"type": "rows", "rows": rows, "removed": []}
+            self._shown, self._shown_head = ids, head
+            if message["type"] == "reset":  # the browser dropped its previews: all again
+                self._preview_seq = 0
+        self._emit({**message, "start": start, "total": total, "counts": counts})
+        if message["type"] == "reset":
+            self._send_previews()
 
     def _send_previews(self) -> None:
         """The previews written since the last look, in one message: images as binary buffers."""
@@ -556,16 +649,26 @@ class JobTable(anywidget.AnyWidget):
         return self._store.run(run).name
 
     def _on_run(self, _change: Any) -> None:
-        with self._lock:
-            self._known, self._keys = {}, {}
-        self._send_snapshot()
+        with self._busy:
+            with self._lock:  # another run: read its jobs from the start
+                self._known, self._counts, self._cursor = {}, {}, 0
+            changed = self._look()
+            if self.page:
+                self.page = 0  # its observer sends the first page
+            else:
+                self._send_changes(changed, reset=True)
+
+    def _on_view(self, change: Any) -> None:
+        """A new status filter, page or page size: the browser gets that page."""
+        with self._busy:
+            if change["name"] != "page" and self.page:
+                self.page = 0  # a new filter starts at its first page (sends it itself)
+                return
+            self._send_changes({}, reset=True)
 
     def _send_snapshot(self) -> None:
-        self._look()
-        self._emit({"type": "reset", "rows": self.rows(), "removed": []})
-        with self._lock:
-            self._preview_seq = 0  # a new view (or run) has none: every current one again
-        self._send_previews()
+        with self._busy:
+            self._send_changes(self._look(), reset=True)
 
     def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):
@@ -574,7 +677,11 @@ class JobTable(anywidget.AnyWidget):
         if kind == "hello":
             self._send_snapshot()
         elif kind in ("cancel", "retry"):
-            ids = [int(i) for i in content.get("ids", []) if isinstance(i, int)]
+            ids = [int(i) for i in content.get("ids") or [] if isinstance(i, int)]
+            if kind == "retry":  # the failed ones of those selected, or every failed job
+                with self._lock:
+                    failed = [i for i, r in self._known.items() if r["status"] == "failed"]
+                ids = failed if content.get("failed") else [i for i in ids if i in set(failed)]
             act = self.cancel if kind == "cancel" else self.retry
             problems = act(ids)
             done = len(ids) - len(problems)

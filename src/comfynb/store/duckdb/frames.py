@@ -63,6 +63,8 @@ class Frames(Connection):
         self,
         run: Run | int | str | None = None,
         status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+        *,
+        changed_since: int | None = None,
     ) -> pd.DataFrame:
         """Jobs, oldest first, one row each, with their params as columns (not the workflow).
 
@@ -72,13 +74,30 @@ class Frames(Connection):
                id  status  seed  cfg
             0   9  failed    42  7.5
 
+        Only what changed, for a view that looks again and again (``comfynb.JobTable``):
+        every write of a job (a status move, progress, a claim) gives its row the next
+        change number; ``changed_since=n`` returns only the rows changed after ``n``, with
+        a ``change_seq`` column. Start from 0 (every row) and pass the largest ``change_seq``
+        seen next time (keep yours when no row came back)::
+
+            >>> seen = store.jobs(run="portraits", changed_since=0)
+            >>> cursor = int(seen["change_seq"].max())
+            >>> store.jobs(run="portraits", changed_since=cursor)[["id", "status", "change_seq"]]
+               id   status  change_seq
+            0  12  running        1187
+
+        Filters apply to the rows as they are now: a job that changed out of ``status`` is
+        not returned; filter in the caller to see it leave.
+
         Args:
             run: only this run (a Run, id or name).
             status: only this status, or any of several.
+            changed_since: only rows changed after this change number (an int from 0); the
+                frame then has a ``change_seq`` column. None: every row, no such column.
 
         Raises:
             RunNotFound: an unknown run.
-            InvalidInput: an unknown status.
+            InvalidInput: an unknown status, or ``changed_since`` not an int from 0.
         """
         where: list[str] = []
         params: list[Any] = []
@@ -90,6 +109,7 @@ class Frames(Connection):
             where.append("list_contains(?::VARCHAR[], status)")
             params.append([JobStatus.parse(s).value for s in statuses])
         columns = [c for c in JOB_COLUMNS if c not in ("workflow", "params")]
+        _changed_since(changed_since, columns, where, params)
         return self._flat_frame("jobs", columns, where, params)
 
     def candidates(
@@ -99,6 +119,7 @@ class Frames(Connection):
         picked: bool | None = None,
         *,
         job: Job | int | None = None,
+        changed_since: int | None = None,
     ) -> pd.DataFrame:
         """Image candidates in the order of their jobs, one row each, with params as columns.
 
@@ -120,9 +141,15 @@ class Frames(Connection):
             step: only this step.
             picked: ``True`` for picked only, ``False`` for the rest.
             job: only this job's images.
+            changed_since: only candidates made or changed (pick, stars, a child) after this
+                change number, with a ``change_seq`` column, as in :meth:`jobs`::
+
+                    >>> new = store.candidates(run="portraits", changed_since=cursor)
+                    >>> cursor = int(new["change_seq"].max()) if len(new) else cursor
 
         Raises:
             RunNotFound, StepNotFound, JobNotInStore: an unknown run, step or job.
+            InvalidInput: ``changed_since`` not an int from 0.
         """
         where: list[str] = []
         params: list[Any] = []
@@ -142,6 +169,7 @@ class Frames(Connection):
             where.append("picked = ?")
             params.append(picked)
         columns = [c for c in CANDIDATE_COLUMNS if c != "params"]
+        _changed_since(changed_since, columns, where, params)
         return self._flat_frame("candidates", columns, where, params, order="job_id, id")
 
     def lineage(self, candidate: Candidate | int) -> pd.DataFrame:
@@ -296,6 +324,22 @@ class Frames(Connection):
         types = ", ".join("list(DISTINCT json_type(params -> ?))" for _ in keys)
         rows = self._fetch(f"SELECT {types} FROM {table} {sql_where}", [*keys, *params])
         return {key: column_type(kinds) for key, kinds in zip(keys, rows[0], strict=True)}
+
+
+def _changed_since(
+    changed_since: int | None, columns: list[str], where: list[str], params: list[Any]
+) -> None:
+    """Add ``changed_since``'s filter and its ``change_seq`` column to a plural read."""
+    if changed_since is None:
+        return
+    if isinstance(changed_since, bool) or not isinstance(changed_since, int) or changed_since < 0:
+        raise InvalidInput(
+            f"changed_since is a change number, an int from 0 (0: every row); got "
+            f"{changed_since!r}. Pass the largest change_seq of the rows you read last"
+        )
+    columns.append("change_seq")
+    where.append("change_seq > ?")
+    params.append(changed_since)
 
 
 def column_type(json_types: Sequence[str | None]) -> str:

@@ -3,7 +3,8 @@
 Example::
 
     >>> [m.name for m in MIGRATIONS]
-    ['001_create_tables', '002_candidate_facts', '003_object_info', '004_job_previews']
+    ['001_create_tables', '002_candidate_facts', '003_object_info', '004_job_previews',
+     '005_change_seq']
 
 A new schema change is a new ``Migration`` appended here (never an edit of an applied one):
 ``Store.open`` applies the ones a file lacks, in order, each in its own transaction.
@@ -137,6 +138,22 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 mime VARCHAR NOT NULL,
                 image BLOB NOT NULL,
                 "at" TIMESTAMPTZ NOT NULL DEFAULT now())""",
+        ),
+    ),
+    Migration(
+        # every write of a job or candidate row takes the next number of one sequence, so a
+        # view reads only the rows changed since the largest number it saw
+        # (store.jobs(changed_since=...), store.candidates(changed_since=...)); rows that
+        # exist get numbers now, in id order. Inserts take one by the column's default, and
+        # every UPDATE of jobs or candidates sets "change_seq = nextval('changes_seq')"
+        # (tests/test_changes.py reads the store's SQL for it). Writes hold the writer lock,
+        # so numbers are given in commit order: a reader that saw number n has seen every
+        # row numbered below it
+        "005_change_seq",
+        (
+            "CREATE SEQUENCE changes_seq START 1",
+            "ALTER TABLE jobs ADD COLUMN change_seq BIGINT DEFAULT nextval('changes_seq')",
+            "ALTER TABLE candidates ADD COLUMN change_seq BIGINT DEFAULT nextval('changes_seq')",
         ),
     ),
 )

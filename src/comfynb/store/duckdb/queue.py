@@ -152,7 +152,8 @@ class Queue(Connection):
         """
         server = _server_column(server)
         rows = self._write(
-            "UPDATE jobs SET prompt_id = ?, server = coalesce(server, ?), claimed_at = now() "
+            "UPDATE jobs SET prompt_id = ?, server = coalesce(server, ?), claimed_at = now(), "
+            "change_seq = nextval('changes_seq') "
             "WHERE id = (SELECT j.id FROM jobs j LEFT JOIN "
             "(SELECT run_id, max(claimed_at) AS last_claim FROM jobs GROUP BY run_id) r "
             "USING (run_id) WHERE j.status = 'pending' AND j.prompt_id IS NULL "
@@ -197,7 +198,8 @@ class Queue(Connection):
                 # one microsecond apart, so claimed_at keeps the claim order that the
                 # fairness between runs reads back (now() is the same for the whole batch)
                 "UPDATE jobs SET prompt_id = m.prompt_id, server = coalesce(jobs.server, ?), "
-                "claimed_at = now() + to_microseconds(m.turn) FROM (SELECT unnest(?::BIGINT[]) "
+                "claimed_at = now() + to_microseconds(m.turn), "
+                "change_seq = nextval('changes_seq') FROM (SELECT unnest(?::BIGINT[]) "
                 "AS id, unnest(?::VARCHAR[]) AS prompt_id, unnest(?::BIGINT[]) AS turn) m "
                 "WHERE jobs.id = m.id",
                 [server, ids, [str(uuid.uuid4()) for _ in ids], list(range(len(ids)))],
@@ -249,10 +251,12 @@ class Queue(Connection):
                 )
             rows = self._fetch(
                 "UPDATE jobs SET prompt_id = ?, server = coalesce(?, server), "
-                f"claimed_at = coalesce(claimed_at, now()) WHERE id = ? RETURNING {JOB_SELECT}",
+                "claimed_at = coalesce(claimed_at, now()), "
+                f"change_seq = nextval('changes_seq') WHERE id = ? RETURNING {JOB_SELECT}",
                 [prompt_id, _server_column(server), job_id],
             )
         return job_row(rows[0])
+
 
 # the column lists are spelled out: tests/test_lifecycle.py reads them (no status here)
 _INSERT_ONE = (

@@ -325,7 +325,8 @@ class Records(Connection):
     def _set_candidate(self, candidate: Candidate | int, column: str, value: object) -> Candidate:
         found = candidate_id(candidate)
         rows = self._write(
-            f"UPDATE candidates SET {column} = ? WHERE id = ? RETURNING {CANDIDATE_SELECT}",
+            f"UPDATE candidates SET {column} = ?, change_seq = nextval('changes_seq') "
+            f"WHERE id = ? RETURNING {CANDIDATE_SELECT}",
             [value, found],
         )
         if not rows:

@@ -139,12 +139,14 @@ class Transaction:
         if len(members) == 1:
             job_id, before, _ = members[0]
             rows = self.fetch(
-                f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND status = ?",
+                f"UPDATE jobs SET {', '.join(sets)}, change_seq = nextval('changes_seq') "
+                "WHERE id = ? AND status = ?",
                 [*(a[0] for a in args), job_id, before.value],
             )
         else:
             rows = self.fetch(
-                f"UPDATE jobs SET {', '.join(sets)} FROM (SELECT {', '.join(selects)}) AS m "
+                f"UPDATE jobs SET {', '.join(sets)}, change_seq = nextval('changes_seq') "
+                f"FROM (SELECT {', '.join(selects)}) AS m "
                 "WHERE jobs.id = m.id AND jobs.status = m.expected",
                 [[m[0] for m in members], [m[1].value for m in members], *args],
             )
@@ -175,7 +177,8 @@ class Transaction:
             selects.append(f"unnest(?::UTINYINT[]) AS {name}__mode")
             args.append([_MODES[kind] for kind in kinds])
         rows = self.fetch(
-            f"UPDATE jobs SET {', '.join(sets)} FROM (SELECT {', '.join(selects)}) AS m "
+            f"UPDATE jobs SET {', '.join(sets)}, change_seq = nextval('changes_seq') "
+            f"FROM (SELECT {', '.join(selects)}) AS m "
             "WHERE jobs.id = m.id AND jobs.status = m.expected",
             args,
         )
@@ -267,7 +270,8 @@ class Transaction:
         if not progress:
             return
         self.fetch(
-            "UPDATE jobs SET progress_value = m.v, progress_max = m.x FROM (SELECT "
+            "UPDATE jobs SET progress_value = m.v, progress_max = m.x, "
+            "change_seq = nextval('changes_seq') FROM (SELECT "
             "unnest(?::BIGINT[]) AS id, unnest(?::INTEGER[]) AS v, unnest(?::INTEGER[]) AS x) m "
             "WHERE jobs.id = m.id AND jobs.status IN ('submitted', 'running')",
             [list(progress), [v for v, _ in progress.values()], [x for _, x in progress.values()]],
@@ -323,7 +327,8 @@ class Transaction:
             self.add_child_count(candidate_id, n)
             return
         rows = self.fetch(
-            "UPDATE candidates SET child_count = child_count + m.n FROM (SELECT "
+            "UPDATE candidates SET child_count = child_count + m.n, "
+            "change_seq = nextval('changes_seq') FROM (SELECT "
             "unnest(?::BIGINT[]) AS id, unnest(?::INTEGER[]) AS n) m WHERE candidates.id = m.id",
             [list(counts), list(counts.values())],
         )
@@ -341,7 +346,9 @@ class Transaction:
     def add_child_count(self, candidate_id: int, n: int) -> None:
         """Add ``n`` to a candidate's ``child_count`` (``CandidateNotFound`` if missing)."""
         rows = self.fetch(
-            "UPDATE candidates SET child_count = child_count + ? WHERE id = ?", [n, candidate_id]
+            "UPDATE candidates SET child_count = child_count + ?, "
+            "change_seq = nextval('changes_seq') WHERE id = ?",
+            [n, candidate_id],
         )
         if not rows or rows[0][0] == 0:
             raise CandidateNotFound(candidate_id, "its parent was deleted")
