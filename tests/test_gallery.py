@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from sim_helpers import wait_for
 
 import comfynb
 from comfynb.core.models import NewCandidate
@@ -323,3 +324,22 @@ def test_side_by_side_highlights_the_params_that_differ(store: Any) -> None:
     assert sent[-1][0]["type"] == "compare" and "cnb-sbs" in sent[-1][0]["html"]
     gallery._on_message(gallery, {"type": "compare", "ids": []}, [])
     assert sent[-1][0]["type"] == "error" and "got 0" in sent[-1][0]["message"]
+
+
+def test_a_gallery_whose_output_was_cleared_rests_until_shown_again(store: Any) -> None:
+    make_candidates(store, 2, run="r")
+    gallery = Gallery(store, run="r", poll=0.5)
+    try:
+        gallery._on_message(gallery, {"type": "hello"}, [])
+        gallery._on_message(gallery, {"type": "bye"}, [])  # the cell ran again
+        assert not gallery.watched
+        wait_for(lambda: gallery._watchers.parked, timeout=5)
+        make_candidates(store, 1, run="r")
+        assert gallery.count == 2  # parked: it did not look
+        gallery._on_message(gallery, {"type": "hello"}, [])  # shown again: it looks again
+        wait_for(lambda: gallery.count == 3, timeout=10)
+    finally:
+        gallery.close()
+    assert gallery._poller is not None
+    gallery._poller.join(timeout=5)
+    assert not gallery._poller.is_alive()

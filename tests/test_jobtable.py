@@ -222,3 +222,25 @@ def test_previews_go_as_binary_buffers_only_when_new(store: Store, table_of: Any
     assert sent[-1][1] == [b"\x89PNG-2"]
     table._on_message(table, {"type": "hello"}, [])  # a new view: every current preview
     assert sorted(sent[-1][1]) == [b"J", b"\x89PNG-2"]
+
+
+def test_a_table_whose_output_was_cleared_rests_until_shown_again(
+    store: Store, table_of: Any
+) -> None:
+    enqueue(store, "portraits")
+    table = table_of(store, run="portraits")
+    recorder = Recorder(table)
+    assert table.watched  # never shown yet: it follows the store (scripts, table.rows())
+    table._on_message(table, {"type": "hello"}, [])
+    table._on_message(table, {"type": "bye"}, [])  # the cell ran again: its view went
+    assert not table.watched
+    wait_for(lambda: table._watchers.parked, timeout=5)  # its thread waits, looking at nothing
+    new = enqueue(store, "portraits")[0]
+    before = len(recorder.messages)
+    table._on_message(table, {"type": "hello"}, [])  # shown again: the page as it is now
+    assert table.watched
+    reset = recorder.messages[before]
+    assert reset["type"] == "reset" and new.id in [r["id"] for r in reset["rows"]]
+    wait_for(lambda: not table._watchers.parked, timeout=5)
+    table.close()  # a parked thread ends too
+    assert table._thread is not None and not table._thread.is_alive()

@@ -257,8 +257,12 @@ function render({ model, el }) {
   model.on("change:sort_options", fillSorts);
   model.on("change:group_options", fillGroups);
   model.on("change:group_by", () => { groupSel.value = model.get("group_by"); });
+  model.send({ type: "hello" });
   request();
-  return () => { for (const u of urls) URL.revokeObjectURL(u); close(); closeCmp(); };
+  return () => {
+    model.send({ type: "bye" });  // the output was cleared: the kernel may stop looking
+    for (const u of urls) URL.revokeObjectURL(u); close(); closeCmp();
+  };
 }
 
 export default { render };

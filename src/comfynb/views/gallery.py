@@ -63,6 +63,7 @@ import traitlets
 from ..core.models import Candidate
 from ..errors import InvalidInput
 from .thumbnails import Thumbnails, placeholder
+from .watchers import Watchers
 
 if TYPE_CHECKING:
     from ..core.models import Run, Step
@@ -171,6 +172,7 @@ class Gallery(anywidget.AnyWidget):
         refine_params: Any = None,
     ) -> None:
         self._stop = threading.Event()
+        self._watchers = Watchers()
         if not 1 <= page_size <= 500:
             raise InvalidInput(f"page_size must be 1..500, got {page_size!r}")
         if not 0 <= min_stars <= 5:
@@ -477,7 +479,11 @@ class Gallery(anywidget.AnyWidget):
     def _on_message(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
         try:
             kind = content.get("type")
-            if kind == "page":
+            if kind == "hello":
+                self._watchers.hello()
+            elif kind == "bye":
+                self._watchers.bye()
+            elif kind == "page":
                 if content.get("group_by", self.group_by) != self.group_by:
                     return  # asked under a grouping since changed: a fresh request follows
                 tiles, buffers = self.page(int(content["start"]), int(content["count"]))
@@ -565,8 +571,18 @@ class Gallery(anywidget.AnyWidget):
         )
 
     # -- live ------------------------------------------------------------------------------
+    @property
+    def watched(self) -> bool:
+        """True while the gallery shows in a notebook (or before it first showed): it looks
+        for new candidates only then. Its output cleared (the cell run again), it rests until
+        shown again."""
+        return self._watchers.watched
+
     def _poll(self, every: float) -> None:
         while not self._stop.wait(max(every, 0.5)):
+            self._watchers.park(self._stop)  # no view open: rest until one opens
+            if self._stop.is_set():
+                return
             with contextlib.suppress(Exception):  # a closed store ends nothing but the looks
                 self.refresh()
 
@@ -575,6 +591,7 @@ class Gallery(anywidget.AnyWidget):
         stop = getattr(self, "_stop", None)  # None: __init__ refused its arguments
         if stop is not None:
             stop.set()
+            self._watchers.release()
         super().close()
 
     # -- outside a live kernel -------------------------------------------------------------

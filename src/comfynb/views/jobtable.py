@@ -38,6 +38,7 @@ from ..core.models import Run
 from ..errors import ComfynbError, InvalidInput
 from ..jobs.cancel import cancel
 from ..jobs.retry import retry_failed
+from .watchers import Watchers
 
 if TYPE_CHECKING:
     from ..store.base import NotebookStore
@@ -265,6 +266,7 @@ function render({ model, el }) {
   }, 1000);
   model.send({ type: "hello" });
   return () => {
+    model.send({ type: "bye" });  // the output was cleared: the kernel may stop looking
     clearInterval(clock);
     for (const id of [...previews.keys()]) dropPreview(id);
   };
@@ -274,7 +276,9 @@ export default { render };
 
 _CSS = """
 .comfynb-jobtable { font: 12px/1.4 var(--jp-ui-font-family, sans-serif); }
-.comfynb-jobtable .cjt-bar { margin-bottom: 4px; display: flex; gap: 6px; align-items: center; }
+.comfynb-jobtable .cjt-bar { margin-bottom: 4px; display: flex; flex-wrap: wrap; gap: 6px;
+  align-items: center; }
+.comfynb-jobtable .cjt-counts, .comfynb-jobtable .cjt-note { white-space: nowrap; }
 .comfynb-jobtable .cjt-scroll { max-height: 420px; overflow: auto; }
 .comfynb-jobtable table { border-collapse: collapse; }
 .comfynb-jobtable th, .comfynb-jobtable td { padding: 2px 8px; text-align: left;
@@ -423,6 +427,7 @@ class JobTable(anywidget.AnyWidget):
         self._previews_off = False  # the store cannot give previews (an older worker)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watchers = Watchers()
         #: comm messages this widget sent to the browser (the bench reads it)
         self.messages_sent = 0
         self.updater_cpu_seconds = 0.0
@@ -457,6 +462,7 @@ class JobTable(anywidget.AnyWidget):
         if stop is None:  # the constructor refused its arguments
             return
         stop.set()
+        self._watchers.release()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
@@ -515,8 +521,18 @@ class JobTable(anywidget.AnyWidget):
 
     # ------------------------------------------------------------------ the updater
 
+    @property
+    def watched(self) -> bool:
+        """True while the table shows in a notebook (or before it first showed): it looks at
+        the store only then. Its output cleared (the cell run again), it rests until shown
+        again."""
+        return self._watchers.watched
+
     def _follow(self) -> None:
         while not self._stop.wait(self._interval):
+            self._watchers.park(self._stop)  # no view open: rest until one opens
+            if self._stop.is_set():
+                return
             started = time.thread_time()
             try:
                 self.refresh()
@@ -675,7 +691,10 @@ class JobTable(anywidget.AnyWidget):
             return
         kind = content.get("type")
         if kind == "hello":
+            self._watchers.hello()
             self._send_snapshot()
+        elif kind == "bye":
+            self._watchers.bye()
         elif kind in ("cancel", "retry"):
             ids = [int(i) for i in content.get("ids") or [] if isinstance(i, int)]
             if kind == "retry":  # the failed ones of those selected, or every failed job
