@@ -230,3 +230,38 @@ def test_bad_and_oversized_preview_frames_are_dropped() -> None:
     previews.frame(struct.pack(">II", 3, 0) + b"other binary")
     previews.frame(b"\x00")
     assert previews.take() == {}
+
+
+def test_the_default_simulators_sampler_sends_a_preview_per_step_and_the_table_gets_it(
+    sim: Simulator, store: Store
+) -> None:
+    """ComfyUI's default --preview-method auto: KSampler sends a JPEG of its latent after each
+    step's progress; the worker keeps the latest, as for a real server's sampler."""
+    from comfynb.demo import txt2img
+
+    store.new_run("r")
+    job = enqueue(store, txt2img(3, steps=400, size=256), run="r")
+    sim.configure(step_seconds=0.01)  # 4 s of sampling: the job runs while we look
+    worker = Worker(store, [sim.url]).start()
+    try:
+        first = wait_for(lambda: store.previews(run="r"), timeout=15)[0]
+        assert first.job_id == job.id and first.mime == "image/jpeg"
+        with Image.open(io.BytesIO(first.image)) as image:
+            assert image.format == "JPEG" and image.size == (32, 32)  # the latent: 1/8
+        later = wait_for(lambda: [p for p in store.previews(run="r", after=first.seq)], 15)[0]
+        assert later.image != first.image  # the picture moves on with the steps
+        sim.configure(step_seconds=0)
+        wait_for(lambda: store.job(job.id).status is JobStatus.COMPLETED, timeout=30)
+        assert store.previews(run="r") == []
+    finally:
+        sim.configure(step_seconds=0)
+        worker.stop()
+
+
+def test_the_older_server_sends_no_sampler_previews(legacy_sim: Simulator) -> None:
+    from comfynb.demo import txt2img
+
+    with comfynb.Client(legacy_sim.url) as client, client.events() as events:
+        events.follow(client.queue_prompt(txt2img(3, steps=3, size=64)).prompt_id)
+        kinds = [type(event).__name__ for event in events]
+    assert "Progress" in kinds and "PreviewImage" not in kinds

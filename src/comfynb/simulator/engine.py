@@ -733,6 +733,7 @@ class Engine:
             send_preview=send_preview,
             check_interrupt=check_interrupt,
             step_seconds=self.step_seconds,
+            preview_method="none" if self.version == "0.8.0" else "auto",
         )
 
     def _finish(self, run: _Run, outcome: str, error: Exception | None) -> None:

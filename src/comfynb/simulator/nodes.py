@@ -112,6 +112,9 @@ class NodeContext:
     send_preview: Callable[[bytes, str], None]
     check_interrupt: Callable[[], None] = _no_interrupt
     step_seconds: float = 0.0
+    #: the server's default ``--preview-method``: "auto" (a sampler sends a preview per
+    #: step) in the ComfyUI comfynb models, "none" in the captured older one
+    preview_method: str = "auto"
 
 
 @dataclass
@@ -611,12 +614,27 @@ def _ksampler(inputs: dict[str, Any], ctx: NodeContext) -> NodeOutput:
     latent, steps = inputs["latent_image"], int(inputs["steps"])
     if not isinstance(latent, SimLatent):
         raise TypeError(f"'{type(latent).__name__}' object is not subscriptable")
+    painted = tuple(_paint(inputs, latent, index) for index in range(latent.batch_size))
+    # ComfyUI's default --preview-method auto (latent2rgb without TAESD models): after each
+    # step's progress, a JPEG of the latent (1/8 of the image's size) as it is at that step.
+    # Older servers defaulted to "none" (comfy/cli_args.py): no previews.
+    previews = ctx.preview_method != "none"
+    small = painted[0].resize((max(1, latent.width // 8), max(1, latent.height // 8)))
+    rng = random.Random(int(inputs["seed"]))  # the same previews for the same seed
+    noise = Image.frombytes("RGB", small.size, rng.randbytes(small.width * small.height * 3))
     for step in range(1, steps + 1):  # ComfyUI reports 1..steps of steps
         if ctx.step_seconds > 0:
             time.sleep(ctx.step_seconds)
         ctx.progress(step, steps)
-    painted = tuple(_paint(inputs, latent, index) for index in range(latent.batch_size))
+        if previews:
+            ctx.send_preview(_jpeg_bytes(Image.blend(noise, small, step / steps)), "JPEG")
     return NodeOutput((SimLatent(latent.width, latent.height, latent.batch_size, painted),))
+
+
+def _jpeg_bytes(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=80)
+    return out.getvalue()
 
 
 def _paint(inputs: dict[str, Any], latent: SimLatent, index: int) -> Image.Image:
