@@ -71,7 +71,7 @@ def instrument() -> None:
         before=lambda _s, p: mark(p.job.prompt_id, "download"),
         after=lambda _o, _s, p: mark(p.job.prompt_id, "downloaded"),
     )
-    wrap(loop._Loop, "_fetched", before=lambda _s, e: mark(e.posted.job.prompt_id, "taken"))
+    wrap(loop.Loop, "fetched", before=lambda _s, e: mark(e.posted.job.prompt_id, "taken"))
 
     def handed(_self: Any, work: Any) -> None:
         if isinstance(work, recorder.Result):

@@ -146,7 +146,7 @@ def test_a_server_recovered_late_does_not_cut_the_download_of_another(
     # Worker: `sim` is up, `late` answers 500 until an image from `sim` is half written; then
     # the worker's health check recovers `late` while that download waits on its pool thread.
     from comfynb import Worker, files
-    from comfynb.worker import loop
+    from comfynb.worker import health
 
     store.new_run("r")
     for color in (10, 11):
@@ -156,7 +156,7 @@ def test_a_server_recovered_late_does_not_cut_the_download_of_another(
     with Simulator(root=tmp_path / "late") as late:
         late.set_faults(http_500_rate=1.0, routes=["/system_stats"])
         late_recovered = threading.Event()
-        real_recover, real_write = loop.recover, files.AtomicImageWriter.write
+        real_recover, real_write = health.recover, files.AtomicImageWriter.write
         half_written: list[Path] = []
 
         def recover_spy(store: Store, client: Client, **options: Any) -> Recovery:
@@ -172,7 +172,7 @@ def test_a_server_recovered_late_does_not_cut_the_download_of_another(
                 late.set_faults()  # it answers now: the next health check recovers it
                 assert late_recovered.wait(10)
 
-        monkeypatch.setattr(loop, "recover", recover_spy)
+        monkeypatch.setattr(health, "recover", recover_spy)
         monkeypatch.setattr(files.AtomicImageWriter, "write", write_held)
         summary = Worker(store, [sim.url, late.url], target_depth=1).run()
 

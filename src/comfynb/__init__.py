@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from .views.gallery import Gallery
     from .views.jobtable import JobTable
     from .views.wait import wait
-    from .worker.loop import Worker
+    from .worker.worker import Worker
     from .workflows.workflow import Workflow
 
 __version__ = "0.1.0"
@@ -152,7 +152,7 @@ _LAZY = {
     "Simulator": ".simulator",
     "Store": ".store",
     "open": ".service.open",
-    "Worker": ".worker.loop",
+    "Worker": ".worker.worker",
     "wait": ".views.wait",
     "JobTable": ".views.jobtable",
     "Workflow": ".workflows.workflow",

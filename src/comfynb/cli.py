@@ -239,7 +239,7 @@ def run_worker(
     from .errors import ComfynbError
     from .service.remote import serve
     from .store import Store
-    from .worker.loop import Worker
+    from .worker.worker import Worker
 
     logging.basicConfig(
         level=logging.INFO,

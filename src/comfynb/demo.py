@@ -183,7 +183,7 @@ def run_demo(
 def _demo(paths: Paths, *, server: str | None, ckpt: str, steps: int) -> int:
     from .client import Client
     from .store import Store
-    from .worker.loop import Worker
+    from .worker.worker import Worker
 
     graph = txt2img(SEEDS[0], steps=steps, checkpoint=ckpt)
     try:  # what is wrong here is said before a server is started or asked
