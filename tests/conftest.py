@@ -34,6 +34,22 @@ def _no_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(params=["local", "remote"])
+def view(request: pytest.FixtureRequest, store: Store) -> Iterator[Any]:
+    """The store as a notebook reads it: the file itself, or through a worker's endpoint."""
+    if request.param == "local":
+        yield store
+        return
+    import comfynb
+    from comfynb.service.remote import RemoteStore, serve
+
+    with serve(store):
+        opened = comfynb.open(store.path)
+        assert isinstance(opened, RemoteStore)
+        with opened:
+            yield opened
+
+
 def load_capture(name: str) -> Any:
     """Return a capture file from the fact sheet: JSON for ``.json``, a list of frames for ``.jsonl``."""
     path = CAPTURES / name

@@ -10,7 +10,6 @@ transitions, progress, results) are made on the local store, as the worker makes
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,22 +20,8 @@ import comfynb
 from comfynb import InvalidInput, JobStatus
 from comfynb.core.models import NewCandidate
 from comfynb.jobs import record_results
-from comfynb.service.remote import RemoteStore, serve
 from comfynb.store import MIGRATIONS, NotebookStore, Store
 from comfynb.store.lifecycle import transition_many
-
-
-@pytest.fixture(params=["local", "remote"])
-def view(request: pytest.FixtureRequest, store: Store) -> Iterator[NotebookStore]:
-    """The store as a notebook reads it: the file itself, or through a worker's endpoint."""
-    if request.param == "local":
-        yield store
-        return
-    with serve(store):
-        opened = comfynb.open(store.path)
-        assert isinstance(opened, RemoteStore)
-        with opened:
-            yield opened
 
 
 def cursor_of(frame: pd.DataFrame, before: int) -> int:

@@ -14,7 +14,6 @@ import pytest
 from test_gallery import Recorder, make_candidates
 
 import comfynb
-from comfynb.service.remote import RemoteStore, serve
 from comfynb.views.gallery import Gallery
 
 
@@ -32,18 +31,6 @@ class Reads:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
-
-
-@pytest.fixture(params=["local", "remote"])
-def view(request: pytest.FixtureRequest, store: Any) -> Iterator[Any]:
-    if request.param == "local":
-        yield store
-        return
-    with serve(store):
-        opened = comfynb.open(store.path)
-        assert isinstance(opened, RemoteStore)
-        with opened:
-            yield opened
 
 
 @pytest.fixture
