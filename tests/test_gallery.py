@@ -185,7 +185,8 @@ def test_new_candidates_appear_through_the_poll(store: Any) -> None:
 
 
 def test_static_contact_sheet_and_save(store: Any, tmp_path: Path) -> None:
-    make_candidates(store, 40)
+    ids = make_candidates(store, 40)
+    store.pick(ids[0])
     gallery = Gallery(store, run="r", poll=None)
     html = gallery._repr_html_()
     assert html.count("<img") == 1 and len(html) < 150_000 and "40 candidates" in html
@@ -195,6 +196,9 @@ def test_static_contact_sheet_and_save(store: Any, tmp_path: Path) -> None:
     sheet = gallery.save(tmp_path / "sheet.png", limit=12)
     with Image.open(sheet) as image:
         assert image.size == (6 * 196, 2 * (196 + 3 * 14))
+        rgb = image.convert("RGB")
+        assert rgb.getpixel((0, 100)) == (46, 160, 67)  # the picked one's green frame
+        assert rgb.getpixel((196, 100)) != (46, 160, 67)  # the next one has none
 
 
 def test_a_long_seed_does_not_hide_the_cfg_and_steps_on_the_sheet() -> None:

@@ -95,6 +95,7 @@ def _caption(row: dict[str, Any]) -> str:
 
 
 _CAPTION_LINES = 3
+_PICKED = (46, 160, 67)  # the tiles' "picked" green
 
 
 def _wrap(caption: str, width: float, measure: Any) -> list[str]:
@@ -612,6 +613,13 @@ class Gallery(anywidget.AnyWidget):
             if captions:
                 for line, text in enumerate(_wrap(tile["caption"], size, draw.textlength)):
                     draw.text((x, y + size + 1 + 14 * line), text, fill="black")
+                marks = ("picked " if tile["picked"] else "") + "*" * int(tile["stars"] or 0)
+                if tile["picked"]:  # as the tiles show it: a green frame
+                    draw.rectangle((x - 2, y - 2, x + size + 1, y + size + 1), outline=_PICKED, width=2)
+                if marks:  # and a label: picked, the stars
+                    box = draw.textbbox((x + 3, y + 3), marks)
+                    draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=_PICKED)
+                    draw.text((x + 3, y + 3), marks, fill="white")
         return sheet
 
     def save(self, path: str | Path, *, limit: int = 60, size: int = 192) -> Path:
