@@ -71,7 +71,7 @@ def main() -> None:
         table = comfynb.JobTable(view, run="bench", interval=args.interval)
         sent: list[int] = []  # JSON bytes of each message
         rows: list[int] = []
-        previews: list[int] = []  # images in each "previews" message
+        previews: list[int] = []  # images in each message carrying previews
         comm = table.comm
         assert comm is not None
         publish = comm.publish_msg
@@ -81,7 +81,7 @@ def main() -> None:
             sent.append(len(json.dumps(data, default=str)) + sum(len(b) for b in buffers))
             content = data.get("content", {}) if isinstance(data, dict) else {}
             rows.append(len(content.get("rows", [])) if isinstance(content, dict) else 0)
-            if isinstance(content, dict) and content.get("type") == "previews":
+            if isinstance(content, dict) and "previews" in content:
                 previews.append(len(buffers))
             publish(msg_type, data, *rest, **kwargs)
 

@@ -200,7 +200,7 @@ def test_previews_go_as_binary_buffers_only_when_new(store: Store, table_of: Any
 
     def publish(msg_type: str, data: Any = None, *args: Any, **kwargs: Any) -> None:
         content = data.get("content", {}) if isinstance(data, dict) else {}
-        if isinstance(content, dict) and content.get("type") == "previews":
+        if isinstance(content, dict) and "previews" in content:
             sent.append((content, [bytes(b) for b in kwargs.get("buffers") or []]))
         original(msg_type, data, *args, **kwargs)
 
@@ -221,7 +221,15 @@ def test_previews_go_as_binary_buffers_only_when_new(store: Store, table_of: Any
     assert sent[-1][0]["previews"] == [{"id": job.id, "mime": "image/png"}]
     assert sent[-1][1] == [b"\x89PNG-2"]
     table._on_message(table, {"type": "hello"}, [])  # a new view: every current preview
+    assert sent[-1][0]["type"] == "reset"  # with the page's rows, in the same message
     assert sorted(sent[-1][1]) == [b"J", b"\x89PNG-2"]
+    before = table.messages_sent
+    with store.transaction() as tx:  # a look that finds a moved row and a new preview
+        tx.set_progress({job.id: (3, 8)})
+        tx.set_previews({job.id: ("image/png", b"\x89PNG-3")})
+    table.refresh()
+    assert table.messages_sent == before + 1  # one message for the look
+    assert sent[-1][0]["type"] == "rows" and sent[-1][1] == [b"\x89PNG-3"]
 
 
 def test_a_table_whose_output_was_cleared_rests_until_shown_again(

@@ -227,7 +227,7 @@ function render({ model, el }) {
     fill(tr, r);
   }
   model.on("msg:custom", (msg, buffers) => {
-    if (msg.type === "reset") {  // a page: these rows replace the ones shown (previews follow)
+    if (msg.type === "reset") {  // a page: these rows replace the ones shown
       rows.clear(); trs.clear(); tbody.innerHTML = "";
       for (const id of [...previews.keys()]) dropPreview(id);
     }
@@ -240,11 +240,10 @@ function render({ model, el }) {
       if (msg.counts) showCounts(msg.counts);
       if (msg.total != null) shown = { start: msg.start, total: msg.total };
       showPage();
-    } else if (msg.type === "previews") {
-      showPreviews(msg, buffers);
     } else if (msg.type === "note") {
       note.textContent = "· " + msg.text;
     }
+    if (msg.previews) showPreviews(msg, buffers);  // with the rows of the same look, or alone
   });
   cancelBtn.addEventListener("click", () => {
     model.send({ type: "cancel", ids: [...selected] }); selected.clear();
@@ -517,7 +516,6 @@ class JobTable(anywidget.AnyWidget):
         """Look at the store now and send what changed."""
         with self._busy:
             self._send_changes(self._look())
-            self._send_previews()
 
     # ------------------------------------------------------------------ the updater
 
@@ -588,10 +586,22 @@ class JobTable(anywidget.AnyWidget):
         return ids[start : start + size], start, total
 
     def _send_changes(self, changed: dict[int, dict[str, Any]], *, reset: bool = False) -> None:
-        """Send the browser the page's changed rows and the counts, in ONE message; the whole
-        page when the rows on it are no longer the same ones (a filter, a new page, new jobs)."""
+        """Send the browser the page's changed rows, the counts and the new previews, in ONE
+        message (the images as its binary buffers); the whole page when the rows on it are no
+        longer the same ones (a filter, a new page, new jobs)."""
+        message = self._rows_message(changed, reset=reset)
+        previews, images = self._new_previews()
+        if previews:
+            message = message or {"type": "previews"}
+            message["previews"] = previews
+        if message is not None and self.comm is not None:
+            self.send(message, buffers=images or None)
+
+    def _rows_message(
+        self, changed: dict[int, dict[str, Any]], *, reset: bool
+    ) -> dict[str, Any] | None:
         if not changed and not reset:
-            return
+            return None
         with self._lock:
             ids, start, total = self._page_ids()
             counts = {k: v for k, v in self._counts.items() if v}
@@ -599,23 +609,23 @@ class JobTable(anywidget.AnyWidget):
             shown = self._shown
             if reset or ids[: len(shown)] != shown:
                 rows = [self._known[i] for i in ids]
-                message = {"type": "reset", "rows": rows, "removed": []}
+                kind = "reset"
+                self._preview_seq = 0  # the browser drops its previews: all of them again
             else:  # the same rows, maybe new ones after them (new jobs on the last page)
                 rows = [self._known[i] for i in ids if i in changed or i not in set(shown)]
                 if not rows and head == self._shown_head:
-                    return  # nothing the browser shows changed
-                message = {"type": "rows", "rows": rows, "removed": []}
+                    return None  # nothing the browser shows changed
+                kind = "rows"
             self._shown, self._shown_head = ids, head
-            if message["type"] == "reset":  # the browser dropped its previews: all again
-                self._preview_seq = 0
-        self._emit({**message, "start": start, "total": total, "counts": counts})
-        if message["type"] == "reset":
-            self._send_previews()
+        return {
+            "type": kind, "rows": rows, "removed": [], "start": start, "total": total,
+            "counts": counts,
+        }  # fmt: skip
 
-    def _send_previews(self) -> None:
-        """The previews written since the last look, in one message: images as binary buffers."""
+    def _new_previews(self) -> tuple[list[dict[str, Any]], list[bytes]]:
+        """The previews written since the last look: (what each is, its image bytes)."""
         if self._previews_off:
-            return
+            return [], []
         with self._lock:
             after = self._preview_seq
         try:
@@ -625,15 +635,12 @@ class JobTable(anywidget.AnyWidget):
             # (a closed store is found by the rows' own look, which comes first)
             self._previews_off = True
             logger.info("JobTable shows no previews: %s", exc)
-            return
-        if not fresh or self.comm is None:
-            return
+            return [], []
+        if not fresh:
+            return [], []
         with self._lock:
             self._preview_seq = max(self._preview_seq, *(p.seq for p in fresh))
-        self.send(
-            {"type": "previews", "previews": [{"id": p.job_id, "mime": p.mime} for p in fresh]},
-            buffers=[p.image for p in fresh],
-        )
+        return [{"id": p.job_id, "mime": p.mime} for p in fresh], [p.image for p in fresh]
 
     def _emit(self, message: dict[str, Any]) -> None:
         if self.comm is None:  # closed
