@@ -35,7 +35,24 @@ def test_wait_returns_when_the_jobs_end_with_a_summary(
         assert worker.is_running
     assert (summary.done, summary.failed, summary.cancelled, summary.pending) == (4, 1, 1, 0)
     assert summary.total == 6 and not summary.timed_out and not summary.interrupted
-    assert "6/6" in capsys.readouterr().err  # tqdm's bar on the terminal
+    err = capsys.readouterr().err  # not a terminal here: plain lines, as a CI log gets them
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines[-1] == "jobs: 6/6 ended · 1 cancelled, 4 completed, 1 failed"
+    assert len(lines) == len(set(lines)) <= 8  # a line when something changed, not per poll
+
+
+def test_on_a_terminal_the_bar_is_tqdms() -> None:
+    import io
+
+    from comfynb.views import wait as wait_module
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert wait_module._is_terminal(Terminal())
+    assert not wait_module._is_terminal(io.StringIO())
 
 
 def test_wait_takes_a_run_by_name_or_object(sim: Simulator, store: Store) -> None:

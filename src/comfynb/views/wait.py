@@ -204,7 +204,44 @@ def _make_bar(total: int) -> _Bar:
             return _WidgetBar(total)
         except ImportError:  # no ipywidgets: tqdm prints into the cell's output instead
             pass
+    if not _is_terminal(sys.stderr):  # a log (CI, a pipe, a file): lines, not \r redraws
+        return _LineBar(total, sys.stderr)
     return _TqdmBar(total)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+class _LineBar:
+    """For a log: one line when the ended count or a server's state changes, at most every
+    ``LOG_EVERY`` seconds, and the last one when the wait ends."""
+
+    LOG_EVERY = 2.0
+
+    def __init__(self, total: int, stream: Any) -> None:
+        self._total, self._stream = total, stream
+        self._said: tuple[int, tuple[str, ...]] | None = None
+        self._said_at = float("-inf")
+        self._last = self._written = ""
+
+    def show(self, ended: int, counts: dict[str, int], down: tuple[str, ...] = ()) -> None:
+        self._last = "jobs: " + _progress_text(ended, self._total, counts, down)
+        now = time.monotonic()
+        if (ended, down) != self._said and now - self._said_at >= self.LOG_EVERY:
+            self._write()
+            self._said, self._said_at = (ended, down), now
+
+    def close(self) -> None:
+        if self._last != self._written:  # how it ended, said once
+            self._write()
+
+    def _write(self) -> None:
+        print(self._last, file=self._stream, flush=True)
+        self._written = self._last
 
 
 class _TqdmBar:
