@@ -7,8 +7,8 @@ Example::
     >>> comfynb.wait(store, jobs)
     WaitSummary(done=3, failed=0, cancelled=0, pending=0, seconds=2.1, interrupted=False, timed_out=False)
 
-The bar is an ``ipywidgets.IntProgress`` in Jupyter (imported only there) and ``tqdm`` on a
-terminal. Interrupting the cell (Ctrl-C, the stop button) ends the waiting and returns the
+The bar is an ``ipywidgets.IntProgress`` in Jupyter (imported only there), ``tqdm`` on a
+terminal, and a plain line per change (at most every 2 s) in a log: CI, a pipe, a file. Interrupting the cell (Ctrl-C, the stop button) ends the waiting and returns the
 summary so far; the worker, on its own thread, goes on.
 
 A server the worker cannot use is shown, not waited on in silence: what the worker says of
