@@ -124,6 +124,9 @@ def test_cancel_and_retry_buttons_go_through_the_job_functions(
     assert again.metadata["retry_of"] == failing.id and again.workflow == failing.workflow
     notes = [m["text"] for m in recorder.messages if m["type"] == "note"]
     assert notes == ["1 cancelled", "1 queued again"]
+    from comfynb.jobs.retry import replaced_by_retries
+
+    assert replaced_by_retries(store.jobs(run="r")["metadata"]) == {failing.id}
 
 
 def test_retry_failed_refuses_a_job_that_did_not_fail(store: Store) -> None:

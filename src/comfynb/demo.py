@@ -267,14 +267,9 @@ def _steps_of(store: Store, run: Run, kind: str) -> tuple[pd.DataFrame, list[int
 
 def _live(jobs: pd.DataFrame) -> pd.DataFrame:
     """The jobs no retry replaced (a failed job queued again is followed by its copy)."""
-    replaced = set()
-    for meta in jobs["metadata"]:
-        if isinstance(meta, str):  # the frame holds the JSON text
-            with contextlib.suppress(ValueError):
-                meta = json.loads(meta)
-        if isinstance(meta, Mapping) and isinstance(meta.get("retry_of"), int):
-            replaced.add(meta["retry_of"])
-    return jobs[~jobs["id"].isin(replaced)]
+    from .jobs.retry import replaced_by_retries
+
+    return jobs[~jobs["id"].isin(replaced_by_retries(jobs["metadata"]))]
 
 
 def _continue(store: Store, jobs: pd.DataFrame, what: str) -> list[int]:

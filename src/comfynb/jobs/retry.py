@@ -8,6 +8,8 @@ same on a local store and through a ``comfynb worker`` endpoint.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..core.models import Job
@@ -18,7 +20,7 @@ from .enqueue import enqueue
 if TYPE_CHECKING:
     from ..store.base import NotebookStore
 
-__all__ = ["retry_failed"]
+__all__ = ["replaced_by_retries", "retry_failed"]
 
 
 def retry_failed(store: NotebookStore, job: Job | int) -> Job:
@@ -54,3 +56,24 @@ def retry_failed(store: NotebookStore, job: Job | int) -> Job:
         metadata=metadata,
         params=current.params or None,
     )
+
+
+def replaced_by_retries(metadata: Iterable[Any]) -> set[int]:
+    """The ids of the failed jobs that a retry queued again, read from the jobs' ``metadata``
+    (a column of ``store.jobs()``: dicts or their JSON text).
+
+    Example::
+
+        >>> jobs = store.jobs(run="portraits")
+        >>> live = jobs[~jobs["id"].isin(replaced_by_retries(jobs["metadata"]))]
+    """
+    replaced: set[int] = set()
+    for meta in metadata:
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta)
+            except ValueError:
+                continue
+        if isinstance(meta, Mapping) and isinstance(meta.get("retry_of"), int):
+            replaced.add(meta["retry_of"])
+    return replaced
