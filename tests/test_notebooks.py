@@ -57,3 +57,28 @@ def test_comfyui_url_switches_a_notebook_to_that_server(
     assert code[-2].outputs[0]["text"] == f"True {[server.url]!r}\n"
     assert made, "the images were made there"
     assert list(scratch.iterdir()) == []  # the last cell removed the notebook's temporary folder
+
+
+def test_the_notebooks_import_only_what_the_notebook_extra_installs() -> None:
+    """`pip install -e '.[notebook]'` (the README's line) gives every module a notebook imports."""
+    import importlib.metadata
+    import json
+    import re
+    import sys
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["notebook"]]
+    declared = {re.split(r"[<>=!~\[ ;]", spec, maxsplit=1)[0].lower() for spec in wanted}
+    distributions = importlib.metadata.packages_distributions()
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        found = re.finditer(r"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+))", code, re.M)
+        for match in found:
+            module = (match.group(1) or match.group(2)).split(".")[0]
+            if module in sys.stdlib_module_names or module == "comfynb":
+                continue
+            names = {d.lower() for d in distributions.get(module, [module])}
+            assert names & declared, f"{path.name} imports {module}, which no extra installs"
