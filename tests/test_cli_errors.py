@@ -162,6 +162,7 @@ def test_no_command_prints_the_commands(tmp_path: Path) -> None:
     done = comfynb(cwd=tmp_path)
     assert done.returncode == 2
     assert all(command in done.stdout for command in ("demo", "simulator", "worker"))
+    assert "Start with: comfynb demo" in done.stdout and "``" not in done.stdout
 
 
 def test_a_simulator_on_a_taken_port_says_so(tmp_path: Path, taken_port: int) -> None:

@@ -64,7 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="comfynb", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="comfynb",
+        description="Prompt experiments on ComfyUI, from a notebook. Start with: comfynb demo",
+        epilog=(
+            "Settings from the environment: COMFYUI_URL (your ComfyUI server(s)), "
+            "COMFYUI_TOKEN, COMFYNB_DB, COMFYNB_OUTPUT; see the README."
+        ),
+    )
     commands = parser.add_subparsers(dest="command")
     demo = commands.add_parser(
         "demo",
