@@ -63,7 +63,9 @@ def lifecycle_phases(store: Store, jobs: int, run: str) -> dict[str, float]:
 
     def do_enqueue() -> None:
         for i in range(jobs):
-            ids.append(enqueue(store, WORKFLOW, run=run, params={"1.width": i % 64 + 1}, parent=parent).id)
+            ids.append(
+                enqueue(store, WORKFLOW, run=run, params={"1.width": i % 64 + 1}, parent=parent).id
+            )
 
     def do_claim() -> None:
         while select_next_job(store, server="http://gpu:8188") is not None:

@@ -96,9 +96,7 @@ def posts(sim: Simulator) -> dict[str, int]:
 def test_a_job_runs_to_completed_with_every_image_recorded(
     store: Store, client: Client, sim: Simulator
 ) -> None:
-    job = enqueue(
-        store, two_outputs(), run=store.new_run("r"), params={"EmptyImage.color": 7}
-    )
+    job = enqueue(store, two_outputs(), run=store.new_run("r"), params={"EmptyImage.color": 7})
     submitted = submit_job(store, client, job)
     assert submitted.status is S.SUBMITTED and submitted.server == client.url
     assert submitted.submitted_at is not None and submitted.prompt_id is not None
@@ -249,8 +247,14 @@ def details(store: Store, job: Job) -> list[dict[str, Any]]:
     """The job's event rows as (from, to, detail) dicts, oldest first (creation: from None)."""
     events = store.events(job=job.id)
     return [
-        {"from": a if isinstance(a, str) else None, "to": b, **(json.loads(d) if isinstance(d, str) else {})}
-        for a, b, d in zip(events["from_status"], events["to_status"], events["detail"], strict=True)
+        {
+            "from": a if isinstance(a, str) else None,
+            "to": b,
+            **(json.loads(d) if isinstance(d, str) else {}),
+        }
+        for a, b, d in zip(
+            events["from_status"], events["to_status"], events["detail"], strict=True
+        )
     ]
 
 

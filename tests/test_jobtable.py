@@ -103,9 +103,7 @@ def test_the_browser_asks_for_the_rows_and_filters_by_run(store: Store, table_of
     assert [r["run"] for r in table.rows()] == ["b"]
 
 
-def test_cancel_and_retry_buttons_go_through_the_job_functions(
-    store: Store, table_of: Any
-) -> None:
+def test_cancel_and_retry_buttons_go_through_the_job_functions(store: Store, table_of: Any) -> None:
     pending, failing = enqueue(store, "r", 2)
     transition(store, failing.id, JobStatus.FAILED, error={"type": "OOM", "message": "out\nof"})
     table = table_of(store, run="r")
@@ -182,9 +180,7 @@ def test_progress_of_a_running_job_is_sent_as_it_moves(store: Store, table_of: A
         tx.set_progress({job.id: (2, 4)})
 
     def sent_progress() -> Any:
-        return [
-            r for m in recorder.rows_messages() for r in m["rows"] if r["progress_value"] == 2
-        ]
+        return [r for m in recorder.rows_messages() for r in m["rows"] if r["progress_value"] == 2]
 
     row = wait_for(sent_progress)[0]
     assert (row["status"], row["progress_max"]) == ("running", 4)

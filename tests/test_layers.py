@@ -103,7 +103,11 @@ def problems(root: Path) -> list[str]:
             if target == source:
                 continue
             low, high = layer(target), layer(source)
-            if (low == -1) != (high == -1) and source not in ("comfynb", "comfynb.cli", "comfynb.demo"):
+            if (low == -1) != (high == -1) and source not in (
+                "comfynb",
+                "comfynb.cli",
+                "comfynb.demo",
+            ):
                 found.append(f"{where} crosses the simulator's edge: imports {target}")
             elif low > high:
                 found.append(f"{where} imports {target} from a higher layer ({high} -> {low})")
@@ -161,7 +165,10 @@ def test_every_module_has_a_layer() -> None:
     [
         # the checker itself can fail: an upward import inside a function
         (
-            {"core/models.py": "def f():\n    from ..jobs import enqueue\n", "jobs/__init__.py": "def enqueue(): ...\n"},
+            {
+                "core/models.py": "def f():\n    from ..jobs import enqueue\n",
+                "jobs/__init__.py": "def enqueue(): ...\n",
+            },
             "comfynb.core.models:2 imports comfynb.jobs from a higher layer (0 -> 3)",
         ),
         # under TYPE_CHECKING counts too, and so does a cycle in one layer
@@ -177,7 +184,10 @@ def test_every_module_has_a_layer() -> None:
             "comfynb.store.x:1 takes comfynb.client.base's private name _tls",
         ),
         (
-            {"worker/x.py": "from ..jobs import run as r\nr._go()\n", "jobs/run.py": "def _go(): ...\n"},
+            {
+                "worker/x.py": "from ..jobs import run as r\nr._go()\n",
+                "jobs/run.py": "def _go(): ...\n",
+            },
             "comfynb.worker.x:2 takes comfynb.jobs.run's private name _go",
         ),
         (

@@ -192,8 +192,9 @@ def test_a_seed_beyond_64_bits_fails_its_job_alone_and_the_others_are_recorded(
     job = store.job(big)
     assert job.status is S.FAILED and job.error is not None
     assert job.error["type"] == "InvalidInput"
-    assert 'params["seed"] is 1180591620717411303424: beyond the 64-bit range' in (
-        job.error["message"]
+    assert (
+        'params["seed"] is 1180591620717411303424: beyond the 64-bit range'
+        in (job.error["message"])
     )
     assert store.candidates(job=big).empty
     assert sorted(store.candidates()["1.color"].dropna().astype(int)) == [

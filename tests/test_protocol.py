@@ -173,9 +173,7 @@ REJECTIONS = {
 def test_each_captured_rejection_names_what_to_fix(case: str) -> None:
     answer = capture("post_prompt_validation_errors.json")[case]
     assert answer["status"] == 400
-    error = parse.error_for(
-        Call("POST", "/prompt", submit=True), 400, json.dumps(answer["body"])
-    )
+    error = parse.error_for(Call("POST", "/prompt", submit=True), 400, json.dumps(answer["body"]))
     assert isinstance(error, errors.PromptRejected)
     kind, words = REJECTIONS[case]
     assert error.error_type == kind
@@ -397,9 +395,7 @@ def test_prompt_retry_posts_again_when_it_did_not_arrive() -> None:
 
 def test_prompt_retry_gives_up_after_the_policy() -> None:
     body = {"prompt": {}, "prompt_id": "p-1"}
-    flow = flows.queue_prompt_flow(
-        body, jobs_api=True, retry=types.RetryPolicy(attempts=2, seed=0)
-    )
+    flow = flows.queue_prompt_flow(body, jobs_api=True, retry=types.RetryPolicy(attempts=2, seed=0))
     not_there = response(404, {"error": "Job not found"})
     with pytest.raises(errors.ServerFailed):
         run_flow(

@@ -30,3 +30,13 @@ def test_the_ten_line_example_runs_and_leaves_candidates(tmp_path: Path) -> None
     assert sorted(cfg for cfg, parent in rows if parent is None) == [5, 5, 5, 7, 7, 7]
     assert [parent for _, parent in rows][-1] == 1  # the refine of the first
     assert (tmp_path / "outputs").is_dir()
+
+
+def test_ci_runs_the_readmes_test_command_verbatim() -> None:
+    blocks = README.read_text().split("```sh\n")[1:]
+    [command] = [b.split("\n```", 1)[0] for b in blocks if "pytest" in b.split("\n```", 1)[0]]
+    venv = "python3 -m venv .venv && . .venv/bin/activate && "
+    assert command.startswith(venv)
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert command.removeprefix(venv) in ci.splitlines()
+    assert "comfynb demo" in ci.splitlines()  # and the main command once

@@ -151,7 +151,11 @@ def test_frames_and_records_are_the_local_ones(
     jobs = [
         comfynb.enqueue(remote, trivial_prompt(f"p{i}"), run=run, params=params)
         for i, params in enumerate(
-            [{"1.color": 1, "1.width": 48, "2.filename_prefix": "q"}, {"1.color": 2}, {"1.width": 32}]
+            [
+                {"1.color": 1, "1.width": 48, "2.filename_prefix": "q"},
+                {"1.color": 2},
+                {"1.width": 32},
+            ]
         )
     ]
     assert [j.status for j in jobs] == [JobStatus.PENDING] * 3

@@ -132,10 +132,10 @@ def leave_in_flight(store: Store, sim: Simulator, count: int) -> list[int]:
     first = Worker(store, [sim.url], target_depth=count).start()
     try:
         wait_for(
-            lambda: store.status_counts().get("submitted", 0) + store.status_counts().get(
-                "running", 0
-            )
-            == count,
+            lambda: (
+                store.status_counts().get("submitted", 0) + store.status_counts().get("running", 0)
+                == count
+            ),
             timeout=10,
         )
     finally:

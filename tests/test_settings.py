@@ -124,9 +124,7 @@ def _worker_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
     )
 
 
-def test_the_worker_command_runs_from_the_environment_alone(
-    tmp_path: Path, sim: Simulator
-) -> None:
+def test_the_worker_command_runs_from_the_environment_alone(tmp_path: Path, sim: Simulator) -> None:
     import os
 
     db = tmp_path / "lab.duckdb"

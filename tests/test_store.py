@@ -729,7 +729,11 @@ def test_export_parquet_and_csv(store: Store, tmp_path: Path) -> None:
     completed_job(store, seed=4, scale=6.0)
     parquet = store.export(tmp_path / "c.parquet", run="r")
     back = pd.read_parquet(parquet)
-    assert back["scale"].tolist() == [6.0, 6.0] and back["seed"].tolist() == [4, 4] and str(back["created_at"].dtype).endswith("UTC]")
+    assert (
+        back["scale"].tolist() == [6.0, 6.0]
+        and back["seed"].tolist() == [4, 4]
+        and str(back["created_at"].dtype).endswith("UTC]")
+    )
     csv = store.export(tmp_path / "jobs.csv", "jobs")
     assert pd.read_csv(csv)["status"].tolist() == ["completed"]
     with pytest.raises(InvalidInput, match=r"\.parquet or \.csv"):

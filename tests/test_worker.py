@@ -132,8 +132,14 @@ def test_a_failing_node_fails_the_job_with_the_servers_error(sim: Simulator, sto
 def event_rows(store: Store, job_id: int) -> list[dict[str, Any]]:
     events = store.events(job=job_id)
     return [
-        {"from": a if isinstance(a, str) else None, "to": b, **(json.loads(d) if isinstance(d, str) else {})}
-        for a, b, d in zip(events["from_status"], events["to_status"], events["detail"], strict=True)
+        {
+            "from": a if isinstance(a, str) else None,
+            "to": b,
+            **(json.loads(d) if isinstance(d, str) else {}),
+        }
+        for a, b, d in zip(
+            events["from_status"], events["to_status"], events["detail"], strict=True
+        )
     ]
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RedactingLogger", "aconnect", "connect"]
 
+
 class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
     """websockets' logger, minus the values of our auth headers (it logs the handshake)."""
 

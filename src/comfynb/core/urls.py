@@ -58,9 +58,7 @@ def parse_server_url(url: str) -> tuple[str, tuple[str, str] | None]:
         InvalidInput: not ``http(s)://host[:port]``; the message shows the URL to write.
     """
     if not isinstance(url, str):
-        raise InvalidInput(
-            f"a server URL is a string such as 'http://127.0.0.1:8188', got {url!r}"
-        )
+        raise InvalidInput(f"a server URL is a string such as 'http://127.0.0.1:8188', got {url!r}")
     text = url.strip()
     if "://" not in text:
         fix = "http://" + text.lstrip("/") if text.strip("/:") else None

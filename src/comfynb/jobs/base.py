@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     from ..store import Store
 
 
-
-
 def load_job(store: Store, job: Job | int) -> Job:
     """The job as stored now (a ``Job`` passed in may be stale)."""
     return store.job(job.id if isinstance(job, Job) else job)

@@ -284,9 +284,7 @@ class _Setter:
             found = self._checked[key] = checker.check(name, value)
         return found
 
-    def _checker(
-        self, workflow: Mapping[str, Any] | Workflow, prompt: dict[str, Any]
-    ) -> Workflow:
+    def _checker(self, workflow: Mapping[str, Any] | Workflow, prompt: dict[str, Any]) -> Workflow:
         if isinstance(workflow, Workflow):
             return workflow
         shape = tuple(

@@ -342,8 +342,6 @@ def terminal_for_lost_job(prompt_id: str) -> ExecutionError:
     )
 
 
-
-
 class EventTracker:
     """Which jobs the stream follows and which have ended (no I/O; both streams share it)."""
 

@@ -160,5 +160,3 @@ def prompt_rejected(body: Any) -> PromptRejected:
         f" {lines[0]}" if len(lines) == 1 else "".join(f"\n  {line}" for line in lines)
     )
     return PromptRejected(message, error_type=kind, error=error, node_errors=node_errors)
-
-

@@ -31,7 +31,6 @@ T = TypeVar("T")
 Flow = Generator["Call", "httpx.Response", T]
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Requests and retries
 
@@ -301,5 +300,3 @@ class UploadedImage:
     def as_input(self) -> str:
         """``name`` or ``subfolder/name``, as ``LoadImage`` expects it."""
         return f"{self.subfolder}/{self.name}" if self.subfolder else self.name
-
-

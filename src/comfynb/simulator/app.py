@@ -615,9 +615,11 @@ class Server:
     # -- server info ------------------------------------------------------------------------------
 
     async def object_info(self, request: web.Request) -> web.Response:
-        return web.json_response(_specs.object_info(
-            self.version, input_files=self._input_files(), checkpoints=self.checkpoints
-        ))
+        return web.json_response(
+            _specs.object_info(
+                self.version, input_files=self._input_files(), checkpoints=self.checkpoints
+            )
+        )
 
     async def object_info_class(self, request: web.Request) -> web.Response:
         name = request.match_info["node_class"]

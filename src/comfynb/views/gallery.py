@@ -615,7 +615,9 @@ class Gallery(anywidget.AnyWidget):
                     draw.text((x, y + size + 1 + 14 * line), text, fill="black")
                 marks = ("picked " if tile["picked"] else "") + "*" * int(tile["stars"] or 0)
                 if tile["picked"]:  # as the tiles show it: a green frame
-                    draw.rectangle((x - 2, y - 2, x + size + 1, y + size + 1), outline=_PICKED, width=2)
+                    draw.rectangle(
+                        (x - 2, y - 2, x + size + 1, y + size + 1), outline=_PICKED, width=2
+                    )
                 if marks:  # and a label: picked, the stars
                     box = draw.textbbox((x + 3, y + 3), marks)
                     draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=_PICKED)

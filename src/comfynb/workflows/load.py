@@ -101,8 +101,7 @@ def fetch_object_info(url: str, timeout: float = OBJECT_INFO_TIMEOUT) -> dict[st
         raise WorkflowError(f"GET {where} did not answer JSON ({exc}); is it ComfyUI?") from None
     if not isinstance(info, dict):
         raise WorkflowError(
-            f"GET {where} answered {type(info).__name__}, not the /object_info dict; "
-            "is it ComfyUI?"
+            f"GET {where} answered {type(info).__name__}, not the /object_info dict; is it ComfyUI?"
         )
     return info
 
