@@ -34,12 +34,9 @@ def _no_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture(params=["local", "remote"])
-def view(request: pytest.FixtureRequest, store: Store) -> Iterator[Any]:
-    """The store as a notebook reads it: the file itself, or through a worker's endpoint."""
-    if request.param == "local":
-        yield store
-        return
+@pytest.fixture
+def remote(store: Store) -> Iterator[Any]:
+    """``store`` as a notebook beside a worker process reaches it: through its endpoint."""
     import comfynb
     from comfynb.service.remote import RemoteStore, serve
 
@@ -48,6 +45,12 @@ def view(request: pytest.FixtureRequest, store: Store) -> Iterator[Any]:
         assert isinstance(opened, RemoteStore)
         with opened:
             yield opened
+
+
+@pytest.fixture(params=["local", "remote"])
+def view(request: pytest.FixtureRequest, store: Store) -> Any:
+    """The store as a notebook reads it: the file itself, or through a worker's endpoint."""
+    return store if request.param == "local" else request.getfixturevalue("remote")
 
 
 def load_capture(name: str) -> Any:

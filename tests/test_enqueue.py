@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -23,7 +22,7 @@ from comfynb import (
     WorkflowError,
 )
 from comfynb.jobs import select_next_jobs
-from comfynb.service.remote import RemoteStore, serve
+from comfynb.service.remote import RemoteStore
 from comfynb.simulator import Simulator
 
 
@@ -191,15 +190,6 @@ def test_secrets_are_dropped_from_every_workflow(store: Store) -> None:
 
 
 # --------------------------------------------------------------------------- through a worker
-
-
-@pytest.fixture
-def remote(store: Store) -> Iterator[RemoteStore]:
-    with serve(store):
-        opened = comfynb.open(store.path)
-        assert isinstance(opened, RemoteStore)
-        with opened:
-            yield opened
 
 
 def test_through_a_worker_the_batch_is_one_request(

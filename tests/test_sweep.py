@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 import comfynb
 from comfynb import InvalidInput, Store, Workflow, WorkflowError
 from comfynb.demo import txt2img
-from comfynb.service.remote import RemoteStore, serve
+from comfynb.service.remote import RemoteStore
 from comfynb.simulator import Simulator
 
 OBJECT_INFO: dict[str, Any] = json.loads(
@@ -199,15 +198,6 @@ def test_a_bad_sweep_writes_nothing(
     assert store.runs()["jobs"].tolist() == [0]
     with store.transaction() as tx:
         assert tx.fetch("SELECT count(*) FROM steps") == [(0,)]
-
-
-@pytest.fixture
-def remote(store: Store) -> Iterator[RemoteStore]:
-    with serve(store):
-        opened = comfynb.open(store.path)
-        assert isinstance(opened, RemoteStore)
-        with opened:
-            yield opened
 
 
 def test_a_sweep_through_a_worker_is_the_same(store: Store, remote: RemoteStore) -> None:
